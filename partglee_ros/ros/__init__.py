@@ -1,0 +1,1 @@
+"""The ROS 2 layer: a thin adapter between rclpy messages/services and the ROS-free runtime."""

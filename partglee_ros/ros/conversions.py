@@ -1,0 +1,173 @@
+"""Conversions between ROS messages and the runtime's numpy/dataclass types.
+
+Masks travel as mono8 crops to their tight box (see msg/ObjectInstance.msg): exact at the input
+resolution, and a few kilobytes instead of a full HxW image per instance.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header
+
+from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, ObjectParts, PartInstance
+from partglee_ros.msg import Vocabulary as VocabularyMsg
+from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
+from partglee_ros.runtime.vocabulary import Vocabulary
+
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+# encoding -> (channels, dtype, conversion to RGB or None)
+_ENCODINGS: dict[str, tuple[int, np.dtype, int | None]] = {
+    "rgb8": (3, np.dtype(np.uint8), None),
+    "bgr8": (3, np.dtype(np.uint8), cv2.COLOR_BGR2RGB),
+    "rgba8": (4, np.dtype(np.uint8), cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, np.dtype(np.uint8), cv2.COLOR_BGRA2RGB),
+    "mono8": (1, np.dtype(np.uint8), cv2.COLOR_GRAY2RGB),
+    "8UC3": (3, np.dtype(np.uint8), None),
+}
+
+
+class ImageConversionError(ValueError):
+    """An image message cannot be turned into an RGB frame; the message says why."""
+
+
+def image_msg_to_rgb(msg: Image) -> np.ndarray:
+    """Validate a sensor_msgs/Image and return it as an HxWx3 uint8 RGB array (a copy)."""
+    enc = msg.encoding
+    if enc not in _ENCODINGS:
+        raise ImageConversionError(f"unsupported encoding {enc!r}; supported: {', '.join(_ENCODINGS)}")
+    channels, dtype, conversion = _ENCODINGS[enc]
+    h, w = int(msg.height), int(msg.width)
+    if h == 0 or w == 0:
+        raise ImageConversionError(f"empty image ({w}x{h})")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise ImageConversionError(f"image of {w}x{h} exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
+    row_bytes = w * channels * dtype.itemsize
+    if msg.step < row_bytes:
+        raise ImageConversionError(f"step {msg.step} is smaller than width*channels ({row_bytes}) for {enc}")
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if data.size != msg.step * h:
+        raise ImageConversionError(f"data has {data.size} bytes, expected step*height = {msg.step * h}")
+    rows = data.reshape(h, msg.step)[:, :row_bytes]
+    array = rows.reshape(h, w, channels) if channels > 1 else rows.reshape(h, w)
+    if conversion is None:
+        return np.ascontiguousarray(array)
+    return cv2.cvtColor(np.ascontiguousarray(array), conversion)
+
+
+def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg/png) to HxWx3 uint8 RGB."""
+    buffer = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if bgr is None:
+        raise ImageConversionError(
+            f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes)"
+        )
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_image_msg(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Image:
+    """HxWx3 uint8 RGB -> sensor_msgs/Image in rgb8 or bgr8."""
+    array = rgb if encoding == "rgb8" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding)
+    msg.is_bigendian = 0
+    msg.step = array.shape[1] * 3
+    msg.data = array.tobytes()
+    return msg
+
+
+def mask_to_crop(mask: np.ndarray, header: Header) -> tuple[RegionOfInterest, Image]:
+    """Bool HxW mask -> (tight integer box, mono8 crop of the mask to that box)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return RegionOfInterest(), Image(header=header, encoding="mono8")
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    crop = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.uint8) * np.uint8(255)
+    roi = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0, do_rectify=False)
+    image = Image(header=header, height=y1 - y0, width=x1 - x0, encoding="mono8", step=x1 - x0)
+    image.data = crop.tobytes()
+    return roi, image
+
+
+def crop_to_mask(roi: RegionOfInterest, crop: Image, height: int, width: int) -> np.ndarray:
+    """Inverse of mask_to_crop: paste the crop into a bool HxW mask."""
+    mask = np.zeros((height, width), dtype=bool)
+    if roi.width == 0 or roi.height == 0:
+        return mask
+    if crop.encoding != "mono8" or crop.height != roi.height or crop.width != roi.width:
+        raise ImageConversionError("mask crop does not match its box or is not mono8")
+    rows = np.frombuffer(bytes(crop.data), dtype=np.uint8).reshape(crop.height, crop.step)[:, : crop.width]
+    y0, x0 = roi.y_offset, roi.x_offset
+    mask[y0 : y0 + roi.height, x0 : x0 + roi.width] = rows > 0
+    return mask
+
+
+def _box_of(roi: RegionOfInterest) -> np.ndarray:
+    return np.array(
+        [roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height], dtype=np.float32
+    )
+
+
+def _f32(value: float) -> float:
+    """Round to float32 now, so a message compares equal to itself after crossing the wire."""
+    return float(np.float32(value))
+
+
+def result_to_msg(result: SegmentationResult, header: Header) -> HierarchicalSegmentation:
+    msg = HierarchicalSegmentation(header=header, vocabulary_revision=result.vocabulary_revision)
+    msg.image_height, msg.image_width = result.height, result.width
+    msg.processing_time_ms = _f32(result.timings_ms.get("total", 0.0))
+    for obj in result.objects:
+        box, mask = mask_to_crop(obj.mask, header)
+        out = ObjectInstance(id=obj.id, label=obj.label, score=_f32(obj.score), box=box, mask=mask)
+        for part in obj.parts:
+            pbox, pmask = mask_to_crop(part.mask, header)
+            out.parts.append(
+                PartInstance(
+                    id=part.id,
+                    parent_id=part.parent_id,
+                    label=part.label,
+                    object_label=part.object_label,
+                    score=_f32(part.score),
+                    box=pbox,
+                    mask=pmask,
+                )
+            )
+        msg.objects.append(out)
+    return msg
+
+
+def msg_to_result(msg: HierarchicalSegmentation) -> SegmentationResult:
+    """Decode a message back to full-resolution masks (for consumers, evaluation and tests)."""
+    h, w = msg.image_height, msg.image_width
+    objects = []
+    for obj in msg.objects:
+        parts = [
+            PartResult(
+                id=p.id,
+                label=p.label,
+                object_label=p.object_label,
+                score=p.score,
+                box=_box_of(p.box),
+                mask=crop_to_mask(p.box, p.mask, h, w),
+                parent_id=p.parent_id,
+            )
+            for p in obj.parts
+        ]
+        mask = crop_to_mask(obj.box, obj.mask, h, w)
+        objects.append(ObjectResult(obj.id, obj.label, obj.score, _box_of(obj.box), mask, parts))
+    timings = {"total": float(msg.processing_time_ms)}
+    return SegmentationResult(h, w, msg.vocabulary_revision, objects, timings)
+
+
+def vocabulary_to_msg(vocab: Vocabulary) -> VocabularyMsg:
+    msg = VocabularyMsg(revision=vocab.revision, objects=list(vocab.objects), parts=list(vocab.parts))
+    msg.object_parts = [ObjectParts(object=o, parts=list(p)) for o, p in vocab.object_parts.items()]
+    return msg
+
+
+def object_parts_from_msgs(entries: list[ObjectParts]) -> dict[str, list[str]]:
+    return {e.object: list(e.parts) for e in entries}

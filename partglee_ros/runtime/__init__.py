@@ -1,0 +1,1 @@
+"""The Segmenter runtime: image + active vocabulary -> objects with parts. No ROS imports."""

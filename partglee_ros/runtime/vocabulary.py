@@ -1,0 +1,99 @@
+"""The active vocabulary: validated object and part names, an optional object->parts restriction, a revision.
+
+Validation lives here, not in the ROS layer, so the service, the parameters, the bag tools and the
+Segmenter all reject the same bad input with the same message.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+MAX_NAMES_PER_LEVEL = 2000  # LVIS has 1203 classes; far more is a client bug, not a vocabulary
+MAX_NAME_LENGTH = 200  # characters; text encoders truncate long before this
+
+
+class VocabularyError(ValueError):
+    """A vocabulary was rejected; the message says which names and why."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    objects: tuple[str, ...]
+    parts: tuple[str, ...]
+    object_parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    revision: int = 0
+
+    def allowed_parts(self, object_name: str) -> tuple[str, ...]:
+        """Parts that may be reported under `object_name` (all parts when no restriction is given for it)."""
+        return self.object_parts.get(object_name, self.parts)
+
+    def describe(self) -> str:
+        mapping = "; ".join(f"{o}: {', '.join(p)}" for o, p in self.object_parts.items())
+        text = f"revision {self.revision}: {len(self.objects)} objects, {len(self.parts)} parts"
+        return f"{text} ({mapping})" if mapping else text
+
+
+def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise VocabularyError(f"{level} names must be a list of strings, not one string")
+    cleaned = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise VocabularyError(f"{level} name #{i} is {type(name).__name__}, not a string")
+        name = " ".join(name.split())
+        if not name:
+            raise VocabularyError(f"{level} name #{i} is empty")
+        if len(name) > MAX_NAME_LENGTH:
+            raise VocabularyError(
+                f"{level} name #{i} has {len(name)} characters; the limit is {MAX_NAME_LENGTH}"
+            )
+        if not name.isprintable():
+            raise VocabularyError(f"{level} name #{i} ({name!r}) contains control characters")
+        if ":" in name:
+            raise VocabularyError(f"{level} name {name!r} contains ':', reserved for 'object:part' labels")
+        cleaned.append(name)
+    if len(cleaned) > MAX_NAMES_PER_LEVEL:
+        raise VocabularyError(f"{len(cleaned)} {level} names; the limit is {MAX_NAMES_PER_LEVEL}")
+    duplicates = sorted(n for n, c in Counter(n.casefold() for n in cleaned).items() if c > 1)
+    if duplicates:
+        raise VocabularyError(f"duplicate {level} names: {', '.join(duplicates)}")
+    return tuple(cleaned)
+
+
+def parse_object_parts(lines: Iterable[str]) -> dict[str, list[str]]:
+    """Parse ``"mug: handle, body"`` lines (the parameter and CLI form of the restriction)."""
+    mapping: dict[str, list[str]] = {}
+    for line in lines:
+        obj, sep, parts = line.partition(":")
+        if not sep:
+            raise VocabularyError(f"object_parts entry {line!r} is not of the form 'object: part, part'")
+        mapping[obj.strip()] = [p.strip() for p in parts.split(",") if p.strip()]
+    return mapping
+
+
+def make_vocabulary(
+    objects: Iterable[str],
+    parts: Iterable[str],
+    object_parts: Mapping[str, Iterable[str]] | None = None,
+    revision: int = 0,
+) -> Vocabulary:
+    """Validate names and the restriction; raise VocabularyError with a readable reason."""
+    objs = _clean_names(objects, "object")
+    prts = _clean_names(parts, "part")
+    if not objs:
+        raise VocabularyError("the vocabulary needs at least one object name")
+    restriction: dict[str, tuple[str, ...]] = {}
+    for obj, obj_parts in (object_parts or {}).items():
+        obj_clean = " ".join(str(obj).split())
+        if obj_clean not in objs:
+            raise VocabularyError(
+                f"object_parts names object {obj_clean!r}, which is not in the objects list"
+            )
+        listed = _clean_names(obj_parts, f"{obj_clean!r} part")
+        unknown = [p for p in listed if p not in prts]
+        if unknown:
+            raise VocabularyError(f"object_parts for {obj_clean!r} names unknown parts: {', '.join(unknown)}")
+        restriction[obj_clean] = listed
+    return Vocabulary(objs, prts, restriction, revision)

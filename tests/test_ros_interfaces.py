@@ -1,0 +1,128 @@
+"""The generated interfaces cross a real middleware between two processes unchanged (issue #2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, ObjectParts, PartInstance, Vocabulary
+from partglee_ros.srv import GetVocabulary, SetVocabulary
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.serialization import serialize_message
+from std_msgs.msg import Header
+
+from partglee_ros.ros.conversions import msg_to_result, result_to_msg
+from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
+from tests.conftest import PYTHON, REPO, spin_until
+
+RELIABLE = QoSProfile(
+    depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE
+)
+
+
+def _random_mask(rng: np.random.Generator, h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    mask = np.zeros((h, w), dtype=bool)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > 0.3
+    mask[y0, x0] = mask[y1 - 1, x1 - 1] = True  # pin the tight box
+    return mask
+
+
+def _one_object_two_parts() -> SegmentationResult:
+    rng = np.random.default_rng(7)
+    h, w = 240, 320
+    obj_mask = _random_mask(rng, h, w, (40, 30, 200, 180))
+    handle = _random_mask(rng, h, w, (150, 60, 200, 140)) & obj_mask
+    body = _random_mask(rng, h, w, (40, 30, 150, 180)) & obj_mask
+    parts = [
+        PartResult(2, "handle", "mug:handle", 0.81, np.zeros(4, np.float32), handle, 1),
+        PartResult(3, "body", "mug:body", 0.92, np.zeros(4, np.float32), body, 1),
+    ]
+    obj = ObjectResult(1, "mug", 0.95, np.zeros(4, np.float32), obj_mask, parts)
+    return SegmentationResult(h, w, 4, [obj], {"total": 12.5})
+
+
+@pytest.fixture()
+def peer(start_process):
+    proc = start_process(PYTHON, str(REPO / "tests" / "ros_peer.py"), name="peer")
+    yield proc
+    assert proc.proc.poll() is None, f"peer died:\n{proc.output()}"
+
+
+def _echo(node, name: str, msg_type, message, peer) -> object:
+    received: list = []
+    pub = node.create_publisher(msg_type, f"echo/{name}/in", RELIABLE)
+    node.create_subscription(msg_type, f"echo/{name}/out", received.append, RELIABLE)
+
+    # publish until the peer has matched and echoed once (discovery takes a moment)
+    def sent_and_back() -> bool:
+        if not received:
+            pub.publish(message)
+        return bool(received)
+
+    assert spin_until(node, sent_and_back, timeout=30.0), f"no echo for {name}:\n{peer.output()}"
+    return received[0]
+
+
+def test_segmentation_round_trip_is_bit_exact(ros_node, peer) -> None:
+    result = _one_object_two_parts()
+    header = Header(frame_id="camera_color_optical_frame")
+    header.stamp.sec, header.stamp.nanosec = 1700000000, 123456789
+    sent = result_to_msg(result, header)
+    back = _echo(ros_node, "segmentation", HierarchicalSegmentation, sent, peer)
+
+    assert back == sent  # every field, including every mask byte
+    assert serialize_message(back) == serialize_message(sent)
+    assert back.header.frame_id == "camera_color_optical_frame"
+    assert (back.header.stamp.sec, back.header.stamp.nanosec) == (1700000000, 123456789)
+    decoded = msg_to_result(back)
+    assert decoded.vocabulary_revision == 4
+    (obj,) = decoded.objects
+    assert np.array_equal(obj.mask, result.objects[0].mask)
+    for got, want in zip(obj.parts, result.objects[0].parts, strict=True):
+        assert np.array_equal(got.mask, want.mask)
+        assert (got.label, got.object_label, got.parent_id) == (want.label, want.object_label, 1)
+        assert got.score == pytest.approx(want.score)
+
+
+@pytest.mark.parametrize(
+    ("name", "msg_type", "message"),
+    [
+        ("object", ObjectInstance, ObjectInstance(id=9, label="kettle", score=0.5)),
+        ("part", PartInstance, PartInstance(id=3, parent_id=9, label="spout", object_label="kettle:spout")),
+        ("object_parts", ObjectParts, ObjectParts(object="kettle", parts=["lid", "spout", "handle"])),
+        ("vocabulary", Vocabulary, Vocabulary(revision=2, objects=["mug"], parts=["handle"])),
+    ],
+)
+def test_every_message_type_round_trips(ros_node, peer, name, msg_type, message) -> None:
+    assert _echo(ros_node, name, msg_type, message, peer) == message
+
+
+def _call(node, client, request, peer):
+    assert spin_until(node, client.service_is_ready, timeout=30.0), f"service not up:\n{peer.output()}"
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout=10.0), "service call did not return"
+    return future.result()
+
+
+def test_vocabulary_services(ros_node, peer) -> None:
+    set_client = ros_node.create_client(SetVocabulary, "set_vocabulary")
+    get_client = ros_node.create_client(GetVocabulary, "get_vocabulary")
+
+    initial = _call(ros_node, get_client, GetVocabulary.Request(), peer).vocabulary
+    assert (initial.revision, list(initial.objects), list(initial.parts)) == (0, ["mug"], ["handle"])
+
+    request = SetVocabulary.Request(objects=["mug", "kettle"], parts=["handle", "lid", "spout"])
+    request.object_parts = [ObjectParts(object="kettle", parts=["lid", "spout", "handle"])]
+    ok = _call(ros_node, set_client, request, peer)
+    assert ok.success, ok.message
+    assert ok.revision == 1 and list(ok.vocabulary.objects) == ["mug", "kettle"]
+    assert [(e.object, list(e.parts)) for e in ok.vocabulary.object_parts] == [
+        ("kettle", ["lid", "spout", "handle"])
+    ]
+
+    bad = _call(ros_node, set_client, SetVocabulary.Request(objects=["mug", "Mug"], parts=[]), peer)
+    assert not bad.success and "duplicate" in bad.message
+    assert bad.revision == 1 and list(bad.vocabulary.objects) == ["mug", "kettle"]
+
+    now = _call(ros_node, get_client, GetVocabulary.Request(), peer).vocabulary
+    assert now.revision == 1 and list(now.parts) == ["handle", "lid", "spout"]

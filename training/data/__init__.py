@@ -1,0 +1,1 @@
+"""Datasets: the SynthParts generator, the hierarchical annotation model and readers/writers."""
