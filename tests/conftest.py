@@ -24,7 +24,7 @@ def isolated_ros_domain() -> None:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def ros_node() -> Iterator:
     """An rclpy node in the test process (requires the colcon build: `make test` does it)."""
     import rclpy
@@ -79,18 +79,29 @@ class RosProcess:
         return self.proc.returncode
 
 
-@pytest.fixture()
-def start_process(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
+def _process_starter(log_dir: Path) -> Iterator[Callable[..., RosProcess]]:
     started: list[RosProcess] = []
 
     def start(*args: str, name: str = "proc") -> RosProcess:
-        proc = RosProcess([*args], tmp_path / f"{name}-{len(started)}.log")
+        proc = RosProcess([*args], log_dir / f"{name}-{len(started)}.log")
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture()
+def start_process(tmp_path: Path) -> Iterator[Callable[..., RosProcess]]:
+    """Start processes that are stopped when the test ends."""
+    yield from _process_starter(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def start_module_process(tmp_path_factory) -> Iterator[Callable[..., RosProcess]]:
+    """Start processes shared by a module's tests (a node that takes seconds to load a model)."""
+    yield from _process_starter(tmp_path_factory.mktemp("logs"))
 
 
 PYTHON = sys.executable

@@ -1,0 +1,153 @@
+"""Model configuration and checkpoints: one dataclass builds a model; a checkpoint is safetensors + that config.
+
+Keeping the config as plain JSON next to ``model.safetensors`` means a checkpoint can be inspected, diffed and
+loaded without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from partglee_ros.model.partglee import PartGLEE
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class LossConfig:
+    """Loss and matching-cost weights (MaskDINO/PartGLEE values; Eq. 5 of the paper)."""
+
+    class_weight: float = 4.0  # lambda_1 (focal loss on similarity scores)
+    box_l1_weight: float = 5.0  # MaskDINO BOX_WEIGHT
+    giou_weight: float = 2.0  # lambda_2 (paper) / MaskDINO GIOU_WEIGHT
+    mask_weight: float = 5.0  # lambda_3, BCE on sampled points
+    dice_weight: float = 5.0
+    # lambda_4: the paper writes 5, the official code uses 0.1. We use the paper's value by default.
+    restriction_weight: float = 5.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    num_points: int = 12544  # points sampled per mask (Mask2Former's 112*112)
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    # "independent": parts matched to any part target (paper). "parent_consistent": a part query may only be
+    # matched to parts of the GT object its parent query was matched to (keeps the hierarchy in training).
+    part_matching: str = "independent"
+    dn_enabled: bool = False  # query denoising on object boxes/labels
+    dn_num: int = 20
+    dn_box_noise: float = 0.4
+    dn_label_noise: float = 0.2
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a PartGLEE (or the flat baseline) model."""
+
+    name: str = "small"
+    architecture: str = "hierarchical"  # "hierarchical" (PartGLEE) or "flat" (paper Fig. 4a baseline)
+    # image encoder
+    backbone: str = "resnet18"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
+    backbone_weights: str | None = None  # local safetensors file; no downloads
+    hidden_dim: int = 256
+    mask_dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_feature_levels: int = 3  # strides 8, 16, 32 go through the deformable encoder
+    enc_layers: int = 6
+    enc_points: int = 4
+    dropout: float = 0.0
+    # runtime: the network input size (W, H) images are letterboxed into, and the text encoder whose
+    # embedding space the model was trained in ("minilm" is offline; see model/text_encoder.py)
+    input_size: tuple[int, int] = (320, 240)
+    text_encoder: str = "minilm"
+    text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    # early fusion (paper 3.1): bi-directional cross-attention image <-> text before the encoder
+    early_fusion: bool = True
+    text_dim: int = 384
+    # object decoder
+    num_queries: int = 300
+    dec_layers: int = 9
+    dec_points: int = 4
+    # Q-Former (Eq. 2) and part decoder
+    num_parse_queries: int = 10  # L
+    qformer_layers: int = 3  # M
+    qformer_topk: int = 100  # k object queries parsed into parts (k*L part queries)
+    qformer_mode: str = "faithful"  # "faithful" | "box_features"
+    qformer_box_grid: int = 7  # samples per side inside the parent box in box_features mode
+    part_dec_layers: int = 6
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = LossConfig(**self.loss)
+        self.input_size = tuple(self.input_size)  # JSON/YAML give a list
+        if self.architecture not in ("hierarchical", "flat"):
+            raise ValueError(f"architecture must be 'hierarchical' or 'flat', got {self.architecture!r}")
+        if self.qformer_mode not in ("faithful", "box_features"):
+            raise ValueError(f"qformer_mode must be 'faithful' or 'box_features', got {self.qformer_mode!r}")
+        if self.qformer_topk > self.num_queries:
+            raise ValueError("qformer_topk cannot exceed num_queries")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError("hidden_dim must be divisible by num_heads")
+        if self.loss.part_matching not in ("independent", "parent_consistent"):
+            raise ValueError(f"unknown part_matching {self.loss.part_matching!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ModelConfig:
+        """Read a YAML or JSON file (YAML is a superset of JSON, so one parser serves both)."""
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        with open(path, "w") as f:
+            if path.suffix in (".yaml", ".yml"):
+                yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+            else:
+                json.dump(self.to_dict(), f, indent=2)
+
+
+def save_checkpoint(model: PartGLEE, config: ModelConfig, path: str | Path) -> Path:
+    """Write ``path/model.safetensors`` and ``path/config.json``; returns the directory."""
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path / WEIGHTS_FILE))
+    config.save(path / CONFIG_FILE)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[PartGLEE, ModelConfig]:
+    """Build the model from ``config.json`` and load ``model.safetensors`` strictly (no pickle involved)."""
+    from safetensors.torch import load_model
+
+    from partglee_ros.model.partglee import build_model
+
+    path = Path(path)
+    config = ModelConfig.from_file(path / CONFIG_FILE)
+    # weights come from the checkpoint, so the backbone's own weight file is not needed (nor required to exist)
+    model = build_model(dataclasses.replace(config, backbone_weights=None))
+    load_model(model, str(path / WEIGHTS_FILE), strict=True, device=device)
+    model.eval()
+    return model, config

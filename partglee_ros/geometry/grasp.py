@@ -1,0 +1,99 @@
+"""A parallel-jaw grasp candidate for a segmented part, from its robust 3D geometry.
+
+Gripper frame convention (columns of ``rotation``, in the camera frame): z is the approach direction (along
+the camera ray to the part, i.e. the gripper comes from the camera's side), y is the closing direction of the
+fingers (across the part's principal axis) and x = y cross z lies along the part. This matches the usual ROS
+parallel-gripper TCP convention (e.g. the Franka hand), so a planner can use the pose as an end-effector goal
+after composing its own TCP offset. No collision checking and no gripper width check is done here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from partglee_ros.geometry.part_pose import (
+    DEFAULT_PARAMS,
+    GeometryParams,
+    PartGeometry,
+    estimate_part_geometry,
+)
+from partglee_ros.geometry.points import Intrinsics
+
+COUNT_SCALE = 50.0  # valid points at which the point-count factor of the quality reaches 1 - 1/e
+MIN_AXIS_SINE = 0.1  # below this sine between part axis and approach the part is seen end-on
+
+
+@dataclass
+class GraspPose:
+    """Grasp candidate in the camera frame: metres, quaternion (x, y, z, w) as in geometry_msgs."""
+
+    position: np.ndarray  # (3,)
+    orientation: np.ndarray  # (4,) unit quaternion x, y, z, w
+    rotation: np.ndarray  # (3, 3) columns: gripper x (along part), y (closing), z (approach)
+    quality: float  # in [0, 1]; see grasp_quality
+
+    @property
+    def approach(self) -> np.ndarray:
+        return self.rotation[:, 2]
+
+    @property
+    def closing(self) -> np.ndarray:
+        return self.rotation[:, 1]
+
+
+@dataclass
+class GraspResult:
+    """Either a pose (reason "ok") or no pose and the reason, never a NaN pose."""
+
+    pose: GraspPose | None
+    reason: str
+    geometry: PartGeometry | None = None
+
+
+def grasp_quality(geometry: PartGeometry) -> float:
+    """Confidence in [0, 1]: enough points, most of the mask backed by depth, and a well-defined axis.
+
+    The axis factor is 0.5 for a round blob (any closing direction is as good as the chosen one, so the
+    candidate is not wrong, only arbitrary) and 1 for an elongated part.
+    """
+    count = 1.0 - np.exp(-geometry.n_valid / COUNT_SCALE)
+    elongation = 1.0 - geometry.variances[1] / geometry.variances[0] if geometry.variances[0] > 0 else 0.0
+    quality = count * geometry.valid_fraction * (0.5 + 0.5 * elongation)
+    return float(np.clip(quality, 0.0, 1.0))
+
+
+def grasp_from_geometry(geometry: PartGeometry) -> GraspPose:
+    """Approach along the camera ray to the part's centre, closing across its principal axis."""
+    approach = geometry.center / np.linalg.norm(geometry.center)
+    closing = np.cross(approach, geometry.axes[0])
+    if np.linalg.norm(closing) < MIN_AXIS_SINE:
+        closing = np.cross(approach, geometry.axes[1])  # part seen end-on: close across its wider section
+    closing /= np.linalg.norm(closing)
+    along = np.cross(closing, approach)
+    rotation = np.stack([along, closing, approach], axis=1)
+    return GraspPose(
+        position=geometry.center.copy(),
+        orientation=Rotation.from_matrix(rotation).as_quat(),
+        rotation=rotation,
+        quality=grasp_quality(geometry),
+    )
+
+
+def plan_grasp(
+    mask: np.ndarray,
+    depth: np.ndarray,
+    intrinsics: Intrinsics | np.ndarray | tuple,
+    encoding: str | None = None,
+    params: GeometryParams = DEFAULT_PARAMS,
+) -> GraspResult:
+    """Grasp candidate for one part mask on an aligned depth image (16UC1 mm or 32FC1 m)."""
+    geometry, reason = estimate_part_geometry(mask, depth, intrinsics, encoding, params)
+    if geometry is None:
+        return GraspResult(pose=None, reason=reason)
+    pose = grasp_from_geometry(geometry)
+    if not (np.isfinite(pose.position).all() and np.isfinite(pose.orientation).all()):
+        return GraspResult(pose=None, reason="non-finite grasp pose", geometry=geometry)
+    return GraspResult(pose=pose, reason="ok", geometry=geometry)

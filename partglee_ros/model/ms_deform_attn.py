@@ -1,0 +1,105 @@
+"""Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
+
+The CUDA kernel of the reference implementation cannot be exported; sampling every level with
+``F.grid_sample`` gives the same result, runs on CPU and exports to ONNX (GridSample, opset >= 16), which
+TensorRT supports. Spatial shapes are Python ints taken from the feature maps, so the graph is static in H, W.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def level_start_index(spatial_shapes: list[tuple[int, int]]) -> list[int]:
+    """Offsets of each level inside the flattened token sequence."""
+    starts, total = [], 0
+    for h, w in spatial_shapes:
+        starts.append(total)
+        total += h * w
+    return starts
+
+
+def ms_deform_attn_core(
+    value: Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Bilinearly sample each level at the given locations and sum with the attention weights.
+
+    value (B, S, H, Dh); sampling_locations (B, Q, H, Lv, P, 2) in [0, 1]; attention_weights (B, Q, H, Lv, P).
+    Returns (B, Q, H*Dh).
+    """
+    b, _, n_heads, head_dim = value.shape
+    _, n_q, _, n_levels, n_points, _ = sampling_locations.shape
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    start = 0
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        v = value[:, start : start + h * w]  # (B, hw, H, Dh)
+        start += h * w
+        v = v.flatten(2).transpose(1, 2).reshape(b * n_heads, head_dim, h, w)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*H, Q, P, 2)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    # (B*H, Dh, Q, Lv*P) weighted by (B*H, 1, Q, Lv*P)
+    stacked = torch.stack(sampled, dim=-2).flatten(-2)
+    weights = attention_weights.transpose(1, 2).reshape(b * n_heads, 1, n_q, n_levels * n_points)
+    out = (stacked * weights).sum(-1).view(b, n_heads * head_dim, n_q)
+    return out.transpose(1, 2).contiguous()
+
+
+class MSDeformAttn(nn.Module):
+    """Each query looks at ``n_points`` learned offsets around its reference point on every level."""
+
+    def __init__(self, d_model: int, n_levels: int, n_heads: int, n_points: int) -> None:
+        super().__init__()
+        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        # Deformable DETR init: heads start looking in evenly spread directions, at growing distances.
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.n_levels, self.n_points, 1)
+        for i in range(self.n_points):
+            grid[:, :, i, :] *= i + 1
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.constant_(self.value_proj.bias, 0.0)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.constant_(self.output_proj.bias, 0.0)
+
+    def forward(
+        self, query: Tensor, reference_points: Tensor, value: Tensor, spatial_shapes: list[tuple[int, int]]
+    ) -> Tensor:
+        """query (B, Q, C); reference_points (B, Q, Lv, 2) points or (B, Q, Lv, 4) boxes in [0, 1]; value (B, S, C)."""
+        b, n_q, _ = query.shape
+        head_dim = self.d_model // self.n_heads
+        v = self.value_proj(value).view(b, value.shape[1], self.n_heads, head_dim)
+        offsets = self.sampling_offsets(query).view(b, n_q, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(b, n_q, self.n_heads, self.n_levels * self.n_points)
+        weights = weights.softmax(-1).view(b, n_q, self.n_heads, self.n_levels, self.n_points)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.tensor(
+                [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
+            )
+            loc = (
+                reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            )
+        else:
+            ref = reference_points[:, :, None, :, None, :]
+            loc = ref[..., :2] + offsets / self.n_points * ref[..., 2:] * 0.5
+        return self.output_proj(ms_deform_attn_core(v, spatial_shapes, loc, weights))

@@ -1,0 +1,33 @@
+"""Image normalisation and padding the model expects (ImageNet statistics on 0..255 RGB, like GLEE/MaskDINO)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+SIZE_DIVISIBILITY = 32  # the backbone's coarsest stride
+
+
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    """Smallest (H, W) >= the input that the backbone strides divide exactly."""
+    d = SIZE_DIVISIBILITY
+    return (height + d - 1) // d * d, (width + d - 1) // d * d
+
+
+def images_to_tensor(images: list[np.ndarray]) -> Tensor:
+    """HxWx3 uint8 RGB images -> (B, 3, H, W) normalised float, zero-padded bottom/right to a common size
+    divisible by 32. Boxes normalised by the padded size match the model's normalised outputs."""
+    h = max(im.shape[0] for im in images)
+    w = max(im.shape[1] for im in images)
+    ph, pw = padded_size(h, w)
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    out = []
+    for im in images:
+        x = (torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float() - mean) / std
+        out.append(F.pad(x, (0, pw - x.shape[2], 0, ph - x.shape[1])))
+    return torch.stack(out)

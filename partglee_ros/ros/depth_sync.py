@@ -1,0 +1,33 @@
+"""Approximate time matching of depth + CameraInfo to colour frames (message_filters has no PyPI wheel).
+
+The node keeps the last few depth and CameraInfo messages and, for each segmented colour frame, picks the
+ones closest in stamp within `slop` seconds; they are republished with the segmentation so 3D consumers can
+match all three exactly by stamp.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+
+def stamp_seconds(header: Any) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+class NearestStampBuffer:
+    def __init__(self, size: int = 10) -> None:
+        self._items: deque = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, msg: Any) -> None:
+        with self._lock:
+            self._items.append(msg)
+
+    def nearest(self, t: float, slop: float) -> Any | None:
+        with self._lock:
+            best = min(self._items, key=lambda m: abs(stamp_seconds(m.header) - t), default=None)
+        if best is None or abs(stamp_seconds(best.header) - t) > slop:
+            return None
+        return best

@@ -1,0 +1,41 @@
+"""A one-frame mailbox between the subscription callback and the inference thread: latest frame wins.
+
+The callback never blocks (it only swaps a reference); a frame that arrives while the previous one is still
+waiting replaces it and is counted as dropped, so the node never works through a queue of stale frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class LatestFrameSlot(Generic[T]):
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+        self.received = 0
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            self.received += 1
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The newest frame, or None on timeout or after close()."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

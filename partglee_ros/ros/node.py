@@ -1,0 +1,272 @@
+"""partglee_node: camera images in, hierarchical object/part segmentations out.
+
+A thin adapter over the ROS-free Segmenter. The subscription callback only drops the message into a
+one-frame slot (latest frame wins); a worker thread converts, segments and publishes, so the executor is
+never blocked by inference and services/parameters stay responsive. Bad frames are counted and logged
+(throttled) and never stop the node.
+
+Topics (relative, so namespaces and remaps place them):
+  in:  image (sensor_msgs/Image) or image/compressed; optional depth (Image) + camera_info (CameraInfo)
+  out: segmentation (partglee_ros/HierarchicalSegmentation), debug_image (Image, only while subscribed),
+       segmentation/depth + segmentation/camera_info (the matched depth, same stamps), /diagnostics
+Services: set_vocabulary, get_vocabulary.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from partglee_ros.msg import HierarchicalSegmentation
+from partglee_ros.ros.conversions import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    result_to_msg,
+    rgb_to_image_msg,
+)
+from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
+from partglee_ros.ros.frame_slot import LatestFrameSlot
+from partglee_ros.ros.parameters import BY_NAME, DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
+from partglee_ros.ros.vocabulary_services import VocabularyServices
+from partglee_ros.runtime.backends.base import BackendError
+from partglee_ros.runtime.factory import load_segmenter
+from partglee_ros.runtime.overlay import draw_overlay
+from partglee_ros.runtime.segmenter import ImageError, Segmenter
+from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary, parse_object_parts
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameter, missing or corrupt model); the message says what to fix."""
+
+
+def default_model_dir() -> Path:
+    try:
+        return Path(get_package_prefix("partglee_ros")) / DEFAULT_MODEL
+    except PackageNotFoundError as err:
+        raise StartupError("partglee_ros is not installed; set model_path") from err
+
+
+class PartGleeNode(Node):
+    def __init__(self, node_name: str = "partglee", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for p in PARAMS:
+            self.declare_parameter(p.name, p.default, descriptor(p))
+        self.segmenter: Segmenter | None = None
+        self._slot: LatestFrameSlot[tuple[Any, float]] = LatestFrameSlot()
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._processed = 0
+        self._errors = 0
+        self._last_error = ""
+        self._last_logged: dict[str, float] = {}
+        self._latencies: deque[float] = deque(maxlen=200)
+        self._depth = NearestStampBuffer()
+        self._camera_info = NearestStampBuffer()
+        self._subscriptions_made: list = []
+
+    # ---- setup ---------------------------------------------------------------------------------------
+    def value(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _initial_vocabulary(self) -> Vocabulary:
+        try:
+            mapping = parse_object_parts([e for e in self.value("object_parts") if e.strip()])
+            return make_vocabulary(self.value("objects"), self.value("parts"), mapping, revision=1)
+        except VocabularyError as err:
+            raise StartupError(f"default vocabulary parameters are invalid: {err}") from err
+
+    def configure(self) -> None:
+        """Load the model and vocabulary and create the interfaces; raises StartupError on bad setup."""
+        for name in ("backend", "device", "precision", "qos_reliability"):
+            if not isinstance(self.value(name), str):
+                raise StartupError(f"parameter {name} must be a string")
+        if self.value("qos_reliability") not in ("best_effort", "reliable"):
+            raise StartupError("qos_reliability must be best_effort or reliable")
+        values = {p.name: self.value(p.name) for p in PARAMS}
+        try:
+            post = postprocess_config(values)
+        except ValueError as err:
+            raise StartupError(str(err)) from err
+        model_dir = Path(self.value("model_path")) if self.value("model_path") else default_model_dir()
+        size = (self.value("input_width"), self.value("input_height"))
+        vocab = self._initial_vocabulary()
+        try:
+            self.segmenter = load_segmenter(
+                model_dir,
+                backend=self.value("backend"),
+                device=self.value("device"),
+                precision=self.value("precision"),
+                engine_path=self.value("engine_path"),
+                input_size=size if all(size) else None,
+                postprocess_config=post,
+                rebuild_stale_engine=self.value("rebuild_stale_engine"),
+            )
+            self.segmenter.apply_vocabulary(vocab)
+        except BackendError as err:
+            raise StartupError(str(err)) from err
+        self.get_logger().info(
+            f"loaded {model_dir} on {self.segmenter.backend.name}/{self.segmenter.backend.device}; "
+            f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}; vocabulary {vocab.describe()}"
+        )
+        self.vocabulary_services = VocabularyServices(self, vocab, self.segmenter.apply_vocabulary)
+        self.add_on_set_parameters_callback(self._on_parameters)
+        self.seg_pub = self.create_publisher(HierarchicalSegmentation, "segmentation", 10)
+        self.debug_pub = self.create_publisher(Image, "debug_image", 1)
+        self.depth_pub = self.create_publisher(Image, "segmentation/depth", 10)
+        self.info_pub = self.create_publisher(CameraInfo, "segmentation/camera_info", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.value("diagnostics_period"), self._publish_diagnostics)
+
+    def activate(self) -> None:
+        """Subscribe and start the inference thread."""
+        reliability = (
+            ReliabilityPolicy.RELIABLE
+            if self.value("qos_reliability") == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT
+        )
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
+        if self.value("compressed"):
+            sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
+        else:
+            sub = self.create_subscription(Image, "image", self._on_image, qos)
+        self._subscriptions_made = [sub]
+        if self.value("use_depth"):
+            self._subscriptions_made += [
+                self.create_subscription(Image, "depth", self._depth.add, qos),
+                self.create_subscription(CameraInfo, "camera_info", self._camera_info.add, 10),
+            ]
+        self._running = True
+        self._slot = LatestFrameSlot()
+        self._worker = threading.Thread(target=self._work, name="partglee-inference", daemon=True)
+        self._worker.start()
+
+    def deactivate(self) -> None:
+        """Stop processing and release the accelerator (a later activate reloads nothing on the CPU)."""
+        self._running = False
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+        for sub in self._subscriptions_made:
+            self.destroy_subscription(sub)
+        self._subscriptions_made = []
+
+    # ---- callbacks -------------------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self._slot.put((msg, time.monotonic()))
+
+    def _on_parameters(self, params: list) -> SetParametersResult:
+        updates = {p.name: p.value for p in params}
+        for name in updates:
+            if name in BY_NAME and not BY_NAME[name].dynamic:
+                return SetParametersResult(
+                    successful=False, reason=f"{name} is read-only; restart the node to change it"
+                )
+        values = {p.name: self.value(p.name) for p in PARAMS} | updates
+        try:
+            new_config = postprocess_config(values)
+        except (ValueError, TypeError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        if self.segmenter is not None:
+            self.segmenter.config = new_config  # one reference swap; the next frame uses it
+        return SetParametersResult(successful=True)
+
+    def _work(self) -> None:
+        while self._running:
+            item = self._slot.take(timeout=0.5)
+            if item is None:
+                continue
+            msg, received = item
+            try:
+                self._process(msg, received)
+            except (ImageConversionError, ImageError) as err:
+                self._report_error(f"bad image: {err}")
+            except Exception as err:  # keep serving good frames whatever one frame did
+                self._report_error(f"segmentation failed: {type(err).__name__}: {err}")
+
+    def _report_error(self, text: str) -> None:
+        """Count and log; a flood of the same error is logged once per 5 s, a new kind of error at once."""
+        self._errors += 1
+        self._last_error = text
+        now = time.monotonic()
+        if now - self._last_logged.get(text, -1e9) >= 5.0:
+            self._last_logged[text] = now
+            self.get_logger().warning(f"{text} (frame errors so far: {self._errors})")
+
+    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+        rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
+        result = self.segmenter.segment(rgb)
+        result.timings_ms["total"] = (time.monotonic() - received) * 1e3
+        self.seg_pub.publish(result_to_msg(result, msg.header))
+        self._processed += 1
+        self._latencies.append(result.timings_ms["total"])
+        if self.value("use_depth"):
+            t = stamp_seconds(msg.header)
+            depth = self._depth.nearest(t, self.value("depth_slop"))
+            info = self._camera_info.nearest(t, self.value("depth_slop"))
+            if depth is not None and info is not None:
+                self.depth_pub.publish(depth)
+                self.info_pub.publish(info)
+        if self.value("publish_debug_image") and self.debug_pub.get_subscription_count() > 0:
+            self.debug_pub.publish(rgb_to_image_msg(draw_overlay(rgb, result), msg.header))
+
+    def _publish_diagnostics(self) -> None:
+        lat = np.array(self._latencies) if self._latencies else np.zeros(1)
+        status = DiagnosticStatus(
+            name=f"{self.get_name()}: inference", hardware_id=self.get_fully_qualified_name()
+        )
+        failing = self._errors > 0 and self._processed == 0
+        status.level = DiagnosticStatus.WARN if failing else DiagnosticStatus.OK
+        status.message = "running" if self._running else "inactive"
+        vocab = self.segmenter.vocabulary if self.segmenter else None
+        status.values = [
+            KeyValue(key="frames_received", value=str(self._slot.received)),
+            KeyValue(key="frames_processed", value=str(self._processed)),
+            KeyValue(key="frames_dropped", value=str(self._slot.dropped)),
+            KeyValue(key="frame_errors", value=str(self._errors)),
+            KeyValue(key="last_error", value=self._last_error),
+            KeyValue(key="latency_ms_p50", value=f"{np.percentile(lat, 50):.1f}"),
+            KeyValue(key="latency_ms_p95", value=f"{np.percentile(lat, 95):.1f}"),
+            KeyValue(key="vocabulary_revision", value=str(vocab.revision if vocab else 0)),
+        ]
+        self.diag_pub.publish(DiagnosticArray(header=self._header_now(), status=[status]))
+
+    def _header_now(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg())
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = PartGleeNode()
+    try:
+        node.configure()
+        node.activate()
+    except StartupError as err:
+        node.get_logger().fatal(f"cannot start: {err}")
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.deactivate()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

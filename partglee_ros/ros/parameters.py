@@ -1,0 +1,92 @@
+"""The node's declared parameters: names, defaults, descriptions and ranges in one table.
+
+`launch/partglee.launch.py` and `config/partglee.yaml` use these names; tests check all three agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from partglee_ros.runtime.postprocess import PostprocessConfig
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    dynamic: bool = False  # may change at run time (validated in a parameter callback)
+    range: tuple[float, float] | None = None
+
+
+DEFAULT_MODEL = "share/partglee_ros/models/default"  # relative to the package's install prefix
+
+PARAMS = (
+    Param("backend", "auto", "inference backend: auto | torch | onnx | tensorrt"),
+    Param(
+        "model_path",
+        "",
+        f"model directory (config.json + model.safetensors); empty = bundled model ({DEFAULT_MODEL})",
+    ),
+    Param("engine_path", "", "ONNX file for backend onnx, or TensorRT engine (.engine) for tensorrt/auto"),
+    Param(
+        "rebuild_stale_engine",
+        False,
+        "rebuild a TensorRT engine whose metadata no longer matches (else refuse it)",
+    ),
+    Param("device", "cpu", "cpu | cuda | cuda:N"),
+    Param("precision", "fp32", "fp32 | fp16 (fp16 needs CUDA)"),
+    Param("input_width", 0, "network input width in pixels; 0 = the model's own", range=(0, 4096)),
+    Param("input_height", 0, "network input height in pixels; 0 = the model's own", range=(0, 4096)),
+    Param("object_threshold", 0.3, "minimum object score", dynamic=True, range=(0.0, 1.0)),
+    Param("part_threshold", 0.3, "minimum part score", dynamic=True, range=(0.0, 1.0)),
+    Param(
+        "nms_iou",
+        0.7,
+        "box IoU above which a lower-scored duplicate is suppressed",
+        dynamic=True,
+        range=(0.0, 1.0),
+    ),
+    Param("max_objects", 20, "most objects reported per frame", dynamic=True, range=(1, 1000)),
+    Param("max_parts_per_object", 8, "most parts reported per object", dynamic=True, range=(0, 100)),
+    Param("objects", ["mug", "kettle", "bottle"], "default object vocabulary"),
+    Param("parts", ["handle", "body", "lid", "spout", "cap", "neck"], "default part vocabulary"),
+    Param("object_parts", [""], "optional restriction, entries like 'mug: handle, body' ('' = none)"),
+    Param(
+        "compressed", False, "subscribe to sensor_msgs/CompressedImage on image/compressed instead of image"
+    ),
+    Param("use_depth", False, "match depth + camera_info to each frame and republish them with the result"),
+    Param(
+        "depth_slop", 0.05, "largest stamp difference (s) for depth/camera_info matching", range=(0.0, 1.0)
+    ),
+    Param("qos_reliability", "best_effort", "image subscription reliability: best_effort | reliable"),
+    Param("publish_debug_image", True, "publish debug_image (only computed while someone subscribes)"),
+    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", range=(0.1, 60.0)),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def descriptor(p: Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=p.description, read_only=not p.dynamic)
+    if p.range is not None:
+        lo, hi = p.range
+        if isinstance(p.default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+        else:
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+    return d
+
+
+def postprocess_config(values: dict[str, Any]) -> PostprocessConfig:
+    cfg = PostprocessConfig(
+        object_threshold=float(values["object_threshold"]),
+        part_threshold=float(values["part_threshold"]),
+        max_objects=int(values["max_objects"]),
+        max_parts_per_object=int(values["max_parts_per_object"]),
+        nms_iou=float(values["nms_iou"]),
+    )
+    cfg.validate()
+    return cfg

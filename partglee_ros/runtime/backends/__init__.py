@@ -1,0 +1,1 @@
+"""Interchangeable inference backends behind one interface (see base.Backend)."""

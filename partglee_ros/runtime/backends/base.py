@@ -1,0 +1,40 @@
+"""What every backend does: run the network on one preprocessed image with given text embeddings.
+
+Text embeddings are an *input*, so a vocabulary change never rebuilds a backend (or a TensorRT engine).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+# Output names, in the order the ONNX graph and TensorRT engine produce them.
+OUTPUT_NAMES = (
+    "obj_logits",
+    "obj_boxes",
+    "obj_masks",
+    "part_logits",
+    "part_boxes",
+    "part_masks",
+    "part_parent",
+)
+INPUT_NAMES = ("image", "object_text", "part_text")
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be created or run (missing file, wrong engine, missing library)."""
+
+
+class Backend(ABC):
+    name: str
+    device: str
+
+    @abstractmethod
+    def infer(
+        self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """image (1,3,H,W) float32 normalised, texts (K,D) float32 -> OUTPUT_NAMES arrays (batch 1 dropped)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; CPU backends hold nothing to release
+        """Release accelerator memory (lifecycle deactivate)."""

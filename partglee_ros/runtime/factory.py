@@ -1,0 +1,116 @@
+"""Build a Segmenter from a model directory (config.json + model.safetensors [+ model.onnx, engines]).
+
+Every failure becomes a `BackendError` naming the file and the problem, so a node can report it and
+stay alive (or exit cleanly) instead of printing a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint
+from partglee_ros.model.text_encoder import TextEncoder, build_text_encoder
+from partglee_ros.runtime.backends.base import Backend, BackendError
+from partglee_ros.runtime.postprocess import PostprocessConfig
+from partglee_ros.runtime.segmenter import Segmenter
+
+ONNX_FILE = "model.onnx"
+BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+
+
+def read_model_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        raise BackendError(f"model config not found: {path}")
+    try:
+        return ModelConfig.from_file(path)
+    except (ValueError, TypeError, json.JSONDecodeError) as err:
+        raise BackendError(f"model config {path} is invalid: {err}") from err
+
+
+def _torch_backend(model_dir: Path, device: str, precision: str) -> Backend:
+    from partglee_ros.runtime.backends.torch_backend import TorchBackend
+
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BackendError(f"model weights not found: {weights}")
+    try:
+        model, _ = load_checkpoint(model_dir)
+    except Exception as err:  # safetensors raises several types for a corrupt or mismatched file
+        raise BackendError(f"cannot load {weights}: {type(err).__name__}: {err}") from err
+    return TorchBackend(model, device, precision)
+
+
+def _onnx_backend(model_dir: Path, onnx_path: str, device: str) -> Backend:
+    from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
+
+    return OnnxBackend(Path(onnx_path) if onnx_path else model_dir / ONNX_FILE, device)
+
+
+def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool) -> Backend:
+    from partglee_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    if not engine_path:
+        raise BackendError("backend 'tensorrt' needs engine_path")
+    return TensorRTBackend(Path(engine_path), model_dir / ONNX_FILE, rebuild_stale=rebuild)
+
+
+def make_backend(
+    model_dir: Path,
+    backend: str = "auto",
+    device: str = "cpu",
+    precision: str = "fp32",
+    engine_path: str = "",
+    rebuild_stale_engine: bool = False,
+) -> Backend:
+    """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch."""
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return _torch_backend(model_dir, device, precision)
+    if backend == "onnx":
+        return _onnx_backend(model_dir, engine_path, device)
+    if backend == "tensorrt":
+        return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine)
+    errors = []
+    if engine_path and engine_path.endswith(".engine"):
+        try:
+            return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine)
+        except BackendError as err:
+            errors.append(str(err))
+    if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
+        try:
+            return _onnx_backend(model_dir, "", device)
+        except BackendError as err:
+            errors.append(str(err))
+    try:
+        return _torch_backend(model_dir, device, precision)
+    except BackendError as err:
+        raise BackendError("; ".join([*errors, str(err)])) from err
+
+
+def make_text_encoder(config: ModelConfig) -> TextEncoder:
+    try:
+        return build_text_encoder(config.text_encoder, **config.text_encoder_kwargs)
+    except Exception as err:
+        raise BackendError(f"cannot load text encoder {config.text_encoder!r}: {err}") from err
+
+
+def load_segmenter(
+    model_dir: str | Path,
+    backend: str = "auto",
+    device: str = "cpu",
+    precision: str = "fp32",
+    engine_path: str = "",
+    input_size: tuple[int, int] | None = None,
+    postprocess_config: PostprocessConfig | None = None,
+    rebuild_stale_engine: bool = False,
+) -> Segmenter:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise BackendError(f"model directory not found: {model_dir}")
+    config = read_model_config(model_dir)
+    backend_impl = make_backend(model_dir, backend, device, precision, engine_path, rebuild_stale_engine)
+    size = tuple(input_size) if input_size else tuple(config.input_size)
+    return Segmenter(backend_impl, make_text_encoder(config), size, postprocess_config)

@@ -1,0 +1,141 @@
+"""Raw network outputs -> objects with parts at the input image's resolution.
+
+Steps: per-query best label and score, score threshold, duplicate suppression (class-wise box NMS,
+torchvision), top-k; parts only under surviving parents, restricted to the parts the vocabulary allows for
+the parent's label, thresholded, suppressed and top-k'd per object; masks upsampled from stride 4 to the
+input resolution only for the instances that survive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms, box_convert
+
+from partglee_ros.runtime.result import ObjectResult, PartResult
+
+
+@dataclass
+class PostprocessConfig:
+    object_threshold: float = 0.3
+    part_threshold: float = 0.3
+    max_objects: int = 20
+    max_parts_per_object: int = 8
+    nms_iou: float = 0.7
+    clip_parts_to_parent: bool = True  # a part pixel must also be a pixel of its parent object
+
+    def validate(self) -> None:
+        for name in ("object_threshold", "part_threshold", "nms_iou"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 1 <= self.max_objects <= 1000 or not 0 <= self.max_parts_per_object <= 100:
+            raise ValueError("max_objects must be in [1, 1000] and max_parts_per_object in [0, 100]")
+
+
+@dataclass
+class Letterbox:
+    """How the input image was placed into the network input: scaled by `scale`, padded bottom/right."""
+
+    height: int  # original image
+    width: int
+    scale: float
+    padded_height: int
+    padded_width: int
+
+
+def _boxes_to_input(boxes_cxcywh: torch.Tensor, lb: Letterbox) -> torch.Tensor:
+    xyxy = box_convert(boxes_cxcywh, "cxcywh", "xyxy")
+    xyxy = xyxy * torch.tensor([lb.padded_width, lb.padded_height] * 2) / lb.scale
+    xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, lb.width)
+    xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, lb.height)
+    return xyxy
+
+
+def _masks_to_input(mask_logits: torch.Tensor, lb: Letterbox) -> np.ndarray:
+    """(n, h/4, w/4) logits -> (n, H, W) bool at the original image size."""
+    if mask_logits.shape[0] == 0:
+        return np.zeros((0, lb.height, lb.width), dtype=bool)
+    up = F.interpolate(mask_logits[None], size=(lb.padded_height, lb.padded_width), mode="bilinear")
+    valid_h, valid_w = round(lb.height * lb.scale), round(lb.width * lb.scale)
+    up = up[:, :, :valid_h, :valid_w]
+    full = F.interpolate(up, size=(lb.height, lb.width), mode="bilinear")[0]
+    return (full > 0).numpy()
+
+
+def _select(
+    scores: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, cfg_iou: float, threshold: float, k: int
+) -> torch.Tensor:
+    """Indices of the kept queries, best first."""
+    candidates = torch.nonzero(scores >= threshold).flatten()
+    if candidates.numel() == 0:
+        return candidates
+    keep = batched_nms(boxes[candidates], scores[candidates], labels[candidates], cfg_iou)
+    return candidates[keep[:k]]
+
+
+def postprocess(
+    outputs: dict[str, np.ndarray],
+    lb: Letterbox,
+    objects: tuple[str, ...],
+    parts: tuple[str, ...],
+    allowed: np.ndarray,
+    cfg: PostprocessConfig,
+) -> list[ObjectResult]:
+    """`allowed` (K_obj, K_part) bool: which parts the vocabulary allows under each object label."""
+    obj_scores, obj_labels = torch.from_numpy(outputs["obj_logits"]).sigmoid().max(-1)
+    obj_boxes = _boxes_to_input(torch.from_numpy(outputs["obj_boxes"]), lb)
+    kept = _select(obj_scores, obj_labels, obj_boxes, cfg.nms_iou, cfg.object_threshold, cfg.max_objects)
+    obj_masks = _masks_to_input(torch.from_numpy(outputs["obj_masks"])[kept], lb)
+
+    part_probs = torch.from_numpy(outputs["part_logits"]).sigmoid()
+    part_boxes = _boxes_to_input(torch.from_numpy(outputs["part_boxes"]), lb)
+    part_parent = torch.from_numpy(outputs["part_parent"])
+    part_mask_logits = torch.from_numpy(outputs["part_masks"])
+    allowed_t = torch.from_numpy(allowed)
+
+    results: list[ObjectResult] = []
+    next_id = 1
+    for rank, q in enumerate(kept.tolist()):
+        label = int(obj_labels[q])
+        obj = ObjectResult(
+            next_id, objects[label], float(obj_scores[q]), obj_boxes[q].numpy(), obj_masks[rank]
+        )
+        next_id += 1
+        children = torch.nonzero(part_parent == q).flatten()
+        if children.numel() and parts and cfg.max_parts_per_object:
+            probs = part_probs[children] * allowed_t[label]
+            scores, labels = probs.max(-1)
+            keep = children[
+                _select(
+                    scores,
+                    labels,
+                    part_boxes[children],
+                    cfg.nms_iou,
+                    cfg.part_threshold,
+                    cfg.max_parts_per_object,
+                )
+            ]
+            lookup = {int(c): i for i, c in enumerate(children)}
+            masks = _masks_to_input(part_mask_logits[keep], lb)
+            for m, p in zip(masks, keep.tolist(), strict=True):
+                i = lookup[p]
+                mask = m & obj.mask if cfg.clip_parts_to_parent else m
+                part_name = parts[int(labels[i])]
+                obj.parts.append(
+                    PartResult(
+                        next_id,
+                        part_name,
+                        f"{obj.label}:{part_name}",
+                        float(scores[i]),
+                        part_boxes[p].numpy(),
+                        mask,
+                        obj.id,
+                    )
+                )
+                next_id += 1
+        results.append(obj)
+    return results

@@ -1,0 +1,171 @@
+"""partglee_node in its own process, started as launch would start it (issue #7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from partglee_ros.msg import HierarchicalSegmentation
+from partglee_ros.srv import SetVocabulary
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from partglee_ros.ros.conversions import msg_to_result, rgb_to_image_msg
+from partglee_ros.ros.parameters import BY_NAME, postprocess_config
+from partglee_ros.runtime.factory import load_segmenter
+from tests.conftest import spin_until
+from tests.ros_testing import REPO, noise_image, params_file, partglee_command, small_checkpoint
+
+IMAGE_TOPIC = "/cam/image_raw"
+PARAMS = {"object_threshold": 0.0, "part_threshold": 0.0, "max_objects": 5, "max_parts_per_object": 3}
+QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return small_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+class NodeClient:
+    """The test's side: publishes frames, collects results, calls services."""
+
+    def __init__(self, node, proc) -> None:
+        self.node, self.proc = node, proc
+        self.results: list[HierarchicalSegmentation] = []
+        self.pub = node.create_publisher(Image, IMAGE_TOPIC, QOS)
+        node.create_subscription(HierarchicalSegmentation, "/segmentation", self.results.append, QOS)
+        self.set_vocab = node.create_client(SetVocabulary, "/set_vocabulary")
+
+    def wait_ready(self) -> None:
+        ok = spin_until(
+            self.node, lambda: self.set_vocab.service_is_ready() or self.proc.proc.poll() is not None, 90
+        )
+        assert ok and self.proc.proc.poll() is None, f"node did not come up:\n{self.proc.output()}"
+        assert spin_until(self.node, lambda: self.pub.get_subscription_count() > 0, 30), self.proc.output()
+
+    def send(self, msg: Image, timeout: float = 60.0) -> HierarchicalSegmentation:
+        """Publish one frame and wait for its result (matched by stamp)."""
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        self.pub.publish(msg)
+
+        def arrived() -> bool:
+            return any((r.header.stamp.sec, r.header.stamp.nanosec) == stamp for r in self.results)
+
+        assert spin_until(self.node, arrived, timeout), f"no result for stamp {stamp}:\n{self.proc.output()}"
+        return next(r for r in self.results if (r.header.stamp.sec, r.header.stamp.nanosec) == stamp)
+
+    def call(self, request: SetVocabulary.Request, timeout: float = 60.0) -> SetVocabulary.Response:
+        future = self.set_vocab.call_async(request)
+        assert spin_until(self.node, future.done, timeout), "set_vocabulary did not answer"
+        return future.result()
+
+
+def frame(seed: int, sec: int, frame_id: str = "camera_optical", **kwargs) -> Image:
+    header = Header(frame_id=frame_id)
+    header.stamp.sec = sec
+    return rgb_to_image_msg(noise_image(seed, **kwargs), header)
+
+
+@pytest.fixture(scope="module")
+def client(ros_node, start_module_process, model_dir, tmp_path_factory):
+    """One node for the module; the tests run in file order (vocabulary revisions build on each other)."""
+    params = params_file(tmp_path_factory.mktemp("params"), **PARAMS)
+    proc = start_module_process(*partglee_command(params, model_dir, image_topic=IMAGE_TOPIC), name="node")
+    c = NodeClient(ros_node, proc)
+    c.wait_ready()
+    return c
+
+
+def test_results_equal_in_process_segmenter(client, model_dir) -> None:
+    defaults = {p.name: p.default for p in BY_NAME.values()} | PARAMS
+    segmenter = load_segmenter(model_dir, backend="torch", postprocess_config=postprocess_config(defaults))
+    segmenter.set_vocabulary(*_default_vocabulary())
+
+    for i, msg in enumerate([frame(1, 100), frame(2, 101, height=300, width=500)]):
+        got = client.send(msg)
+        assert got.header == msg.header  # stamp and frame_id copied
+        want = segmenter.segment(noise_image(1 + i, msg.height, msg.width))
+        result = msg_to_result(got)
+        assert (result.height, result.width) == (msg.height, msg.width)
+        assert len(result.objects) == len(want.objects) > 0
+        for g, w in zip(result.objects, want.objects, strict=True):
+            assert (g.label, g.id) == (w.label, w.id)
+            assert g.score == pytest.approx(w.score, abs=1e-5)
+            assert np.array_equal(g.mask, w.mask)
+            assert [(p.object_label, p.parent_id) for p in g.parts] == [
+                (p.object_label, p.parent_id) for p in w.parts
+            ]
+            for gp, wp in zip(g.parts, w.parts, strict=True):
+                assert np.array_equal(gp.mask, wp.mask)
+
+
+def _default_vocabulary() -> tuple[list[str], list[str]]:
+    values = yaml.safe_load((REPO / "config" / "partglee.yaml").read_text())["partglee"]["ros__parameters"]
+    return values["objects"], values["parts"]
+
+
+BAD_VOCABULARIES = [
+    ({"objects": [], "parts": ["handle"]}, "at least one object"),
+    ({"objects": ["mug", "MUG"], "parts": []}, "duplicate"),
+    ({"objects": [f"thing {i}" for i in range(10_000)], "parts": []}, "limit is"),
+    ({"objects": ["x" * 5000], "parts": []}, "characters"),
+    ({"objects": ["\x1b[31mmug"], "parts": []}, "control characters"),
+    ({"objects": ["mug"], "parts": ["handle"], "object_parts": {"cup": ["handle"]}}, "not in the objects"),
+]
+
+
+def test_bad_input_gets_clear_errors_and_node_keeps_working(client) -> None:
+    from partglee_ros.msg import ObjectParts
+
+    for fields, reason in BAD_VOCABULARIES:
+        request = SetVocabulary.Request(objects=fields["objects"], parts=fields["parts"])
+        request.object_parts = [
+            ObjectParts(object=o, parts=p) for o, p in fields.get("object_parts", {}).items()
+        ]
+        response = client.call(request)
+        assert not response.success and reason in response.message, response.message
+        assert response.revision == 1  # the previous vocabulary stays active
+
+    good = frame(4, 300)
+    bad_frames = []
+    wrong_encoding = frame(4, 301)
+    wrong_encoding.encoding = "yuv422_yuy2_unknown"
+    bad_frames.append(wrong_encoding)
+    bad_step = frame(4, 302)
+    bad_step.step = bad_step.step - 5
+    bad_frames.append(bad_step)
+    short_data = frame(4, 303)
+    short_data.data = bytes(short_data.data)[:1000]
+    bad_frames.append(short_data)
+    empty = Image(header=Header(frame_id="camera_optical"), encoding="rgb8")
+    empty.header.stamp.sec = 304
+    bad_frames.append(empty)
+    huge = Image(
+        header=Header(frame_id="camera_optical"), encoding="rgb8", height=100_000, width=100_000, step=300_000
+    )
+    huge.header.stamp.sec = 305
+    bad_frames.append(huge)
+    for msg in bad_frames:
+        client.pub.publish(msg)
+        spin_until(client.node, lambda: False, 0.3)  # let the node take each one (latest frame wins)
+    result = client.send(good)
+    assert result.objects, "node stopped producing results after bad frames"
+    log = client.proc.output()
+    for text in ("unsupported encoding", "step", "expected step*height", "empty image", "exceeds the limit"):
+        assert text in log, f"no clear error mentioning {text!r} in the node log:\n{log}"
+    assert client.proc.proc.poll() is None
+
+
+def test_vocabulary_change_applies_to_next_frame(client) -> None:
+    before = client.send(frame(3, 200))
+    assert before.vocabulary_revision == 1
+    response = client.call(
+        SetVocabulary.Request(objects=["tasse à café", "kettle"], parts=["handle", "spout"])
+    )
+    assert response.success, response.message
+    assert response.revision == 2
+    after = client.send(frame(3, 201))
+    assert after.vocabulary_revision == 2
+    labels = {o.label for o in after.objects} | {p.label for o in after.objects for p in o.parts}
+    assert labels <= {"tasse à café", "kettle", "handle", "spout"} and labels
