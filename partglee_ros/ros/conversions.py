@@ -171,3 +171,33 @@ def vocabulary_to_msg(vocab: Vocabulary) -> VocabularyMsg:
 
 def object_parts_from_msgs(entries: list[ObjectParts]) -> dict[str, list[str]]:
     return {e.object: list(e.parts) for e in entries}
+
+
+_DEPTH_DTYPES = {"16UC1": np.dtype(np.uint16), "mono16": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}
+
+
+def depth_msg_to_array(msg: Image) -> np.ndarray:
+    """A depth image (16UC1/mono16 millimetres or 32FC1 metres) as an HxW array of its own dtype."""
+    if msg.encoding not in _DEPTH_DTYPES:
+        raise ImageConversionError(
+            f"unsupported depth encoding {msg.encoding!r}; use 16UC1 (mm) or 32FC1 (m)"
+        )
+    dtype = _DEPTH_DTYPES[msg.encoding].newbyteorder(">" if msg.is_bigendian else "<")
+    h, w = int(msg.height), int(msg.width)
+    row_bytes = w * dtype.itemsize
+    if h == 0 or w == 0 or msg.step < row_bytes or len(msg.data) != msg.step * h:
+        raise ImageConversionError(
+            f"depth image {w}x{h} step {msg.step} does not match its {len(msg.data)} bytes"
+        )
+    rows = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(h, msg.step)[:, :row_bytes]
+    return rows.copy().view(dtype).reshape(h, w).astype(dtype.newbyteorder("="))
+
+
+def depth_array_to_msg(depth: np.ndarray, header: Header) -> Image:
+    """HxW uint16 (mm) -> 16UC1, float32 (m) -> 32FC1."""
+    encoding = {np.dtype(np.uint16): "16UC1", np.dtype(np.float32): "32FC1"}[depth.dtype]
+    array = np.ascontiguousarray(depth)
+    msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding, is_bigendian=0)
+    msg.step = array.shape[1] * array.itemsize
+    msg.data = array.tobytes()
+    return msg

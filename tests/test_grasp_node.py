@@ -1,0 +1,98 @@
+"""grasp_node in its own process: poses for `handle` from published segmentation + depth (issue #9).
+
+Ground-truth masks stand in for the model's here, so the test measures the node and the geometry, not the
+detector; the geometry's accuracy itself is covered by test_geometry_*.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseArray, PoseStamped
+from partglee_ros.msg import HierarchicalSegmentation
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from benchmarks.grasp_accuracy import exclusion_of, handle_shape
+from partglee_ros.ros.conversions import depth_array_to_msg, result_to_msg
+from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
+from tests.conftest import PYTHON, REPO, spin_until
+from training.data.synthparts import generate_scene
+
+QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def scene_with_straight_handle():
+    for seed in range(200):
+        scene = generate_scene(seed)
+        for obj in scene.objects:
+            for part in obj.parts:
+                if not exclusion_of(part, scene) and handle_shape(obj.name) == "straight":
+                    return scene, part
+    raise AssertionError("no scene with an unoccluded straight handle in 200 seeds")
+
+
+def as_result(scene) -> SegmentationResult:
+    objects = [
+        ObjectResult(
+            o.id,
+            o.name,
+            1.0,
+            o.box,
+            o.mask,
+            [PartResult(p.id, p.name, f"{o.name}:{p.name}", 1.0, p.box, p.mask, o.id) for p in o.parts],
+        )
+        for o in scene.objects
+    ]
+    return SegmentationResult(scene.height, scene.width, 1, objects)
+
+
+@pytest.fixture()
+def grasp_process(start_process):
+    args = ["-r", "segmentation:=/seg", "-r", "depth:=/seg/depth", "-r", "camera_info:=/seg/camera_info"]
+    exe = REPO / "install" / "partglee_ros" / "lib" / "partglee_ros" / "grasp_node"
+    return start_process(PYTHON, str(exe), "--ros-args", *args, name="grasp")
+
+
+@pytest.mark.parametrize("depth_kind", ["32FC1", "16UC1"])
+def test_publishes_handle_pose_with_image_header(ros_node, grasp_process, depth_kind) -> None:
+    scene, handle = scene_with_straight_handle()
+    header = Header(frame_id="camera_color_optical_frame")
+    header.stamp.sec, header.stamp.nanosec = 1234, 5678
+    depth = scene.depth if depth_kind == "32FC1" else np.round(scene.depth * 1000).astype(np.uint16)
+    info = CameraInfo(
+        header=header, height=scene.height, width=scene.width, k=scene.intrinsics.flatten().tolist()
+    )
+
+    seg_pub = ros_node.create_publisher(HierarchicalSegmentation, "/seg", QOS)
+    depth_pub = ros_node.create_publisher(Image, "/seg/depth", QOS)
+    info_pub = ros_node.create_publisher(CameraInfo, "/seg/camera_info", QOS)
+    poses: list[PoseArray] = []
+    best: list[PoseStamped] = []
+    marks: list[MarkerArray] = []
+    ros_node.create_subscription(PoseArray, "/grasp_targets", poses.append, QOS)
+    ros_node.create_subscription(PoseStamped, "/grasp_target", best.append, QOS)
+    ros_node.create_subscription(MarkerArray, "/grasp_markers", marks.append, QOS)
+
+    def matched() -> bool:
+        return all(p.get_subscription_count() > 0 for p in (seg_pub, depth_pub, info_pub))
+
+    assert spin_until(ros_node, matched, 60), grasp_process.output()
+    depth_pub.publish(depth_array_to_msg(depth, header))
+    info_pub.publish(info)
+    spin_until(ros_node, lambda: False, 0.5)  # depth first, as a camera driver would
+    seg_pub.publish(result_to_msg(as_result(scene), header))
+    assert spin_until(ros_node, lambda: poses and best and marks, 30), grasp_process.output()
+
+    array = poses[0]
+    assert array.header == header and best[0].header == header
+    assert len(array.poses) >= 1
+    got = np.array([[p.position.x, p.position.y, p.position.z] for p in array.poses])
+    error = np.linalg.norm(got - handle.pose.center, axis=1).min()
+    assert error < 0.02, f"no pose within 2 cm of the handle centre (closest {error * 100:.1f} cm)"
+    q = best[0].pose.orientation
+    assert np.isclose(q.x**2 + q.y**2 + q.z**2 + q.w**2, 1.0, atol=1e-6)
+    assert all(np.isfinite([p.position.x, p.position.y, p.position.z]).all() for p in array.poses)
+    assert any(m.ns == "approach" for m in marks[0].markers)
