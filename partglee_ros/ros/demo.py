@@ -1,0 +1,141 @@
+"""The main demo: partglee_node on the bundled model, sample scenes played into it over ROS.
+
+Starts the node as its own process (the command `ros2 launch partglee_ros partglee.launch.py` would run),
+asks it for objects and parts through the set_vocabulary service, publishes the sample frames, receives
+the hierarchical segmentations, and writes overlay PNGs plus summary.md (objects, parts, latency) to the
+output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from partglee_ros.msg import HierarchicalSegmentation, ObjectParts
+from partglee_ros.ros.conversions import msg_to_result, rgb_to_image_msg
+from partglee_ros.ros.launch_arguments import node_command
+from partglee_ros.runtime.overlay import draw_overlay
+from partglee_ros.srv import SetVocabulary
+
+REPO = Path(__file__).resolve().parents[2]
+OBJECTS = ["mug", "kettle", "pot", "bottle", "knife", "hammer", "scissors", "jar", "wrench", "pan"]
+PARTS = ["handle", "body", "lid", "spout", "blade", "head", "neck", "cap"]
+QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def sample_frames(count: int) -> list[np.ndarray]:
+    """The bundled sample scenes: held-out SynthParts test scenes (base and novel objects)."""
+    from training.data.synthparts import load_split_config, split_scenes
+
+    config = load_split_config(REPO / "training" / "configs" / "synthparts.yaml")
+    return [scene.image for scene in split_scenes("test", config, limit=count)]
+
+
+def spin_until(node: Node, predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return predicate()
+
+
+def run(out: Path, model: Path, frames: int, executable: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "node.log"
+
+    cmd = node_command(
+        str(executable),
+        str(REPO / "config" / "partglee.yaml"),
+        {"model_path": str(model), "image_topic": "/demo/image"},
+    )
+    print(f"demo: starting {' '.join(cmd)}")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    rclpy.init()
+    node = Node("partglee_demo")
+    results: list[HierarchicalSegmentation] = []
+    node.create_subscription(HierarchicalSegmentation, "/segmentation", results.append, QOS)
+    pub = node.create_publisher(Image, "/demo/image", QOS)
+    client = node.create_client(SetVocabulary, "/set_vocabulary")
+    try:
+        if (
+            not spin_until(node, lambda: client.service_is_ready() or proc.poll() is not None, 120)
+            or proc.poll()
+        ):
+            print(f"demo: node did not start; see {log_path}:\n{log_path.read_text()}", file=sys.stderr)
+            return 1
+        request = SetVocabulary.Request(objects=OBJECTS, parts=PARTS)
+        request.object_parts = [ObjectParts(object="mug", parts=["handle", "body"])]
+        future = client.call_async(request)
+        spin_until(node, future.done, 60)
+        response = future.result()
+        print(f"demo: set_vocabulary -> success={response.success}: {response.message}")
+        spin_until(node, lambda: pub.get_subscription_count() > 0, 30)
+        lines = ["# partglee_ros demo", "", f"model: `{model}`; vocabulary: {response.message}", ""]
+        lines += ["| frame | objects | parts (object:part) | node latency ms |", "|---|---|---|---|"]
+        latencies = []
+        for i, rgb in enumerate(sample_frames(frames)):
+            header = Header(frame_id="demo_camera")
+            header.stamp.sec = i + 1
+            pub.publish(rgb_to_image_msg(rgb, header))
+            if not spin_until(node, lambda s=i + 1: any(r.header.stamp.sec == s for r in results), 60):
+                print(f"demo: no result for frame {i}; see {log_path}", file=sys.stderr)
+                return 1
+            msg = next(r for r in results if r.header.stamp.sec == i + 1)
+            result = msg_to_result(msg)
+            overlay = draw_overlay(rgb, result)
+            cv2.imwrite(
+                str(out / f"frame_{i:02d}.png"), cv2.cvtColor(np.hstack([rgb, overlay]), cv2.COLOR_RGB2BGR)
+            )
+            objects = ", ".join(f"{o.label} {o.score:.2f}" for o in result.objects) or "-"
+            parts = ", ".join(f"{p.object_label} {p.score:.2f}" for p in result.parts()) or "-"
+            latencies.append(msg.processing_time_ms)
+            lines.append(f"| {i:02d} | {objects} | {parts} | {msg.processing_time_ms:.0f} |")
+            print(
+                f"demo: frame {i:02d}: {len(result.objects)} objects, {len(result.parts())} parts, {msg.processing_time_ms:.0f} ms"
+            )
+        lat = np.array(latencies)
+        lines += [
+            "",
+            f"latency (receive -> publish, ms): median {np.median(lat):.0f}, p95 {np.percentile(lat, 95):.0f}",
+        ]
+        (out / "summary.md").write_text("\n".join(lines) + "\n")
+        print(
+            f"demo: wrote {len(latencies)} overlays (frame_XX.png: input | overlay) and summary.md to {out}"
+        )
+        return 0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "demo", help="output folder")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "default", help="model directory")
+    parser.add_argument("--frames", type=int, default=8, help="number of sample frames")
+    parser.add_argument(
+        "--node",
+        type=Path,
+        default=REPO / "install" / "partglee_ros" / "lib" / "partglee_ros" / "partglee_node",
+    )
+    args = parser.parse_args()
+    return run(args.out, args.model, args.frames, args.node)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
