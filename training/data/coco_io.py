@@ -1,0 +1,205 @@
+"""PACO-style COCO JSON: write SynthParts (or any ImageAnnotation list) and read PACO / our own files.
+
+PACO (LVIS-style) puts objects and parts in one ``annotations`` list. Categories are object names
+(``mug``) and object-part names (``mug:handle``); a part annotation points at its object annotation via
+``obj_ann_id`` and an object annotation has ``obj_ann_id == id``. Masks are COCO RLE (pycocotools).
+We add optional keys PACO readers ignore: per image ``depth_file_name`` (uint16 PNG, millimetres) and
+``intrinsics`` (3x3), per annotation ``pose`` ({center, axis, extent}, camera frame, metres).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from training.data.hierarchy import (
+    ImageAnnotation,
+    ObjectAnnotation,
+    PartAnnotation,
+    PartPose,
+    mask_to_box,
+    part_label,
+)
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """Compressed COCO RLE of a bool mask, JSON-ready (counts as str)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_segmentation(segm: list | dict, height: int, width: int) -> np.ndarray:
+    """Bool HxW mask from any COCO segmentation: polygons, uncompressed or compressed RLE, or []."""
+    if isinstance(segm, list):
+        polys = [p for p in segm if len(p) >= 6]
+        if not polys:
+            return np.zeros((height, width), dtype=bool)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+    elif isinstance(segm["counts"], list):
+        rle = mask_utils.frPyObjects(segm, height, width)
+    else:
+        counts = segm["counts"]
+        rle = {"size": segm["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def xywh_to_xyxy(bbox: Sequence[float]) -> np.ndarray:
+    x, y, w, h = (float(v) for v in bbox)
+    return np.array([x, y, x + w, y + h], dtype=np.float32)
+
+
+def _box_xywh(mask: np.ndarray) -> list[float]:
+    x0, y0, x1, y1 = (float(v) for v in mask_to_box(mask))
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def _pose_json(pose: PartPose | None) -> dict | None:
+    if pose is None:
+        return None
+    return {k: np.asarray(getattr(pose, k), dtype=float).tolist() for k in ("center", "axis", "extent")}
+
+
+def _pose_from_json(raw: dict | None) -> PartPose | None:
+    if raw is None:
+        return None
+    return PartPose(*(np.asarray(raw[k], dtype=np.float64) for k in ("center", "axis", "extent")))
+
+
+def write_paco_json(
+    annotations: Sequence[ImageAnnotation],
+    out_dir: str | Path,
+    json_name: str = "annotations.json",
+    object_categories: Sequence[str] | None = None,
+) -> Path:
+    """Write images (PNG under ``images/``), depth (``depth/``) and one PACO-style JSON; returns its path.
+
+    Category ids: objects 1..n in ``object_categories`` order (default: sorted names found), then
+    ``object:part`` pairs sorted. Annotation ids are re-numbered 1.. across the whole file.
+    """
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    objects = list(object_categories or sorted({o.name for a in annotations for o in a.objects}))
+    pairs = sorted({(o.name, p.name) for a in annotations for o in a.objects for p in o.parts})
+    cat_id = {name: i + 1 for i, name in enumerate(objects)}
+    categories = [{"id": cat_id[n], "name": n, "supercategory": "OBJECT"} for n in objects]
+    for obj_name, part_name in pairs:
+        label = part_label(obj_name, part_name)
+        cat_id[label] = len(cat_id) + 1
+        categories.append({"id": cat_id[label], "name": label, "supercategory": "PART"})
+    part_names = sorted({p for _, p in pairs})
+    images, anns = [], []
+    for a in annotations:
+        entry: dict = {"id": int(a.image_id), "file_name": a.file_name, "height": a.height, "width": a.width}
+        if a.image is not None:
+            cv2.imwrite(str(out / "images" / a.file_name), cv2.cvtColor(a.image, cv2.COLOR_RGB2BGR))
+        if a.depth is not None:
+            (out / "depth").mkdir(exist_ok=True)
+            entry["depth_file_name"] = str(Path(a.file_name).with_suffix(".png"))
+            depth_mm = np.clip(np.round(a.depth * 1000.0), 0, 65535).astype(np.uint16)
+            cv2.imwrite(str(out / "depth" / entry["depth_file_name"]), depth_mm)
+        if a.intrinsics is not None:
+            entry["intrinsics"] = np.asarray(a.intrinsics, dtype=float).tolist()
+        images.append(entry)
+        for o in a.objects:
+            obj_ann_id = len(anns) + 1
+            anns.append(_ann(obj_ann_id, a.image_id, cat_id[o.name], o.mask, obj_ann_id, o.pose))
+            for p in o.parts:
+                label = cat_id[part_label(o.name, p.name)]
+                anns.append(_ann(len(anns) + 1, a.image_id, label, p.mask, obj_ann_id, p.pose))
+    data = {
+        "images": images,
+        "annotations": anns,
+        "categories": categories,
+        "part_categories": [
+            {"id": i + 1, "name": n, "supercategory": "PART"} for i, n in enumerate(part_names)
+        ],
+    }
+    path = out / json_name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _ann(ann_id: int, image_id: int, category_id: int, mask: np.ndarray, obj_ann_id: int, pose) -> dict:
+    ann = {
+        "id": ann_id,
+        "image_id": int(image_id),
+        "category_id": category_id,
+        "segmentation": encode_mask(mask),
+        "area": float(mask.sum()),
+        "bbox": _box_xywh(mask),
+        "iscrowd": 0,
+        "obj_ann_id": obj_ann_id,
+    }
+    if pose is not None:
+        ann["pose"] = _pose_json(pose)
+    return ann
+
+
+def _load_rgb(path: Path) -> np.ndarray | None:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_paco_json(
+    path: str | Path, image_dir: str | Path | None = None, load_images: bool = True
+) -> list[ImageAnnotation]:
+    """Read a PACO (PACO-LVIS / PACO-EGO4D) or SynthParts JSON into the hierarchy.
+
+    ``image_dir`` defaults to ``images/`` beside the JSON; images (and our depth PNGs) are loaded when
+    the files exist. Object annotations are those with ``obj_ann_id == id``; every other annotation is
+    a part of the object its ``obj_ann_id`` names, its generic name the text after ``:``.
+    """
+    path = Path(path)
+    data = json.loads(path.read_text())
+    image_root = Path(image_dir) if image_dir is not None else path.parent / "images"
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    by_image: dict[int, list[dict]] = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    out = []
+    for img in data["images"]:
+        h, w = int(img["height"]), int(img["width"])
+        objects: dict[int, ObjectAnnotation] = {}
+        anns = by_image.get(img["id"], [])
+        for ann in anns:
+            if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
+                objects[ann["id"]] = ObjectAnnotation(
+                    id=ann["id"],
+                    name=names[ann["category_id"]],
+                    mask=decode_segmentation(ann["segmentation"], h, w),
+                    box=xywh_to_xyxy(ann["bbox"]),
+                    pose=_pose_from_json(ann.get("pose")),
+                )
+        for ann in anns:
+            if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
+                continue
+            parent = objects.get(ann["obj_ann_id"])
+            if parent is None:
+                raise ValueError(f"part annotation {ann['id']} links to missing object {ann['obj_ann_id']}")
+            parent.parts.append(
+                PartAnnotation(
+                    id=ann["id"],
+                    name=names[ann["category_id"]].split(":", 1)[-1],
+                    mask=decode_segmentation(ann["segmentation"], h, w),
+                    parent_id=parent.id,
+                    box=xywh_to_xyxy(ann["bbox"]),
+                    pose=_pose_from_json(ann.get("pose")),
+                )
+            )
+        record = ImageAnnotation(
+            image_id=img["id"], file_name=img["file_name"], height=h, width=w, objects=list(objects.values())
+        )
+        if "intrinsics" in img:
+            record.intrinsics = np.asarray(img["intrinsics"], dtype=np.float64)
+        if load_images:
+            record.image = _load_rgb(image_root / img["file_name"])
+            if "depth_file_name" in img:
+                raw = cv2.imread(str(path.parent / "depth" / img["depth_file_name"]), cv2.IMREAD_UNCHANGED)
+                record.depth = None if raw is None else raw.astype(np.float32) / 1000.0
+        out.append(record)
+    return out

@@ -1,0 +1,87 @@
+"""PartImageNet reader (COCO JSON, parts only) into the object -> part hierarchy.
+
+PartImageNet's categories are parts named ``"<Supercategory> <Part>"`` (``"Quadruped Head"``) with
+``supercategory`` set to one of its 11 super-categories, and image file names start with the ImageNet
+WNID (``n01440764_10043.JPEG``). There are no object annotations: an object is a connected blob of part
+pixels (grouping.instance_blobs), named by the supercategory (default) or the WNID, and a part
+annotation that spans several blobs is split between them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from training.data.coco_io import decode_segmentation
+from training.data.grouping import instance_blobs
+from training.data.hierarchy import ImageAnnotation, ObjectAnnotation, PartAnnotation
+
+
+def part_name(category: dict) -> str:
+    """``"Quadruped Head"`` with supercategory ``"Quadruped"`` -> ``"head"``; ``"Car Side Mirror"`` ->
+    ``"side mirror"``."""
+    name, sup = category["name"].strip(), category.get("supercategory", "").strip()
+    if sup and name.lower().startswith(sup.lower() + " "):
+        name = name[len(sup) + 1 :]
+    return name.lower()
+
+
+def wnid(file_name: str) -> str:
+    return Path(file_name).name.split("_")[0]
+
+
+def read_partimagenet(
+    json_path: str | Path, image_dir: str | Path | None = None, object_name: str = "supercategory"
+) -> list[ImageAnnotation]:
+    """Read one PartImageNet split JSON. ``object_name``: "supercategory" (``quadruped``) or "wnid".
+
+    Images are loaded from ``image_dir`` (``file_name`` relative to it; VLPart's formatted JSON uses
+    ``<wnid>/<file>``) when given.
+    """
+    if object_name not in ("supercategory", "wnid"):
+        raise ValueError(f"object_name must be 'supercategory' or 'wnid', not {object_name!r}")
+    data = json.loads(Path(json_path).read_text())
+    cats = {c["id"]: c for c in data["categories"]}
+    by_image: dict[int, list[dict]] = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    out = []
+    for img in data["images"]:
+        h, w = int(img["height"]), int(img["width"])
+        parts = []
+        for ann in by_image.get(img["id"], []):
+            mask = decode_segmentation(ann["segmentation"], h, w)
+            if mask.any():
+                parts.append((ann, cats[ann["category_id"]], mask))
+        record = ImageAnnotation(image_id=img["id"], file_name=img["file_name"], height=h, width=w)
+        if parts:
+            blobs = instance_blobs([m for _, _, m in parts])
+            next_id = 1
+            for blob in range(1, int(blobs.max()) + 1):
+                region = blobs == blob
+                members = [(ann, cat, m & region) for ann, cat, m in parts if (m & region).any()]
+                if not members:
+                    continue
+                sup = members[0][1].get("supercategory", "").strip().lower()
+                obj = ObjectAnnotation(
+                    id=next_id,
+                    name=sup if object_name == "supercategory" else wnid(img["file_name"]),
+                    mask=region,
+                )
+                next_id += 1
+                merged: dict[str, np.ndarray] = {}
+                for _, cat, m in members:  # one part per name per object, as PACO merges them
+                    name = part_name(cat)
+                    merged[name] = merged[name] | m if name in merged else m
+                for name, m in merged.items():
+                    obj.parts.append(PartAnnotation(id=next_id, name=name, mask=m, parent_id=obj.id))
+                    next_id += 1
+                record.objects.append(obj)
+        if image_dir is not None:
+            bgr = cv2.imread(str(Path(image_dir) / img["file_name"]), cv2.IMREAD_COLOR)
+            record.image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        out.append(record)
+    return out
