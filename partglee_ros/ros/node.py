@@ -14,6 +14,7 @@ Services: set_vocabulary, get_vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -62,7 +64,10 @@ def default_model_dir() -> Path:
         raise StartupError("partglee_ros is not installed; set model_path") from err
 
 
-class PartGleeNode(Node):
+class PartGleeMixin:
+    """The node's behaviour, shared by the plain node and the lifecycle-managed one (the base class, Node or
+    LifecycleNode, comes second in the MRO)."""
+
     def __init__(self, node_name: str = "partglee", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for p in PARAMS:
@@ -79,6 +84,7 @@ class PartGleeNode(Node):
         self._depth = NearestStampBuffer()
         self._camera_info = NearestStampBuffer()
         self._subscriptions_made: list = []
+        self.add_on_set_parameters_callback(self._on_parameters)
 
     # ---- setup ---------------------------------------------------------------------------------------
     def value(self, name: str) -> Any:
@@ -125,13 +131,21 @@ class PartGleeNode(Node):
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}; vocabulary {vocab.describe()}"
         )
         self.vocabulary_services = VocabularyServices(self, vocab, self.segmenter.apply_vocabulary)
-        self.add_on_set_parameters_callback(self._on_parameters)
         self.seg_pub = self.create_publisher(HierarchicalSegmentation, "segmentation", 10)
         self.debug_pub = self.create_publisher(Image, "debug_image", 1)
         self.depth_pub = self.create_publisher(Image, "segmentation/depth", 10)
         self.info_pub = self.create_publisher(CameraInfo, "segmentation/camera_info", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.value("diagnostics_period"), self._publish_diagnostics)
+        self._diag_timer = self.create_timer(self.value("diagnostics_period"), self._publish_diagnostics)
+
+    def release(self) -> None:
+        """Undo configure(): drop the model and the interfaces (lifecycle cleanup)."""
+        self.vocabulary_services.destroy()
+        for pub in (self.seg_pub, self.debug_pub, self.depth_pub, self.info_pub, self.diag_pub):
+            self.destroy_publisher(pub)
+        self.destroy_timer(self._diag_timer)
+        self.segmenter.backend.close()
+        self.segmenter = None
 
     def activate(self) -> None:
         """Subscribe and start the inference thread."""
@@ -157,7 +171,7 @@ class PartGleeNode(Node):
         self._worker.start()
 
     def deactivate(self) -> None:
-        """Stop processing and release the accelerator (a later activate reloads nothing on the CPU)."""
+        """Stop processing: unsubscribe and end the inference thread."""
         self._running = False
         self._slot.close()
         if self._worker is not None:
@@ -250,8 +264,59 @@ class PartGleeNode(Node):
         return Header(stamp=self.get_clock().now().to_msg())
 
 
+class PartGleeNode(PartGleeMixin, Node):
+    """Configures and activates itself at start-up."""
+
+
+class PartGleeLifecycleNode(PartGleeMixin, LifecycleNode):
+    """Managed: configure loads the model, activate starts processing, deactivate stops it and frees the
+    accelerator's memory (the model moves back on activate), cleanup drops the model."""
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self.configure()
+        except StartupError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self.segmenter.backend.open()
+        self.activate()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self.deactivate()
+        self.segmenter.backend.close()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        if self._running:
+            self.deactivate()
+        return TransitionCallbackReturn.SUCCESS
+
+
+def _spin(node: Node) -> None:
+    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+        rclpy.spin(node)
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
+    """partglee_node; with --lifecycle (before --ros-args) the node waits for lifecycle transitions."""
+    argv = list(args if args is not None else sys.argv)
+    lifecycle = "--lifecycle" in argv
+    argv = [a for a in argv if a != "--lifecycle"]
+    rclpy.init(args=argv)
+    if lifecycle:
+        node = PartGleeLifecycleNode()
+        _spin(node)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 0
     node = PartGleeNode()
     try:
         node.configure()
@@ -262,9 +327,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        _spin(node)
     finally:
         node.deactivate()
         node.destroy_node()

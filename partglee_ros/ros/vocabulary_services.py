@@ -31,8 +31,15 @@ class VocabularyServices:
         self._apply = apply
         self._lock = threading.Lock()
         self.active = initial
-        node.create_service(SetVocabulary, set_name, self._on_set)
-        node.create_service(GetVocabulary, get_name, self._on_get)
+        self._services = [
+            node.create_service(SetVocabulary, set_name, self._on_set),
+            node.create_service(GetVocabulary, get_name, self._on_get),
+        ]
+
+    def destroy(self) -> None:
+        for service in self._services:
+            self._node.destroy_service(service)
+        self._services = []
 
     def _on_set(
         self, request: SetVocabulary.Request, response: SetVocabulary.Response

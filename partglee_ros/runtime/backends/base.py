@@ -38,3 +38,6 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook; CPU backends hold nothing to release
         """Release accelerator memory (lifecycle deactivate)."""
+
+    def open(self) -> None:  # noqa: B027 - optional hook, the inverse of close()
+        """Take the accelerator again after close() (lifecycle activate)."""

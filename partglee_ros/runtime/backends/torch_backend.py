@@ -38,6 +38,9 @@ class TorchBackend(Backend):
             for k in OUTPUT_NAMES
         }
 
+    def open(self) -> None:
+        self.model.to(self.device)
+
     def close(self) -> None:
         self.model.cpu()
         if self.device.startswith("cuda"):

@@ -1,0 +1,82 @@
+"""partglee_node --lifecycle: configure loads, activate processes, deactivate stops, activate resumes (issue #7)."""
+
+from __future__ import annotations
+
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from partglee_ros.msg import HierarchicalSegmentation
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from partglee_ros.ros.conversions import rgb_to_image_msg
+from tests.conftest import spin_until
+from tests.ros_testing import noise_image, params_file, partglee_command, small_checkpoint
+
+QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _call(node, client, request):
+    assert spin_until(node, client.service_is_ready, 60)
+    future = client.call_async(request)
+    assert spin_until(node, future.done, 120)
+    return future.result()
+
+
+def test_lifecycle_transitions(ros_node, start_process, tmp_path) -> None:
+    model = small_checkpoint(tmp_path / "model")
+    cmd = partglee_command(params_file(tmp_path, object_threshold=0.0), model, image_topic="/lc/image")
+    proc = start_process(cmd[0], "--lifecycle", *cmd[1:], name="lifecycle")
+    change = ros_node.create_client(ChangeState, "/partglee/change_state")
+    get = ros_node.create_client(GetState, "/partglee/get_state")
+    results: list[HierarchicalSegmentation] = []
+    ros_node.create_subscription(HierarchicalSegmentation, "/segmentation", results.append, QOS)
+    pub = ros_node.create_publisher(Image, "/lc/image", QOS)
+
+    def transition(tid: int) -> None:
+        assert _call(ros_node, change, ChangeState.Request(transition=Transition(id=tid))).success, (
+            proc.output()
+        )
+
+    def state() -> int:
+        return _call(ros_node, get, GetState.Request()).current_state.id
+
+    def frame_gets_result(sec: int, timeout: float) -> bool:
+        header = Header(frame_id="cam")
+        header.stamp.sec = sec
+        pub.publish(rgb_to_image_msg(noise_image(sec), header))
+        return spin_until(ros_node, lambda: any(r.header.stamp.sec == sec for r in results), timeout)
+
+    assert state() == State.PRIMARY_STATE_UNCONFIGURED
+    transition(Transition.TRANSITION_CONFIGURE)
+    assert state() == State.PRIMARY_STATE_INACTIVE
+    assert not frame_gets_result(1, 3.0), "an inactive node must not process frames"
+    transition(Transition.TRANSITION_ACTIVATE)
+    assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 30)
+    assert frame_gets_result(2, 60.0), proc.output()
+    transition(Transition.TRANSITION_DEACTIVATE)
+    assert not frame_gets_result(3, 3.0)
+    transition(Transition.TRANSITION_ACTIVATE)
+    assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 30)
+    assert frame_gets_result(4, 60.0), proc.output()
+    transition(Transition.TRANSITION_DEACTIVATE)
+    transition(Transition.TRANSITION_CLEANUP)
+    assert state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert proc.proc.poll() is None
+
+
+def test_missing_model_exits_cleanly(start_process, tmp_path) -> None:
+    cmd = partglee_command(params_file(tmp_path), tmp_path / "no_such_model")
+    proc = start_process(*cmd, name="bad")
+    assert proc.proc.wait(timeout=120) == 2
+    log = proc.output()
+    assert "cannot start: model directory not found" in log and "Traceback" not in log, log
+
+
+def test_corrupt_weights_exit_cleanly(start_process, tmp_path) -> None:
+    model = small_checkpoint(tmp_path / "model")
+    (model / "model.safetensors").write_bytes(b"\x00not a safetensors file")
+    proc = start_process(*partglee_command(params_file(tmp_path), model), name="corrupt")
+    assert proc.proc.wait(timeout=120) == 2
+    log = proc.output()
+    assert "cannot load" in log and "model.safetensors" in log and "Traceback" not in log, log
