@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ast
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from catkin_pkg.package import parse_package
 
 REPO = Path(__file__).resolve().parents[1]
