@@ -1,0 +1,219 @@
+"""Evaluate the segmenter on a recorded rosbag2 bag (mcap or sqlite3).
+
+  offline: the Segmenter runs over every frame as fast as it can (no ROS needed):
+    partglee-bag-eval data/sample_bag --gt-topic /ground_truth/segmentation --out eval_out
+  replay: the frames are published into a running partglee_node at the recorded pace times --rate, and
+  what it publishes is recorded (needs the ROS environment):
+    partglee-bag-eval BAG --mode replay --rate 1.0 --gt-json gt.json --out eval_out
+
+Outputs under --out: report.md (metrics table, latency, overlays), metrics.json, latency_histogram.png,
+per_class_ap.png, overlays/, and results/ (a bag with the segmentation messages, playable with
+`ros2 bag play`). Exit status: 0 done, 2 bad arguments or setup, 3 the bag is damaged and the outputs
+cover only the frames before the damage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from partglee_ros.bag import ground_truth
+from partglee_ros.bag.bag_writer import STORAGES, BagWriter
+from partglee_ros.bag.outcome import EvaluationRun, ReplayError
+from partglee_ros.bag.reader import Bag, BagError
+from partglee_ros.bag.report import score, write_report
+from partglee_ros.runtime.backends.base import BackendError
+from partglee_ros.runtime.postprocess import PostprocessConfig
+from partglee_ros.runtime.vocabulary import Vocabulary, make_vocabulary, parse_object_parts
+from training.data.hierarchy import ImageAnnotation
+from training.evaluation.split import CategorySplit
+
+REPO = Path(__file__).resolve().parents[2]
+EXIT_USAGE, EXIT_DAMAGED = 2, 3
+POSTPROCESS_KEYS = ("object_threshold", "part_threshold", "nms_iou", "max_objects", "max_parts_per_object")
+
+
+class UsageError(RuntimeError):
+    """Arguments or inputs that cannot work; printed without a traceback."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="partglee-bag-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("bag", type=Path, help="bag directory, or one .mcap/.db3 file")
+    p.add_argument("--out", type=Path, required=True, help="output directory (its results/ must not exist)")
+    p.add_argument("--mode", choices=("offline", "replay"), default="offline")
+    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: the only one in the bag)")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt-topic", help="topic with partglee_ros/HierarchicalSegmentation ground truth")
+    gt.add_argument("--gt-json", type=Path, help="PACO-style COCO JSON whose images have timestamp_ns")
+    v = p.add_argument_group("vocabulary (default: the object and part names of the ground truth)")
+    v.add_argument("--vocabulary", type=Path, help="YAML/JSON file with objects, parts, object_parts")
+    v.add_argument("--objects", help="comma-separated object names")
+    v.add_argument("--parts", help="comma-separated part names")
+    v.add_argument("--object-parts", action="append", default=[], help="restriction like 'mug: handle, body'")
+    v.add_argument(
+        "--split-config", type=Path, help="YAML with base_categories/novel_categories for base/novel AP"
+    )
+    o = p.add_argument_group("offline mode")
+    o.add_argument("--model", type=Path, default=REPO / "models" / "default", help="model directory")
+    o.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "tensorrt"))
+    o.add_argument("--device", default="cpu")
+    o.add_argument(
+        "--params-file", type=Path, help="node parameter YAML to take thresholds from (as the node)"
+    )
+    o.add_argument("--object-threshold", type=float, help="overrides the params file")
+    o.add_argument("--part-threshold", type=float, help="overrides the params file")
+    r = p.add_argument_group("replay mode")
+    r.add_argument("--rate", type=float, default=1.0, help="multiple of the recorded frame rate")
+    r.add_argument("--publish-topic", default="", help="topic the node listens on (default: the bag's topic)")
+    r.add_argument("--result-topic", default="/segmentation")
+    r.add_argument("--vocabulary-service", default="/set_vocabulary")
+    r.add_argument(
+        "--keep-node-vocabulary", action="store_true", help="do not send the vocabulary to the node"
+    )
+    r.add_argument(
+        "--lockstep", action="store_true", help="send each frame after the previous result (no drops)"
+    )
+    r.add_argument("--connect-timeout", type=float, default=60.0)
+    r.add_argument("--drain-timeout", type=float, default=10.0)
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--overlays", type=int, default=4, help="number of overlay images")
+    p.add_argument("--storage", choices=tuple(STORAGES), default="mcap", help="results bag storage")
+    p.add_argument("--no-results-bag", action="store_true")
+    return p.parse_args(argv)
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def load_vocabulary(args: argparse.Namespace, gts: dict[int, ImageAnnotation]) -> Vocabulary:
+    """From --vocabulary, else --objects/--parts, else every name in the ground truth."""
+    if args.vocabulary:
+        raw = yaml.safe_load(args.vocabulary.read_text()) or {}
+        mapping = raw.get("object_parts") or {}
+        if isinstance(mapping, list):
+            mapping = parse_object_parts(mapping)
+        return make_vocabulary(raw.get("objects", []), raw.get("parts", []), mapping or None, revision=1)
+    if args.objects:
+        return make_vocabulary(
+            _names(args.objects),
+            _names(args.parts),
+            parse_object_parts(args.object_parts) or None,
+            revision=1,
+        )
+    if not gts:
+        raise UsageError(
+            "no vocabulary: give --vocabulary or --objects/--parts (there is no ground truth to take it from)"
+        )
+    objects = sorted({o.name for a in gts.values() for o in a.objects})
+    parts = sorted({p.name for a in gts.values() for p in a.parts()})
+    return make_vocabulary(objects, parts, revision=1)
+
+
+def postprocess_from(args: argparse.Namespace) -> PostprocessConfig:
+    values: dict = {}
+    if args.params_file:
+        data = yaml.safe_load(args.params_file.read_text()) or {}
+        for section in data.values():
+            values.update((section or {}).get("ros__parameters", {}))
+    cfg = PostprocessConfig(**{k: values[k] for k in POSTPROCESS_KEYS if k in values})
+    if args.object_threshold is not None:
+        cfg.object_threshold = args.object_threshold
+    if args.part_threshold is not None:
+        cfg.part_threshold = args.part_threshold
+    cfg.validate()
+    return cfg
+
+
+def load_ground_truth(args: argparse.Namespace, bag: Bag) -> tuple[dict[int, ImageAnnotation], str | None]:
+    if args.gt_topic:
+        return ground_truth.from_topic(bag, args.gt_topic)
+    if args.gt_json:
+        return ground_truth.from_sidecar(args.gt_json), None
+    return {}, None
+
+
+def split_from(path: Path | None) -> CategorySplit | None:
+    if path is None:
+        return None
+    raw = yaml.safe_load(path.read_text())
+    return CategorySplit(raw["base_categories"], raw["novel_categories"])
+
+
+def run_mode(args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, writer) -> EvaluationRun:
+    if args.mode == "offline":
+        from partglee_ros.bag.offline import run_offline
+        from partglee_ros.runtime.factory import load_segmenter
+
+        segmenter = load_segmenter(
+            args.model, args.backend, args.device, postprocess_config=postprocess_from(args)
+        )
+        segmenter.apply_vocabulary(vocab)
+        return run_offline(bag, topic, segmenter, writer, args.result_topic, args.max_frames, args.overlays)
+    from partglee_ros.bag.replay import ReplayOptions, run_replay
+
+    options = ReplayOptions(
+        image_topic=args.publish_topic,
+        result_topic=args.result_topic,
+        rate=args.rate,
+        vocabulary=None if args.keep_node_vocabulary else vocab,
+        vocabulary_service=args.vocabulary_service,
+        connect_timeout=args.connect_timeout,
+        drain_timeout=args.drain_timeout,
+        lockstep=args.lockstep,
+    )
+    return run_replay(bag, topic, options, writer, args.max_frames, args.overlays)
+
+
+def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun, Path]:
+    """Run one evaluation and write every output; raises UsageError/BagError/... before any frame."""
+    results_bag = None if args.no_results_bag else args.out / "results"
+    if results_bag is not None and results_bag.exists():
+        raise UsageError(f"{results_bag} exists; choose another --out or remove it")
+    with Bag(args.bag) as bag:
+        topic = bag.image_topic(args.image_topic).name
+        gts, gt_error = load_ground_truth(args, bag)
+        vocab = load_vocabulary(args, gts)
+        split = split_from(args.split_config)
+        args.out.mkdir(parents=True, exist_ok=True)
+        writer = BagWriter(results_bag, args.storage) if results_bag is not None else None
+        try:
+            run = run_mode(args, bag, topic, vocab, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+    if gt_error:
+        run.log.warnings.append(gt_error)
+        run.log.fatal = run.log.fatal or gt_error
+    metrics = score(run, gts, split)
+    return run, write_report(run, gts, metrics, vocab, args.out, command, results_bag)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["partglee-bag-eval", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        run, report = evaluate_bag(args, command)
+    except (UsageError, BagError, ReplayError, BackendError, FileNotFoundError, ValueError) as err:
+        print(f"partglee-bag-eval: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"{run.mode}: {len(run.answered)}/{len(run.frames)} frames answered, {len(run.dropped)} dropped; {report}"
+    )
+    for warning in run.log.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if run.log.fatal:
+        print(f"partglee-bag-eval: error: {run.log.fatal} (partial results written)", file=sys.stderr)
+        return EXIT_DAMAGED
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

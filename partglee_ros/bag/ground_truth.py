@@ -1,0 +1,60 @@
+"""Ground truth for bag frames, keyed by the image's header stamp (ns): from a topic in the bag carrying
+HierarchicalSegmentation annotations, or from a sidecar PACO-style COCO JSON whose image entries have a
+`timestamp_ns` key (the PACO readers ignore the extra key)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from partglee_ros.bag.reader import Bag, BagError
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_annotation, deserialize, stamp_ns
+from partglee_ros.bag.typestore import SEGMENTATION_TYPE
+from training.data.coco_io import read_paco_json, write_paco_json
+from training.data.hierarchy import ImageAnnotation
+
+STAMP_KEY = "timestamp_ns"
+
+
+def from_topic(bag: Bag, topic: str) -> tuple[dict[int, ImageAnnotation], str | None]:
+    """Annotations on `topic` by header stamp, and the read error that cut them short (None if complete)."""
+    bag.require(topic, (SEGMENTATION_TYPE,))
+    out: dict[int, ImageAnnotation] = {}
+    try:
+        for message in bag.messages({topic}):
+            msg = deserialize(message.data, message.msgtype)
+            stamp = stamp_ns(msg.header)
+            out[stamp] = bag_msg_to_annotation(msg, image_id=len(out) + 1)
+    except BagError as err:
+        return out, f"ground truth topic {topic}: {err}"
+    return out, None
+
+
+def from_sidecar(path: str | Path) -> dict[int, ImageAnnotation]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {path}")
+    images = json.loads(path.read_text())["images"]
+    missing = [img["id"] for img in images if STAMP_KEY not in img]
+    if missing:
+        raise ValueError(f"{path}: images {missing[:5]} have no {STAMP_KEY!r} key to match bag frames by")
+    stamps = {img["id"]: int(img[STAMP_KEY]) for img in images}
+    return {stamps[a.image_id]: a for a in read_paco_json(path, load_images=False)}
+
+
+def write_sidecar(annotations: Sequence[ImageAnnotation], stamps: Sequence[int], path: str | Path) -> Path:
+    """PACO-style JSON of `annotations` (no image files) with each image's header stamp added."""
+    path = Path(path)
+    bare = [dataclasses.replace(a, image=None, depth=None) for a in annotations]
+    written = write_paco_json(bare, path.parent, json_name=path.name)
+    data = json.loads(written.read_text())
+    by_id = {a.image_id: s for a, s in zip(annotations, stamps, strict=True)}
+    for img in data["images"]:
+        img[STAMP_KEY] = by_id[img["id"]]
+    written.write_text(json.dumps(data))
+    with contextlib.suppress(OSError):  # the writer makes images/ for image files; there are none here
+        (path.parent / "images").rmdir()
+    return written

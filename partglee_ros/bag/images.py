@@ -1,0 +1,81 @@
+"""Decode recorded camera messages (rosbags' sensor_msgs Image / CompressedImage) to HxWx3 uint8 RGB.
+
+Covers what robot cameras record: 8-bit colour and grey, 16-bit grey (scaled to 8 bit), Bayer mosaics
+(demosaiced like cv_bridge) and JPEG/PNG compressed images. Every failure is a `FrameDecodeError` that says
+which field is wrong, so one bad frame is reported and skipped instead of ending the evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+MAX_PIXELS = 8192 * 8192
+
+# encoding -> (channels, bytes per channel, OpenCV conversion to RGB or None for "already RGB")
+ENCODINGS: dict[str, tuple[int, int, int | None]] = {
+    "rgb8": (3, 1, None),
+    "8UC3": (3, 1, None),
+    "bgr8": (3, 1, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, 1, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, 1, cv2.COLOR_GRAY2RGB),
+    "8UC1": (1, 1, cv2.COLOR_GRAY2RGB),
+    "mono16": (1, 2, cv2.COLOR_GRAY2RGB),
+    "16UC1": (1, 2, cv2.COLOR_GRAY2RGB),
+    # OpenCV names a Bayer pattern by the 2x2 block starting at pixel (1, 1); cv_bridge uses the same table.
+    "bayer_rggb8": (1, 1, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": (1, 1, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (1, 1, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (1, 1, cv2.COLOR_BayerGB2RGB),
+}
+
+
+class FrameDecodeError(ValueError):
+    """A recorded image cannot be turned into an RGB frame; the message says why."""
+
+
+def raw_image_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image (any object with its fields) -> HxWx3 uint8 RGB, a new array."""
+    encoding = str(msg.encoding)
+    if encoding not in ENCODINGS:
+        raise FrameDecodeError(f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    channels, depth, conversion = ENCODINGS[encoding]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h == 0 or w == 0:
+        raise FrameDecodeError(f"empty image ({w}x{h})")
+    if h * w > MAX_PIXELS:
+        raise FrameDecodeError(f"image of {w}x{h} exceeds {MAX_PIXELS} pixels")
+    row_bytes = w * channels * depth
+    if step < row_bytes:
+        raise FrameDecodeError(f"step {step} < width*channels*bytes = {row_bytes} for {encoding}")
+    data = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    if data.size != step * h:
+        raise FrameDecodeError(f"data has {data.size} bytes, expected step*height = {step * h}")
+    rows = data.reshape(h, step)[:, :row_bytes]
+    if depth == 2:
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+        # 16-bit grey (often depth or IR) is stretched to its own range, so a dim image stays visible.
+        values = rows.copy().view(dtype).reshape(h, w).astype(np.float32)
+        span = max(float(values.max() - values.min()), 1.0)
+        array = np.round((values - values.min()) * (255.0 / span)).astype(np.uint8)
+    else:
+        array = np.ascontiguousarray(rows.reshape(h, w, channels) if channels > 1 else rows.reshape(h, w))
+    return array.copy() if conversion is None else cv2.cvtColor(array, conversion)
+
+
+def compressed_image_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png; format as image_transport writes it) -> HxWx3 uint8 RGB."""
+    buffer = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if bgr is None:
+        raise FrameDecodeError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
+    if msgtype.endswith("CompressedImage"):
+        return compressed_image_to_rgb(msg)
+    return raw_image_to_rgb(msg)

@@ -1,0 +1,44 @@
+"""Offline mode: the Segmenter over every frame of the image topic, as fast as it runs."""
+
+from __future__ import annotations
+
+from partglee_ros.bag.bag_writer import BagWriter
+from partglee_ros.bag.outcome import EvaluationRun, overlay_indices
+from partglee_ros.bag.reader import Bag, BagError, read_frames
+from partglee_ros.bag.segmentation_msgs import header, result_to_bag_msg
+from partglee_ros.bag.typestore import SEGMENTATION_TYPE
+from partglee_ros.runtime.segmenter import ImageError, Segmenter
+
+
+def run_offline(
+    bag: Bag,
+    image_topic: str,
+    segmenter: Segmenter,
+    writer: BagWriter | None,
+    result_topic: str = "/segmentation",
+    max_frames: int | None = None,
+    overlays: int = 4,
+) -> EvaluationRun:
+    """Segment every frame; each result is written to `writer` at its frame's log time with its header."""
+    run = EvaluationRun("offline", str(bag.path), image_topic)
+    run.log.warnings += bag.warnings
+    count = bag.topics[image_topic].count
+    keep = overlay_indices(min(count, max_frames or count), overlays)
+    try:
+        for frame in read_frames(bag, image_topic, max_frames):
+            outcome = run.add_frame(frame, frame.index in keep)
+            if frame.error is not None:
+                continue
+            try:
+                result = segmenter.segment(frame.rgb)
+            except ImageError as err:
+                outcome.error = str(err)
+                run.log.frame_errors.append((frame.index, str(err)))
+                continue
+            outcome.result, outcome.latency_ms = result, result.timings_ms["total"]
+            if writer is not None:
+                msg = result_to_bag_msg(result, header(frame.stamp_ns, frame.frame_id))
+                writer.write_msg(result_topic, SEGMENTATION_TYPE, frame.log_ns, msg)
+    except BagError as err:
+        run.stop(err)
+    return run

@@ -1,0 +1,264 @@
+"""Open a rosbag2 bag (directory, .mcap or .db3) with rosbags and read its camera frames robustly.
+
+Real bags are not always clean. What is handled here, each with a message that names the problem:
+- a bag directory without metadata.yaml (recording killed): its single .mcap/.db3 file is read directly;
+- an .mcap without footer/summary (truncated): rosbags refuses it, so its records are scanned with the
+  `mcap` stream reader up to the cut, and the messages before it are kept;
+- corruption met while reading (sqlite "malformed", a cut chunk): `BagError` after the good messages, so a
+  caller keeps its partial results;
+- a missing topic: `TopicError` listing every topic with its type and count;
+- a frame that does not decode: yielded with `error` set, never fatal.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mcap.exceptions import EndOfFile, McapError
+from mcap.records import Channel, Message, Schema
+from mcap.stream_reader import StreamReader
+from rosbags.rosbag2 import Reader, ReaderError
+
+from partglee_ros.bag.images import FrameDecodeError, image_to_rgb
+from partglee_ros.bag.segmentation_msgs import deserialize, stamp_ns
+from partglee_ros.bag.typestore import IMAGE_TYPES
+
+STORAGE_SUFFIXES = (".mcap", ".db3")
+# What rosbags, sqlite3 and the mcap stream reader raise for damaged data.
+READ_ERRORS = (ReaderError, sqlite3.DatabaseError, McapError, struct.error, EOFError, ValueError, KeyError)
+
+
+class BagError(RuntimeError):
+    """The bag cannot be opened, or reading stopped at damaged data; the message says where and why."""
+
+
+class TopicError(BagError):
+    """A requested topic is not in the bag (or has the wrong type)."""
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    msgtype: str
+    count: int
+
+
+@dataclass
+class RawMessage:
+    topic: str
+    msgtype: str
+    log_ns: int  # receive time recorded by the bag
+    data: bytes  # CDR, exactly as recorded
+
+
+@dataclass
+class Frame:
+    index: int  # position among the topic's messages as read
+    log_ns: int
+    stamp_ns: int  # header.stamp; -1 when the message did not deserialize
+    frame_id: str
+    msgtype: str
+    raw: bytes
+    rgb: np.ndarray | None = None
+    error: str | None = None
+
+
+def _storage_file(directory: Path) -> Path:
+    files = sorted(p for p in directory.iterdir() if p.suffix in STORAGE_SUFFIXES)
+    if len(files) != 1:
+        found = ", ".join(p.name for p in files) or "no .mcap or .db3 file"
+        raise BagError(f"{directory} has no metadata.yaml and {found}; pass one storage file as the bag")
+    return files[0]
+
+
+class _RecoveredMcap:
+    """An .mcap whose footer/summary is missing: records are scanned in file order up to the first damage."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.topics: dict[str, TopicInfo] = {}
+        self.scan_error: str | None = None
+        counts: dict[str, int] = {}
+        types: dict[str, str] = {}
+        for record in self._records():
+            if isinstance(record, Channel):
+                types[record.topic] = self._schemas.get(record.schema_id, "")
+                counts.setdefault(record.topic, 0)
+            elif isinstance(record, Message):
+                counts[self._channels[record.channel_id]] += 1
+        self.topics = {t: TopicInfo(t, types[t], counts[t]) for t in sorted(counts)}
+        if not self.topics and self.scan_error:
+            raise BagError(f"{path}: not a readable mcap file: {self.scan_error}")
+
+    def _records(self) -> Iterator[object]:
+        self._schemas: dict[int, str] = {}
+        self._channels: dict[int, str] = {}
+        self.scan_error = None
+        with self.path.open("rb") as stream:
+            try:
+                for record in StreamReader(stream, validate_crcs=True).records:
+                    if isinstance(record, Schema):
+                        self._schemas[record.id] = record.name
+                    elif isinstance(record, Channel):
+                        self._channels[record.id] = record.topic
+                    yield record
+            except EndOfFile:
+                self.scan_error = "the file ends inside a record (truncated)"
+            except (*READ_ERRORS, AssertionError) as err:
+                self.scan_error = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+    def messages(self, topics: set[str]) -> Iterator[RawMessage]:
+        for record in self._records():
+            if isinstance(record, Message) and self._channels.get(record.channel_id) in topics:
+                topic = self._channels[record.channel_id]
+                yield RawMessage(topic, self.topics[topic].msgtype, record.log_time, bytes(record.data))
+        if self.scan_error:
+            raise BagError(f"{self.path}: file is cut or damaged after the messages read: {self.scan_error}")
+
+
+class Bag:
+    """A bag opened for reading; `warnings` lists what was worked around to open it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.warnings: list[str] = []
+        self._reader: Reader | None = None
+        self._recovered: _RecoveredMcap | None = None
+        if not self.path.exists():
+            raise BagError(f"bag not found: {self.path}")
+        target = self.path
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            target = _storage_file(self.path)
+            self.warnings.append(
+                f"{self.path}/metadata.yaml is missing (recording interrupted?); read {target.name}"
+            )
+        elif self.path.is_file() and self.path.suffix not in STORAGE_SUFFIXES:
+            raise BagError(f"{self.path} is not a bag: expected a directory, .mcap or .db3 file")
+        try:
+            self._reader = Reader(target)
+            self._reader.open()
+        except (*READ_ERRORS, FileNotFoundError) as err:
+            self._reader = None
+            self._open_damaged(target, err)
+
+    def _open_damaged(self, target: Path, err: Exception) -> None:
+        problem = f"{type(err).__name__}: {err}"
+        mcap_files = (
+            [target] if target.suffix == ".mcap" else sorted(target.glob("*.mcap")) if target.is_dir() else []
+        )
+        if len(mcap_files) != 1:
+            hint = " (an sqlite3 file cut short cannot be read at all)" if "malformed" in problem else ""
+            raise BagError(f"cannot open bag {target}: {problem}{hint}") from err
+        self._recovered = _RecoveredMcap(mcap_files[0])
+        self.warnings.append(
+            f"{mcap_files[0]} has no valid footer/index ({problem}); its records were scanned directly"
+            + (f" and end in damage: {self._recovered.scan_error}" if self._recovered.scan_error else "")
+        )
+
+    @property
+    def topics(self) -> dict[str, TopicInfo]:
+        if self._recovered is not None:
+            return self._recovered.topics
+        assert self._reader is not None
+        return {
+            name: TopicInfo(name, info.msgtype or "", info.msgcount)
+            for name, info in self._reader.topics.items()
+        }
+
+    def describe_topics(self) -> str:
+        return "; ".join(f"{t.name} ({t.msgtype}, {t.count} msgs)" for t in self.topics.values()) or "none"
+
+    def require(self, topic: str, msgtypes: tuple[str, ...]) -> TopicInfo:
+        info = self.topics.get(topic)
+        if info is None:
+            raise TopicError(f"topic {topic!r} is not in {self.path}; available: {self.describe_topics()}")
+        if info.msgtype not in msgtypes:
+            raise TopicError(f"topic {topic!r} has type {info.msgtype}, expected {' or '.join(msgtypes)}")
+        return info
+
+    def image_topic(self, requested: str | None) -> TopicInfo:
+        """The requested image topic, or the only Image/CompressedImage topic when none is requested."""
+        if requested:
+            return self.require(requested, IMAGE_TYPES)
+        candidates = [t for t in self.topics.values() if t.msgtype in IMAGE_TYPES]
+        if len(candidates) != 1:
+            what = "no image topic" if not candidates else "several image topics"
+            raise TopicError(
+                f"{self.path} has {what}; choose one with --image-topic. Topics: {self.describe_topics()}"
+            )
+        return candidates[0]
+
+    def messages(self, topics: set[str]) -> Iterator[RawMessage]:
+        """Messages of `topics` in the bag's order (log time; file order for a recovered mcap).
+
+        Raises BagError at damaged data, after yielding every message before it."""
+        if self._recovered is not None:
+            yield from self._recovered.messages(topics)
+            return
+        assert self._reader is not None
+        connections = [c for c in self._reader.connections if c.topic in topics]
+        count = 0
+        try:
+            for conn, log_ns, data in self._reader.messages(connections):
+                count += 1
+                yield RawMessage(conn.topic, conn.msgtype, log_ns, bytes(data))
+        except READ_ERRORS as err:
+            raise BagError(
+                f"{self.path}: reading stopped after {count} messages: {type(err).__name__}: {err}"
+            ) from err
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self) -> Bag:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decode_frame(index: int, message: RawMessage) -> Frame:
+    """Deserialize and convert one image message; failures are kept on the frame, not raised."""
+    frame = Frame(index, message.log_ns, -1, "", message.msgtype, message.data)
+    try:
+        msg = deserialize(message.data, message.msgtype)
+    except Exception as err:  # rosbags raises assorted errors for malformed CDR
+        frame.error = f"cannot deserialize {message.msgtype}: {type(err).__name__}: {err}"
+        return frame
+    frame.stamp_ns, frame.frame_id = stamp_ns(msg.header), str(msg.header.frame_id)
+    try:
+        frame.rgb = image_to_rgb(msg, message.msgtype)
+    except FrameDecodeError as err:
+        frame.error = str(err)
+    return frame
+
+
+def read_frames(bag: Bag, topic: str, max_frames: int | None = None) -> Iterator[Frame]:
+    """Frames of one image topic; a second frame with an already seen header stamp is marked as error,
+    because results and ground truth are matched by stamp."""
+    seen: set[int] = set()
+    for index, message in enumerate(bag.messages({topic})):
+        if max_frames is not None and index >= max_frames:
+            return
+        frame = decode_frame(index, message)
+        if frame.error is None and frame.stamp_ns in seen:
+            frame.error = f"duplicate header stamp {frame.stamp_ns} ns (frames are matched by stamp)"
+            frame.rgb = None
+        seen.add(frame.stamp_ns)
+        yield frame
+
+
+@dataclass
+class ReadLog:
+    """What went wrong while reading, for the report."""
+
+    warnings: list[str] = field(default_factory=list)
+    frame_errors: list[tuple[int, str]] = field(default_factory=list)
+    fatal: str | None = None  # the BagError that stopped reading; results before it are kept

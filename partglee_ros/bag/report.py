@@ -1,0 +1,210 @@
+"""Score a run against ground truth and write the report: Markdown, metrics JSON and PNG figures.
+
+Metrics are exactly `training.evaluation.report.evaluate` over the frames that have both a result and
+ground truth, so a bag evaluation and a dataset evaluation of the same images give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from partglee_ros.bag.outcome import EvaluationRun  # noqa: E402
+from partglee_ros.runtime.overlay import draw_overlay  # noqa: E402
+from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult  # noqa: E402
+from partglee_ros.runtime.vocabulary import Vocabulary  # noqa: E402
+from training.data.hierarchy import ImageAnnotation, part_label  # noqa: E402
+from training.evaluation.report import evaluate, metrics_to_markdown  # noqa: E402
+from training.evaluation.split import CategorySplit  # noqa: E402
+
+
+def scored_pairs(
+    run: EvaluationRun, gts: dict[int, ImageAnnotation]
+) -> tuple[list[ImageAnnotation], list[SegmentationResult]]:
+    pairs = [(gts[f.stamp_ns], f.result) for f in run.answered if f.stamp_ns in gts]
+    return [g for g, _ in pairs], [p for _, p in pairs]
+
+
+def score(
+    run: EvaluationRun, gts: dict[int, ImageAnnotation], split: CategorySplit | None = None
+) -> dict | None:
+    """evaluate() over the answered frames that have ground truth; None when there are none."""
+    g, p = scored_pairs(run, gts)
+    return evaluate(g, p, split) if g else None
+
+
+def latency_summary(run: EvaluationRun) -> dict[str, float]:
+    values = np.array([f.latency_ms for f in run.answered if f.latency_ms is not None])
+    if values.size == 0:
+        return {}
+    out = {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)}
+    return out | {"mean": float(values.mean()), "max": float(values.max()), "count": int(values.size)}
+
+
+def annotation_as_result(ann: ImageAnnotation) -> SegmentationResult:
+    """Ground truth in result form, so it is drawn by the same overlay code as predictions."""
+    objects = [
+        ObjectResult(
+            o.id,
+            o.name,
+            1.0,
+            o.box,
+            o.mask,
+            [PartResult(p.id, p.name, part_label(o.name, p.name), 1.0, p.box, p.mask, o.id) for p in o.parts],
+        )
+        for o in ann.objects
+    ]
+    return SegmentationResult(ann.height, ann.width, 0, objects)
+
+
+def _latency_histogram(run: EvaluationRun, path: Path) -> None:
+    values = [f.latency_ms for f in run.answered if f.latency_ms is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(values, bins=min(30, max(5, len(values) // 2)), color="#4477aa")
+    label = "Segmenter time per frame" if run.mode == "offline" else "end-to-end latency (publish -> result)"
+    ax.set(xlabel=f"{label} [ms]", ylabel="frames", title=f"{run.mode}: {len(values)} frames")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _per_class_plot(metrics: dict, path: Path) -> None:
+    levels = [("object", "objects"), ("part", "parts (object:part)")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 + 0.28 * max(4, _longest(metrics, levels))))
+    for ax, (key, title) in zip(axes, levels, strict=True):
+        names = sorted(metrics[key]["segm"]["per_category"])
+        y = np.arange(len(names))
+        for offset, iou_type, color in ((-0.2, "bbox", "#4477aa"), (0.2, "segm", "#ee6677")):
+            values = [metrics[key][iou_type]["per_category"].get(n, math.nan) for n in names]
+            ax.barh(y + offset, np.nan_to_num(values), height=0.4, color=color, label=f"{iou_type} AP")
+        ax.set(yticks=y, yticklabels=names, xlim=(0, 1), title=title, xlabel="AP (IoU 0.50:0.95)")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _longest(metrics: dict, levels: list[tuple[str, str]]) -> int:
+    return max(len(metrics[key]["segm"]["per_category"]) for key, _ in levels)
+
+
+def _overlays(run: EvaluationRun, gts: dict[int, ImageAnnotation], out: Path) -> list[Path]:
+    """Prediction (left) beside ground truth (right, when known) for the frames kept for overlays."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f in run.frames:
+        rgb = run.overlay_images.get(f.index)
+        if rgb is None or f.result is None:
+            continue
+        panels = [draw_overlay(rgb, f.result)]
+        if f.stamp_ns in gts:
+            panels.append(draw_overlay(rgb, annotation_as_result(gts[f.stamp_ns])))
+        path = out / f"frame_{f.index:05d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(np.hstack(panels), cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+def _json_ready(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_report(
+    run: EvaluationRun,
+    gts: dict[int, ImageAnnotation],
+    metrics: dict | None,
+    vocabulary: Vocabulary,
+    out: Path,
+    command: str,
+    results_bag: Path | None,
+) -> Path:
+    """report.md, metrics.json, latency_histogram.png, per_class_ap.png, overlays/*.png under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    latency = latency_summary(run)
+    with_gt = sum(1 for f in run.answered if f.stamp_ns in gts)
+    lines = [f"# Bag evaluation: {run.mode} mode", "", f"Command: `{command}`", ""]
+    if run.log.fatal:
+        lines += [
+            f"**INCOMPLETE — reading stopped:** {run.log.fatal}. Results below cover the frames before it.",
+            "",
+        ]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| bag | `{run.bag}` |",
+        f"| image topic | `{run.image_topic}` |",
+        f"| frames read | {len(run.frames)} |",
+        f"| frames with a result | {len(run.answered)} |",
+        f"| frames with errors | {len(run.log.frame_errors)} |",
+        f"| frames dropped (no result) | {len(run.dropped)} |",
+        f"| frames scored (result + ground truth) | {with_gt} |",
+        f"| vocabulary | {len(vocabulary.objects)} objects: {', '.join(vocabulary.objects)}; "
+        f"{len(vocabulary.parts)} parts: {', '.join(vocabulary.parts)} |",
+    ]
+    if results_bag is not None:
+        lines.append(f"| results bag | `{results_bag}` |")
+    lines += [f"| note | {n} |" for n in run.notes] + [f"| warning | {w} |" for w in run.log.warnings]
+    if run.log.frame_errors:
+        lines += ["", "Frame errors (first 10):", ""]
+        lines += [f"- frame {i}: {e}" for i, e in run.log.frame_errors[:10]]
+    if latency:
+        what = (
+            "Segmenter time per frame" if run.mode == "offline" else "End-to-end latency (publish → result)"
+        )
+        lines += [
+            "",
+            f"## {what}",
+            "",
+            "| frames | mean ms | p50 ms | p90 ms | p99 ms | max ms |",
+            "|---|---|---|---|---|---|",
+            f"| {latency['count']} | {latency['mean']:.1f} | {latency['p50']:.1f} | {latency['p90']:.1f} | "
+            f"{latency['p99']:.1f} | {latency['max']:.1f} |",
+            "",
+            "![latency histogram](latency_histogram.png)",
+        ]
+        _latency_histogram(run, out / "latency_histogram.png")
+    if metrics is not None:
+        lines += ["", "## Metrics", "", metrics_to_markdown(metrics, per_category=True)]
+        lines += ["![per-class AP](per_class_ap.png)"]
+        _per_class_plot(metrics, out / "per_class_ap.png")
+    else:
+        lines += ["", "No frame has both a result and ground truth: no metrics."]
+    overlays = _overlays(run, gts, out / "overlays")
+    if overlays:
+        lines += ["", "## Overlays (prediction | ground truth)", ""]
+        lines += [f"![frame]({p.relative_to(out)})" for p in overlays]
+    summary = {
+        "mode": run.mode,
+        "bag": run.bag,
+        "image_topic": run.image_topic,
+        "frames_read": len(run.frames),
+        "frames_answered": len(run.answered),
+        "frames_dropped": len(run.dropped),
+        "frame_errors": run.log.frame_errors,
+        "frames_scored": with_gt,
+        "fatal_error": run.log.fatal,
+        "warnings": run.log.warnings,
+        "latency_ms": latency,
+        "metrics": metrics,
+    }
+    (out / "metrics.json").write_text(json.dumps(_json_ready(summary), indent=1))
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

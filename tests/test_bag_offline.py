@@ -1,0 +1,242 @@
+"""Offline bag evaluation (issue #8): the sample bag, storages and encodings, damaged bags, odd bags."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from partglee_ros.bag import ground_truth
+from partglee_ros.bag.evaluate import main as bag_eval
+from partglee_ros.bag.images import FrameDecodeError, raw_image_to_rgb
+from partglee_ros.bag.make_sample import sample_scenes, write_scene_bag
+from partglee_ros.bag.offline import run_offline
+from partglee_ros.bag.reader import Bag, BagError, TopicError, read_frames
+from partglee_ros.bag.report import score
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_result, deserialize
+from partglee_ros.bag.typestore import bag_typestore
+from tests.bag_testing import (
+    GT_TOPIC,
+    SAMPLE_BAG,
+    SAMPLE_GT_JSON,
+    assert_same_metrics,
+    assert_same_results,
+    cli_thresholds,
+    from_json,
+    noise_scene,
+    segmenter_for,
+    vocabulary_of,
+)
+from tests.ros_testing import small_checkpoint
+from training.evaluation.report import evaluate
+
+FRAMES = 3  # model inference dominates: keep the frame count small
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return small_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """The scenes the sample bag was made from (its first FRAMES frames)."""
+    return sample_scenes(12, 320, 240)
+
+
+def test_sample_bag_holds_the_scenes_and_their_ground_truth(scenes) -> None:
+    with Bag(SAMPLE_BAG) as bag:
+        frames = list(read_frames(bag, bag.image_topic(None).name))
+        from_topic, error = ground_truth.from_topic(bag, GT_TOPIC)
+    assert error is None and len(frames) == len(scenes) == 12
+    from_sidecar = ground_truth.from_sidecar(SAMPLE_GT_JSON)
+    for frame, scene in zip(frames, scenes, strict=True):
+        assert np.array_equal(frame.rgb, scene.image)
+        for gts in (from_topic, from_sidecar):
+            ann = gts[frame.stamp_ns]
+            assert [o.name for o in ann.objects] == [o.name for o in scene.objects]
+            for o, want in zip(ann.objects, scene.objects, strict=True):
+                assert np.array_equal(o.mask, want.mask) and np.array_equal(o.box, want.box)
+                assert [p.name for p in o.parts] == [p.name for p in want.parts]
+                assert all(np.array_equal(p.mask, w.mask) for p, w in zip(o.parts, want.parts, strict=True))
+
+
+def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, scenes, tmp_path, capsys) -> None:
+    vocab = vocabulary_of(scenes)  # the CLI takes every name of the ground truth topic (all 12 frames)
+    direct = segmenter_for(model_dir, vocab)
+    preds = [direct.segment(s.image) for s in scenes[:FRAMES]]
+    want = evaluate(scenes[:FRAMES], preds)
+    assert want["part_miou"]["oracle_obj"]["mIoU"] > 0  # a real comparison, not 0 == 0 everywhere
+
+    out = tmp_path / "out"
+    args = [str(SAMPLE_BAG), "--out", str(out), "--model", str(model_dir), "--backend", "torch"]
+    args += ["--max-frames", str(FRAMES), "--gt-topic", GT_TOPIC, *cli_thresholds(tmp_path)]
+    assert bag_eval(args) == 0, capsys.readouterr().err
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["frames_scored"] == FRAMES and summary["fatal_error"] is None
+    assert_same_metrics(from_json(summary["metrics"]), want)
+    report = (out / "report.md").read_text()
+    assert "| objects |" in report and "Segmenter time per frame" in report
+    for name in ("latency_histogram.png", "per_class_ap.png", "overlays/frame_00000.png"):
+        assert cv2.imread(str(out / name)) is not None, name
+    with Bag(out / "results") as results:  # the results bag: the same detections, readable by rosbags
+        msgs = [deserialize(m.data, m.msgtype) for m in results.messages({"/segmentation"})]
+    assert len(msgs) == FRAMES
+    for msg, pred in zip(msgs, preds, strict=True):
+        assert_same_results(bag_msg_to_result(msg), pred)
+
+
+@pytest.mark.parametrize(
+    ("storage", "encoding"),
+    [
+        ("mcap", "rgb8"),
+        ("sqlite3", "rgb8"),
+        ("sqlite3", "bgr8"),
+        ("mcap", "bgr8"),
+        ("mcap", "png"),
+        ("sqlite3", "jpeg"),
+        ("mcap", "mono8"),
+    ],
+)
+def test_storages_and_encodings_decode_to_the_recorded_image(scenes, tmp_path, storage, encoding) -> None:
+    write_scene_bag(tmp_path / "bag", scenes[:2], storage=storage, encoding=encoding)
+    with Bag(tmp_path / "bag") as bag:
+        topic = bag.image_topic(None)
+        frames = list(read_frames(bag, topic.name))
+    assert topic.msgtype.endswith("CompressedImage") == (encoding in ("png", "jpeg"))
+    for frame, scene in zip(frames, scenes[:2], strict=True):
+        assert frame.error is None and frame.rgb.shape == scene.image.shape
+        if encoding == "jpeg":
+            assert np.abs(frame.rgb.astype(int) - scene.image).mean() < 8  # lossy, but the same picture
+        elif encoding == "mono8":
+            grey = cv2.cvtColor(scene.image, cv2.COLOR_RGB2GRAY)
+            assert np.array_equal(frame.rgb, np.repeat(grey[..., None], 3, axis=2))
+        else:
+            assert np.array_equal(frame.rgb, scene.image)
+
+
+def _image_msg(array: np.ndarray, encoding: str, bigendian: int = 0):
+    types = bag_typestore().types
+    h, w = array.shape[:2]
+    hdr = types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="c"
+    )
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    return types["sensor_msgs/msg/Image"](
+        header=hdr, height=h, width=w, encoding=encoding, is_bigendian=bigendian, step=raw.size // h, data=raw
+    )
+
+
+def test_bayer_mono16_and_bad_images() -> None:
+    rng = np.random.default_rng(3)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (9, 9), 4)
+    mosaic = np.empty(smooth.shape[:2], np.uint8)  # RGGB: R at (0,0), G at (0,1)/(1,0), B at (1,1)
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = smooth[0::2, 0::2, 0], smooth[0::2, 1::2, 1]
+    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = smooth[1::2, 0::2, 1], smooth[1::2, 1::2, 2]
+    rgb = raw_image_to_rgb(_image_msg(mosaic, "bayer_rggb8"))
+    assert np.abs(rgb[4:-4, 4:-4].astype(int) - smooth[4:-4, 4:-4]).mean() < 6
+    swapped = raw_image_to_rgb(_image_msg(mosaic, "bayer_bggr8"))  # the wrong pattern swaps red and blue
+    assert np.abs(swapped[4:-4, 4:-4].astype(int) - smooth[4:-4, 4:-4]).mean() > 6
+
+    depth = np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 3
+    for bigendian in (0, 1):
+        data = depth.astype(">u2" if bigendian else "<u2")
+        grey = raw_image_to_rgb(_image_msg(data, "mono16", bigendian))[..., 0]
+        assert grey[0, 0] == 0 and grey[-1, -1] == 255 and np.all(np.diff(grey.reshape(-1).astype(int)) >= 0)
+
+    bad = _image_msg(smooth, "rgb8")
+    bad.step -= 1
+    with pytest.raises(FrameDecodeError, match="step"):
+        raw_image_to_rgb(bad)
+    with pytest.raises(FrameDecodeError, match="unsupported encoding 'yuv"):
+        raw_image_to_rgb(_image_msg(smooth, "yuv422"))
+
+
+def test_out_of_order_and_varying_sizes_match_by_stamp(model_dir, scenes, tmp_path) -> None:
+    """Frames recorded in shuffled order and at three sizes: each result is scored against its own scene."""
+    picked = [scenes[3], sample_scenes(1, 200, 150)[0], sample_scenes(1, 400, 300)[0]]
+    stamps = write_scene_bag(tmp_path / "bag", picked, write_order=[2, 0, 1])
+    vocab = vocabulary_of(picked)
+    segmenter = segmenter_for(model_dir, vocab)
+    with Bag(tmp_path / "bag") as bag:
+        gts, error = ground_truth.from_topic(bag, GT_TOPIC)
+        run = run_offline(bag, "/camera/color/image_raw", segmenter, writer=None)
+    assert error is None and [f.stamp_ns for f in run.frames] == [stamps[2], stamps[0], stamps[1]]
+    preds = {s: segmenter.segment(scene.image) for s, scene in zip(stamps, picked, strict=True)}
+    for frame in run.frames:
+        assert_same_results(frame.result, preds[frame.stamp_ns])
+    assert_same_metrics(score(run, gts), evaluate(picked, [preds[s] for s in stamps]))
+
+
+def test_truncated_mcap_keeps_the_frames_before_the_cut(tmp_path, capsys) -> None:
+    # 640x480 frames: rosbags closes an mcap chunk after 1 MiB, so two frames per chunk and the cut
+    # chunk is lost while the first survives.
+    bag_dir = tmp_path / "bag"
+    write_scene_bag(bag_dir, [noise_scene(i, 480, 640) for i in range(3)])
+    mcap = bag_dir / "bag.mcap"
+    with mcap.open("r+b") as f:
+        f.truncate(int(mcap.stat().st_size * 0.8))
+    with Bag(bag_dir) as bag:
+        assert "no valid footer" in bag.warnings[0]
+        got = []
+        with pytest.raises(BagError, match="truncated"):
+            got.extend(read_frames(bag, "/camera/color/image_raw"))
+    assert len(got) == 2 and all(f.error is None for f in got)
+
+
+def test_truncated_bag_cli_writes_partial_report(model_dir, tmp_path, capsys) -> None:
+    bag_dir = tmp_path / "bag"
+    write_scene_bag(bag_dir, [noise_scene(i, 480, 640) for i in range(3)])
+    mcap = bag_dir / "bag.mcap"
+    with mcap.open("r+b") as f:
+        f.truncate(int(mcap.stat().st_size * 0.8))
+    out = tmp_path / "out"
+    args = [str(bag_dir), "--out", str(out), "--model", str(model_dir), "--backend", "torch"]
+    rc = bag_eval([*args, "--objects", "mug,pot", "--parts", "handle,lid"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "truncated" in err and "partial results written" in err
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["frames_answered"] == 2 and "truncated" in summary["fatal_error"]
+    assert "INCOMPLETE" in (out / "report.md").read_text()
+    with Bag(out / "results") as results:
+        assert results.topics["/segmentation"].count == 2
+
+
+def test_corrupt_sqlite_and_garbage_files_give_clear_errors(scenes, tmp_path, capsys) -> None:
+    write_scene_bag(tmp_path / "bag", scenes[:2], storage="sqlite3")
+    db3 = tmp_path / "bag" / "bag.db3"
+    with db3.open("r+b") as f:
+        f.truncate(db3.stat().st_size // 2)
+    with pytest.raises(BagError, match="malformed"):
+        Bag(tmp_path / "bag")
+    garbage = tmp_path / "garbage.mcap"
+    garbage.write_bytes(b"not an mcap file at all" * 10)
+    with pytest.raises(BagError, match="garbage.mcap"):
+        Bag(garbage)
+    rc = bag_eval([str(tmp_path / "bag"), "--out", str(tmp_path / "o"), "--objects", "mug"])
+    assert rc == 2 and "malformed" in capsys.readouterr().err
+
+
+def test_missing_topics_list_what_the_bag_has(tmp_path, capsys) -> None:
+    rc = bag_eval([str(SAMPLE_BAG), "--out", str(tmp_path / "o"), "--image-topic", "/camera/nope"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'/camera/nope' is not in" in err
+    assert "/camera/color/image_raw (sensor_msgs/msg/Image, 12 msgs)" in err and GT_TOPIC in err
+    rc = bag_eval([str(SAMPLE_BAG), "--out", str(tmp_path / "o"), "--gt-topic", "/ground_truth/nope"])
+    assert rc == 2 and "'/ground_truth/nope' is not in" in capsys.readouterr().err
+    with Bag(SAMPLE_BAG) as bag, pytest.raises(TopicError, match="expected sensor_msgs/msg/Image"):
+        bag.image_topic(GT_TOPIC)
+
+
+def test_bag_directory_without_metadata_is_read_from_its_storage_file(scenes, tmp_path) -> None:
+    write_scene_bag(tmp_path / "bag", scenes[:2], storage="sqlite3")
+    (tmp_path / "bag" / "metadata.yaml").unlink()
+    with Bag(tmp_path / "bag") as bag:
+        assert "metadata.yaml is missing" in bag.warnings[0]
+        assert [f.error for f in read_frames(bag, "/camera/color/image_raw")] == [None, None]
+    shutil.copy(SAMPLE_BAG / "bag.mcap", tmp_path / "single.mcap")  # a bare storage file is a bag too
+    with Bag(tmp_path / "single.mcap") as bag:
+        assert bag.topics["/camera/color/image_raw"].count == 12

@@ -1,0 +1,91 @@
+"""Replay mode (issue #8): the sample bag published into a live partglee_node process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from partglee_ros.bag import ground_truth
+from partglee_ros.bag.evaluate import main as bag_eval
+from partglee_ros.bag.offline import run_offline
+from partglee_ros.bag.reader import Bag
+from partglee_ros.bag.report import score
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_result, deserialize
+from tests.bag_testing import (
+    GT_TOPIC,
+    SAMPLE_BAG,
+    THRESHOLDS,
+    assert_same_metrics,
+    assert_same_results,
+    from_json,
+    segmenter_for,
+)
+from tests.ros_testing import params_file, partglee_command, small_checkpoint
+
+IMAGE_TOPIC = "/camera/color/image_raw"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return small_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def node(start_module_process, model_dir, tmp_path_factory):
+    """partglee_node as launch starts it, listening where the bag's camera topic is published."""
+    params = params_file(tmp_path_factory.mktemp("params"), **THRESHOLDS)
+    return start_module_process(*partglee_command(params, model_dir, image_topic=IMAGE_TOPIC), name="node")
+
+
+def _replay(node, out, *extra: str) -> dict:
+    args = [str(SAMPLE_BAG), "--mode", "replay", "--out", str(out), "--gt-topic", GT_TOPIC]
+    rc = bag_eval([*args, "--connect-timeout", "120", "--drain-timeout", "10", *extra])
+    assert rc == 0, node.output()
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_lockstep_replay_gives_the_offline_detections(node, model_dir, tmp_path) -> None:
+    frames = 3
+    summary = _replay(node, tmp_path / "replay", "--lockstep", "--max-frames", str(frames))
+    assert summary["frames_answered"] == frames and summary["frames_dropped"] == 0
+    assert summary["latency_ms"]["count"] == frames and summary["latency_ms"]["p50"] > 0
+
+    with Bag(SAMPLE_BAG) as bag:
+        gts, _ = ground_truth.from_topic(bag, GT_TOPIC)
+        from partglee_ros.bag.evaluate import load_vocabulary, parse_args
+
+        vocab = load_vocabulary(parse_args([str(SAMPLE_BAG), "--out", "x"]), gts)
+        offline = run_offline(bag, IMAGE_TOPIC, segmenter_for(model_dir, vocab), None, max_frames=frames)
+    with Bag(tmp_path / "replay" / "results") as results:
+        replayed = [deserialize(m.data, m.msgtype) for m in results.messages({"/segmentation"})]
+    assert len(replayed) == frames
+    for msg, want in zip(replayed, offline.frames, strict=True):
+        assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == want.stamp_ns
+        assert_same_results(bag_msg_to_result(msg), want.result)
+    assert_same_metrics(from_json(summary["metrics"]), score(offline, gts))
+
+
+def test_fast_replay_reports_drops_and_latency(node, tmp_path) -> None:
+    """At 10x the recorded 10 Hz a frame arrives every 10 ms, far faster than the node segments: the
+    node keeps only the newest frame, so some are dropped, and each answered one has a latency."""
+    summary = _replay(node, tmp_path / "fast", "--rate", "10", "--max-frames", "5")
+    assert summary["frames_read"] == 5
+    assert summary["frames_dropped"] >= 1 and summary["frames_answered"] >= 1
+    assert summary["frames_dropped"] + summary["frames_answered"] == 5
+    assert summary["latency_ms"]["count"] == summary["frames_answered"]
+    report = (tmp_path / "fast" / "report.md").read_text()
+    assert (
+        "End-to-end latency" in report
+        and f"| frames dropped (no result) | {summary['frames_dropped']} |" in report
+    )
+    with Bag(tmp_path / "fast" / "results") as results:
+        assert results.topics["/segmentation"].count == summary["frames_answered"]
+
+
+def test_replay_without_a_node_says_so(tmp_path, capsys) -> None:
+    rc = bag_eval(
+        [str(SAMPLE_BAG), "--mode", "replay", "--out", str(tmp_path / "o"), "--objects", "mug"]
+        + ["--publish-topic", "/nobody/listens", "--connect-timeout", "2", "--max-frames", "1"]
+    )
+    assert rc == 2 and "no node connected within 2 s" in capsys.readouterr().err
