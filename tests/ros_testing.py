@@ -27,7 +27,7 @@ def small_checkpoint(directory: Path, seed: int = 0) -> Path:
 def params_file(directory: Path, **overrides: object) -> Path:
     """config/partglee.yaml with some values replaced (the node's own YAML format)."""
     data = yaml.safe_load((REPO / "config" / "partglee.yaml").read_text())
-    data["partglee"]["ros__parameters"].update(overrides)
+    data["/**"]["ros__parameters"].update(overrides)
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -101,7 +101,7 @@ def test_results_equal_in_process_segmenter(client, model_dir) -> None:
 
 
 def _default_vocabulary() -> tuple[list[str], list[str]]:
-    values = yaml.safe_load((REPO / "config" / "partglee.yaml").read_text())["partglee"]["ros__parameters"]
+    values = yaml.safe_load((REPO / "config" / "partglee.yaml").read_text())["/**"]["ros__parameters"]
     return values["objects"], values["parts"]
 
 
@@ -169,3 +169,50 @@ def test_vocabulary_change_applies_to_next_frame(client) -> None:
     assert after.vocabulary_revision == 2
     labels = {o.label for o in after.objects} | {p.label for o in after.objects for p in o.parts}
     assert labels <= {"tasse à café", "kettle", "handle", "spout"} and labels
+
+
+def test_thresholds_reconfigure_with_validation(client) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    setter = client.node.create_client(SetParameters, "/partglee/set_parameters")
+    assert spin_until(client.node, setter.service_is_ready, 30)
+
+    def set_param(name: str, value: ParameterValue) -> bool:
+        future = setter.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
+        assert spin_until(client.node, future.done, 30)
+        return future.result().results[0].successful
+
+    def double(x: float) -> ParameterValue:
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=x)
+
+    assert not set_param("object_threshold", double(1.5))  # outside its declared range
+    assert not set_param("backend", ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="onnx"))
+    before = client.send(frame(6, 400))
+    assert set_param("object_threshold", double(0.999))
+    after = client.send(frame(6, 401))
+    assert len(after.objects) < len(before.objects)  # random weights never score 0.999
+    assert set_param("object_threshold", double(0.0))
+
+
+def test_diagnostics_count_frames(client) -> None:
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    seen: list[DiagnosticArray] = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", seen.append, 10)
+    assert spin_until(client.node, lambda: bool(seen), 10)
+    values = {kv.key: kv.value for kv in seen[-1].status[0].values}
+    assert int(values["frames_processed"]) >= 3 and int(values["frame_errors"]) >= 5
+    assert int(values["frames_received"]) >= int(values["frames_processed"])
+    assert float(values["latency_ms_p95"]) > 0
+
+
+def test_debug_image_only_while_subscribed(client) -> None:
+    images: list[Image] = []
+    sub = client.node.create_subscription(Image, "/debug_image", images.append, QOS)
+    assert spin_until(client.node, lambda: client.proc.proc.poll() is None and sub is not None, 1)
+    spin_until(client.node, lambda: False, 1.0)  # let discovery match the new subscription
+    client.send(frame(7, 500))
+    assert spin_until(client.node, lambda: bool(images), 10)
+    assert (images[0].height, images[0].width, images[0].encoding) == (240, 320, "rgb8")
+    assert images[0].header.stamp.sec == 500

@@ -31,6 +31,7 @@ PYTHON_DEPS = {
     "onnxruntime": "pip",
     "onnxscript": "pip",
     "rosbags": "pip",
+    "mcap": "pip",
     "tensorboard": "pip",
     "tqdm": "pip",
     "matplotlib": "pip",

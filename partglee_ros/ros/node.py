@@ -6,7 +6,7 @@ never blocked by inference and services/parameters stay responsive. Bad frames a
 (throttled) and never stop the node.
 
 Topics (relative, so namespaces and remaps place them):
-  in:  image (sensor_msgs/Image) or image/compressed; optional depth (Image) + camera_info (CameraInfo)
+  in:  image (sensor_msgs/Image) or <image>/compressed (after remapping `image`); optional depth (Image) + camera_info (CameraInfo)
   out: segmentation (partglee_ros/HierarchicalSegmentation), debug_image (Image, only while subscribed),
        segmentation/depth + segmentation/camera_info (the matched depth, same stamps), /diagnostics
 Services: set_vocabulary, get_vocabulary.
@@ -156,7 +156,9 @@ class PartGleeMixin:
         )
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
         if self.value("compressed"):
-            sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
+            # image_transport's convention: <image topic>/compressed, after remapping the base name
+            topic = self.resolve_topic_name("image") + "/compressed"
+            sub = self.create_subscription(CompressedImage, topic, self._on_image, qos)
         else:
             sub = self.create_subscription(Image, "image", self._on_image, qos)
         self._subscriptions_made = [sub]

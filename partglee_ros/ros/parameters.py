@@ -56,7 +56,7 @@ PARAMS = (
     Param("parts", ["handle", "body", "lid", "spout", "cap", "neck"], "default part vocabulary"),
     Param("object_parts", [""], "optional restriction, entries like 'mug: handle, body' ('' = none)"),
     Param(
-        "compressed", False, "subscribe to sensor_msgs/CompressedImage on image/compressed instead of image"
+        "compressed", False, "subscribe to sensor_msgs/CompressedImage on <image>/compressed instead of image"
     ),
     Param("use_depth", False, "match depth + camera_info to each frame and republish them with the result"),
     Param(

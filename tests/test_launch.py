@@ -1,0 +1,86 @@
+"""The launch file's arguments, the params file and the node's declared parameters agree, and the command
+line the launch file stands for places the node in a namespace with remapped topics (issue #7)."""
+
+from __future__ import annotations
+
+import ast
+
+import cv2
+import numpy as np
+import yaml
+from partglee_ros.msg import HierarchicalSegmentation
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import Header
+
+from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command
+from partglee_ros.ros.parameters import BY_NAME
+from tests.conftest import spin_until
+from tests.ros_testing import NODE_EXECUTABLE, REPO, noise_image, params_file, small_checkpoint
+
+
+def test_params_file_sets_exactly_the_declared_parameters() -> None:
+    data = yaml.safe_load((REPO / "config" / "partglee.yaml").read_text())
+    assert set(data["/**"]["ros__parameters"]) == set(BY_NAME)
+    for name, value in data["/**"]["ros__parameters"].items():
+        assert type(value) is type(BY_NAME[name].default), f"{name}: {value!r} vs {BY_NAME[name].default!r}"
+
+
+def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
+    remapped = {"image", "depth", "camera_info"}
+    for name, (kind, target, _) in ARGUMENTS.items():
+        assert kind in ("param", "remap"), name
+        assert target in (BY_NAME if kind == "param" else remapped), f"{name} -> {target}"
+    source = (REPO / "launch" / "partglee.launch.py").read_text()
+    tree = ast.parse(source)
+    declared = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", "") == "DeclareLaunchArgument"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert declared == {"namespace", "params_file"}, "other arguments must come from the ARGUMENTS table"
+    assert "ARGUMENTS.items()" in source and 'executable="partglee_node"' in source
+
+
+def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process, tmp_path) -> None:
+    model = small_checkpoint(tmp_path / "model")
+    params = params_file(tmp_path, object_threshold=0.0, compressed=True)
+    cmd = node_command(
+        str(NODE_EXECUTABLE),
+        str(params),
+        {"model_path": str(model), "backend": "torch", "image_topic": "/robot/cam/image_raw"},
+        namespace="/perception",
+    )
+    proc = start_process(*cmd, name="ns")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pub = ros_node.create_publisher(CompressedImage, "/robot/cam/image_raw/compressed", qos)
+    results: list[HierarchicalSegmentation] = []
+    ros_node.create_subscription(HierarchicalSegmentation, "/perception/segmentation", results.append, qos)
+    assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 90), proc.output()
+    services = dict(ros_node.get_service_names_and_types())
+    assert "/perception/set_vocabulary" in services and "/perception/get_vocabulary" in services
+
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(noise_image(5), cv2.COLOR_RGB2BGR))
+    assert ok
+    msg = CompressedImage(header=Header(frame_id="cam"), format="jpeg", data=jpeg.tobytes())
+    msg.header.stamp.sec = 42
+    pub.publish(msg)
+    assert spin_until(ros_node, lambda: bool(results), 60), proc.output()
+    assert results[0].header.stamp.sec == 42 and (results[0].image_height, results[0].image_width) == (
+        240,
+        320,
+    )
+    assert results[0].objects
+
+    broken = CompressedImage(
+        header=Header(frame_id="cam"), format="jpeg", data=np.arange(100, dtype=np.uint8).tobytes()
+    )
+    broken.header.stamp.sec = 43
+    pub.publish(broken)
+    assert spin_until(ros_node, lambda: "cannot decode compressed image" in proc.output(), 30), proc.output()
+    msg.header.stamp.sec = 44
+    pub.publish(msg)
+    assert spin_until(ros_node, lambda: any(r.header.stamp.sec == 44 for r in results), 60), proc.output()
