@@ -10,9 +10,10 @@ import numpy as np
 import yaml
 from partglee_ros.msg import HierarchicalSegmentation
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from partglee_ros.ros.conversions import depth_array_to_msg
 from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command
 from partglee_ros.ros.parameters import BY_NAME
 from tests.conftest import spin_until
@@ -51,7 +52,14 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
     cmd = node_command(
         str(NODE_EXECUTABLE),
         str(params),
-        {"model_path": str(model), "backend": "torch", "image_topic": "/robot/cam/image_raw"},
+        {
+            "model_path": str(model),
+            "backend": "torch",
+            "image_topic": "/robot/cam/image_raw",
+            "depth_topic": "/robot/cam/depth",
+            "camera_info_topic": "/robot/cam/info",
+            "use_depth": "true",
+        },
         namespace="/perception",
     )
     proc = start_process(*cmd, name="ns")
@@ -62,6 +70,21 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
     assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 90), proc.output()
     services = dict(ros_node.get_service_names_and_types())
     assert "/perception/set_vocabulary" in services and "/perception/get_vocabulary" in services
+
+    # depth + camera_info 10 ms after the frame's stamp: matched within depth_slop and passed through
+    depth_pub = ros_node.create_publisher(Image, "/robot/cam/depth", qos)
+    info_pub = ros_node.create_publisher(CameraInfo, "/robot/cam/info", qos)
+    passed: list[Image] = []
+    ros_node.create_subscription(Image, "/perception/segmentation/depth", passed.append, qos)
+    assert spin_until(
+        ros_node, lambda: depth_pub.get_subscription_count() and info_pub.get_subscription_count(), 30
+    )
+    near = Header(frame_id="cam")
+    near.stamp.sec, near.stamp.nanosec = 42, 10_000_000
+    depth = np.full((240, 320), 700, np.uint16)
+    depth_pub.publish(depth_array_to_msg(depth, near))
+    info_pub.publish(CameraInfo(header=near, height=240, width=320))
+    spin_until(ros_node, lambda: False, 0.5)
 
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(noise_image(5), cv2.COLOR_RGB2BGR))
     assert ok
@@ -74,6 +97,8 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
         320,
     )
     assert results[0].objects
+    assert spin_until(ros_node, lambda: bool(passed), 10), proc.output()
+    assert passed[0].header == near and passed[0].encoding == "16UC1"
 
     broken = CompressedImage(
         header=Header(frame_id="cam"), format="jpeg", data=np.arange(100, dtype=np.uint8).tobytes()
