@@ -87,7 +87,10 @@ def test_every_imported_dependency_is_declared() -> None:
     runtime = {d.name for d in package.exec_depends + package.build_export_depends}
     tests = {d.name for d in package.test_depends}
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pip_declared = {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in pyproject["dependencies"]}
+    pip_declared = {
+        d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        for d in pyproject["dependencies"]
+    }
     for extra in pyproject["optional-dependencies"].values():
         pip_declared |= {d.split(">")[0].split("=")[0].strip().lower() for d in extra}
 
@@ -97,7 +100,9 @@ def test_every_imported_dependency_is_declared() -> None:
     for name in sorted(_imports(_code_files()) - LOCAL - set(sys.stdlib_module_names)):
         if name in ros:
             if name not in runtime:
-                missing.append(f"{name}: ROS package imported but not an exec/build_export depend in package.xml")
+                missing.append(
+                    f"{name}: ROS package imported but not an exec/build_export depend in package.xml"
+                )
         elif name in PYTHON_DEPS:
             key = PYTHON_DEPS[name]
             if key != "pip" and key not in runtime | tests:

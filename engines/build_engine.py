@@ -1,0 +1,216 @@
+"""Build a TensorRT engine from the exported ONNX (TensorRT >= 10 Python API) and write its metadata.
+
+* precision fp32 / fp16 / int8 (int8 calibrates on images through an entropy calibrator and writes a
+  calibration cache; later builds read the cache and need no images);
+* one optimization profile over the vocabulary sizes K of ``object_text`` and ``part_text`` (min/opt/max;
+  the image shape is fixed by the export);
+* a timing cache file, reused across builds (a rebuild after a TensorRT upgrade is then minutes, not tens);
+* a workspace limit;
+* ``<engine>.json`` (engines.engine_metadata): ONNX sha256, TensorRT version, GPU and compute capability,
+  precision and profile, which the runtime checks before it loads the engine.
+
+    python -m engines.build_engine --onnx models/default/model.onnx --engine models/default/model.engine \\
+        --precision fp16 --k-obj 1 10 100 --k-part 1 20 200 --timing-cache models/default/timing.cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.engine_metadata import (
+    PRECISIONS,
+    BuildOptions,
+    EngineMetadata,
+    Platform,
+    Profile,
+    file_sha256,
+    write_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+
+def current_platform(device: int = 0) -> Platform:
+    """This machine's TensorRT version and CUDA device, as the metadata records them."""
+    import tensorrt as trt
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("TensorRT needs a CUDA device and none is available")
+    major, minor = torch.cuda.get_device_capability(device)
+    return Platform(trt.__version__, torch.cuda.get_device_name(device), f"{major}.{minor}")
+
+
+def _make_calibrator(trt: Any, cache_path: Path, batches: list[dict[str, np.ndarray]] | None) -> Any:
+    """An entropy calibrator over (image, object_text, part_text) feeds; buffers live on the GPU (torch)."""
+    import torch
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = iter(batches or [])
+            self.buffers: dict[str, torch.Tensor] = {}
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            feed = next(self.batches, None)
+            if feed is None:
+                return None
+            self.buffers = {n: torch.from_numpy(np.ascontiguousarray(feed[n])).cuda() for n in names}
+            return [self.buffers[n].data_ptr() for n in names]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache_path.read_bytes() if cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            cache_path.write_bytes(bytes(cache))
+
+    return Calibrator()
+
+
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    options: BuildOptions,
+    timing_cache: Path | None = None,
+    calibration_batches: list[dict[str, np.ndarray]] | None = None,
+) -> EngineMetadata:
+    """Parse, build, serialize ``engine_path`` and its metadata; returns the metadata."""
+    import tensorrt as trt
+
+    platform = current_platform()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT cannot parse {onnx_path}:\n{errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    profile = builder.create_optimization_profile()
+    image_shape = ()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if tensor.name in options.profiles:
+            p, dim = options.profiles[tensor.name], tensor.shape[1]
+            profile.set_shape(tensor.name, (p.min, dim), (p.opt, dim), (p.max, dim))
+        else:
+            image_shape = tuple(tensor.shape)
+    config.add_optimization_profile(profile)
+    if options.precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16 where that is faster
+    if options.precision == "int8":
+        cache = Path(options.int8_calibration_cache)
+        if not cache.is_file() and not calibration_batches:
+            raise RuntimeError(f"int8 needs calibration images or an existing calibration cache ({cache})")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _make_calibrator(trt, cache, calibration_batches)
+        config.set_calibration_profile(profile)
+
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    trt_cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(trt_cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_path.write_bytes(bytes(serialized))
+    if timing_cache:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    metadata = EngineMetadata(
+        onnx_sha256=file_sha256(onnx_path),
+        platform=platform,
+        precision=options.precision,
+        profiles=dict(options.profiles),
+        image_shape=image_shape,
+        workspace_mib=options.workspace_mib,
+        int8_calibration_cache=options.int8_calibration_cache,
+    )
+    write_metadata(engine_path, metadata)
+    log.info(
+        "built %s (%s, %s on %s)",
+        engine_path,
+        options.precision,
+        platform.tensorrt_version,
+        platform.gpu_name,
+    )
+    return metadata
+
+
+def calibration_feeds(model_dir: Path, images_dir: Path, limit: int) -> list[dict[str, np.ndarray]]:
+    """Letterboxed images from ``images_dir`` with the model's default vocabulary text, as the Segmenter
+    would feed them (so int8 ranges are calibrated on real inputs)."""
+    import cv2
+
+    from partglee_ros.runtime.factory import make_text_encoder, read_model_config
+    from partglee_ros.runtime.segmenter import Segmenter
+    from training.data.synthparts import CATEGORIES
+
+    config = read_model_config(model_dir)
+    encoder = make_text_encoder(config)
+    objects = sorted(CATEGORIES)
+    parts = sorted({p for ps in CATEGORIES.values() for p in ps})
+    object_text = encoder.encode(objects).numpy()
+    part_text = encoder.encode(parts).numpy()
+    preprocess = Segmenter(None, encoder, tuple(config.input_size)).preprocess  # type: ignore[arg-type]
+    feeds = []
+    for path in sorted(images_dir.iterdir())[:limit]:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        tensor, _ = preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        feeds.append({"image": tensor, "object_text": object_text, "part_text": part_text})
+    if not feeds:
+        raise RuntimeError(f"no readable images in {images_dir}")
+    return feeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--onnx", type=Path, required=True)
+    parser.add_argument("--engine", type=Path, required=True)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    parser.add_argument("--k-obj", type=int, nargs=3, default=(1, 10, 100), metavar=("MIN", "OPT", "MAX"))
+    parser.add_argument("--k-part", type=int, nargs=3, default=(1, 20, 200), metavar=("MIN", "OPT", "MAX"))
+    parser.add_argument("--workspace-mib", type=int, default=2048)
+    parser.add_argument("--timing-cache", type=Path, help="read and updated; share it between builds")
+    parser.add_argument(
+        "--calib-cache", type=Path, help="int8: calibration cache (read if present, else written)"
+    )
+    parser.add_argument("--calib-images", type=Path, help="int8: folder of images to calibrate on")
+    parser.add_argument("--calib-count", type=int, default=64)
+    parser.add_argument("--model", type=Path, help="int8 with --calib-images: model dir (input size, text)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.precision == "int8" and not args.calib_cache:
+        parser.error("--precision int8 needs --calib-cache")
+    options = BuildOptions(
+        args.precision,
+        {"object_text": Profile(*args.k_obj), "part_text": Profile(*args.k_part)},
+        args.workspace_mib,
+        str(args.calib_cache) if args.calib_cache else None,
+    )
+    batches = None
+    if args.precision == "int8" and args.calib_images:
+        batches = calibration_feeds(args.model or args.onnx.parent, args.calib_images, args.calib_count)
+    metadata = build_engine(args.onnx, args.engine, options, args.timing_cache, batches)
+    print(dataclasses.asdict(metadata))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

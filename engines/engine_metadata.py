@@ -1,0 +1,223 @@
+"""What a TensorRT engine was built from and for, kept in ``<engine>.json`` next to the engine.
+
+A serialized engine only runs on the TensorRT version and GPU it was built with, and only matches the ONNX
+it was built from; loading a mismatching one fails late and cryptically (or, worse, runs an old model).
+This module is pure Python so the runtime can decide *fresh / stale / rebuild* before importing TensorRT,
+and tests can check that decision on machines without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+METADATA_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+VOCABULARY_INPUTS = ("object_text", "part_text")
+
+
+class EngineStaleError(RuntimeError):
+    """The engine does not match its ONNX, this TensorRT or this GPU; the message lists each mismatch."""
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Where an engine is (to be) run: what TensorRT and the CUDA device report."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.7" (Orin), "8.9" (Ada), ...
+
+
+@dataclass(frozen=True)
+class Profile:
+    """TensorRT optimization profile for one dynamic dimension: min <= opt <= max."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"profile must satisfy 1 <= min <= opt <= max, got {self}")
+
+    def contains(self, k: int) -> bool:
+        return self.min <= k <= self.max
+
+
+@dataclass(frozen=True)
+class EngineMetadata:
+    onnx_sha256: str
+    platform: Platform
+    precision: str
+    profiles: dict[str, Profile]  # input name -> profile of its first (vocabulary) dimension
+    image_shape: tuple[int, ...]  # the fixed (1, 3, H, W) input
+    workspace_mib: int = 0
+    int8_calibration_cache: str | None = None
+    metadata_version: int = METADATA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineMetadata:
+        data = dict(data)
+        data["platform"] = Platform(**data["platform"])
+        data["profiles"] = {name: Profile(**p) for name, p in data["profiles"].items()}
+        data["image_shape"] = tuple(data["image_shape"])
+        return cls(**data)
+
+
+def metadata_path(engine_path: Path) -> Path:
+    """``model.engine`` -> ``model.engine.json`` (a suffix, so two engines in one folder never collide)."""
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_metadata(engine_path: Path, metadata: EngineMetadata) -> Path:
+    path = metadata_path(engine_path)
+    path.write_text(json.dumps(metadata.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_metadata(engine_path: Path) -> EngineMetadata:
+    """Raises EngineStaleError when the file is missing or unreadable: an engine without metadata cannot be
+    trusted, so it is treated like a stale one (and rebuilt when that is allowed)."""
+    path = metadata_path(engine_path)
+    if not path.is_file():
+        raise EngineStaleError(f"engine metadata {path} is missing, so {engine_path.name} cannot be verified")
+    try:
+        return EngineMetadata.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as err:
+        raise EngineStaleError(f"engine metadata {path} is unreadable: {type(err).__name__}: {err}") from err
+
+
+def mismatches(
+    found: EngineMetadata, onnx_sha256: str | None, platform: Platform, precision: str | None = None
+) -> list[str]:
+    """Human-readable differences between what the engine was built for and what is here now.
+
+    ``onnx_sha256`` None skips the model check (no ONNX next to the engine); ``precision`` None accepts the
+    engine's own precision.
+    """
+    problems = []
+    if found.metadata_version != METADATA_VERSION:
+        problems.append(f"metadata version {found.metadata_version} (this code writes {METADATA_VERSION})")
+    if onnx_sha256 is not None and found.onnx_sha256 != onnx_sha256:
+        problems.append(
+            f"ONNX model changed (engine built from sha256 {found.onnx_sha256[:12]}, "
+            f"the ONNX is now {onnx_sha256[:12]})"
+        )
+    built = found.platform
+    if built.tensorrt_version != platform.tensorrt_version:
+        problems.append(
+            f"TensorRT version changed (built with {built.tensorrt_version}, "
+            f"running {platform.tensorrt_version})"
+        )
+    if built.gpu_name != platform.gpu_name or built.compute_capability != platform.compute_capability:
+        problems.append(
+            f"GPU changed (built for {built.gpu_name} sm_{built.compute_capability}, "
+            f"running on {platform.gpu_name} sm_{platform.compute_capability})"
+        )
+    if precision is not None and found.precision != precision:
+        problems.append(f"precision differs (engine is {found.precision}, {precision} was requested)")
+    return problems
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build an engine; a rebuild reuses the stale engine's options so only the platform changes."""
+
+    precision: str = "fp16"
+    profiles: dict[str, Profile] = field(
+        default_factory=lambda: {"object_text": Profile(1, 10, 100), "part_text": Profile(1, 20, 200)}
+    )
+    workspace_mib: int = 2048
+    int8_calibration_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if set(self.profiles) != set(VOCABULARY_INPUTS):
+            raise ValueError(f"profiles must be given for {VOCABULARY_INPUTS}, got {sorted(self.profiles)}")
+        if self.precision == "int8" and not self.int8_calibration_cache:
+            raise ValueError("int8 needs a calibration cache path (written by the first calibrated build)")
+
+    @classmethod
+    def from_metadata(cls, metadata: EngineMetadata) -> BuildOptions:
+        return cls(
+            metadata.precision,
+            dict(metadata.profiles),
+            metadata.workspace_mib,
+            metadata.int8_calibration_cache,
+        )
+
+
+class Action(Enum):
+    LOAD = "load"
+    REBUILD = "rebuild"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reasons: tuple[str, ...]  # why a rebuild is needed (empty for LOAD)
+    options: BuildOptions | None = None  # for REBUILD: the stale engine's settings (or defaults)
+
+
+def decide(
+    engine_path: Path,
+    onnx_path: Path | None,
+    platform: Platform,
+    rebuild_stale: bool,
+    precision: str | None = None,
+) -> Decision:
+    """Load a fresh engine, rebuild a stale one when allowed, otherwise raise EngineStaleError naming
+    every mismatch and how to fix it."""
+    onnx_hash = file_sha256(onnx_path) if onnx_path is not None and onnx_path.is_file() else None
+    previous = None
+    if not engine_path.is_file():
+        reasons = [f"engine {engine_path} does not exist"]
+    else:
+        try:
+            previous = read_metadata(engine_path)
+            reasons = mismatches(previous, onnx_hash, platform, precision)
+        except EngineStaleError as err:
+            reasons = [str(err)]
+    if not reasons:
+        return Decision(Action.LOAD, ())
+    if rebuild_stale:
+        if onnx_hash is None:
+            raise EngineStaleError(
+                f"engine {engine_path.name} is stale ({'; '.join(reasons)}) and cannot be rebuilt: "
+                f"ONNX model {onnx_path} not found"
+            )
+        if previous is not None:
+            options = BuildOptions.from_metadata(previous)
+            if precision is not None:
+                options = dataclasses.replace(options, precision=precision)
+        else:
+            options = BuildOptions(precision=precision or "fp16")
+        return Decision(Action.REBUILD, tuple(reasons), options)
+    raise EngineStaleError(
+        f"refusing TensorRT engine {engine_path}: {'; '.join(reasons)}. Rebuild it with "
+        f"`python -m engines.build_engine --onnx {onnx_path} --engine {engine_path}` or set "
+        "rebuild_stale_engine:=true"
+    )

@@ -1,0 +1,89 @@
+"""ONNX Runtime backend: the exported graph (fixed image shape, dynamic vocabulary size) on CPU or CUDA.
+
+Text embeddings are inputs, so any vocabulary runs through one session; the image must have the graph's
+shape (the Segmenter's letterbox policy guarantees it), and anything else is refused with the shape the
+graph wants rather than an ONNX Runtime stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
+
+
+def _threads() -> int:
+    """Intra-op threads: the CPUs this process may use (ORT's default counts every core of the host)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None) -> None:
+        """``threads``: intra-op threads (default: the CPUs this process may use)."""
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendError("backend 'onnx' needs the onnxruntime package") from err
+        path = Path(path)
+        if not path.is_file():
+            raise BackendError(
+                f"ONNX model not found: {path} (export it with `python -m engines.export_onnx --model DIR`)"
+            )
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendError(f"device {device!r} requested but onnxruntime has no CUDA provider")
+            index = int(device.partition(":")[2] or 0)
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        elif device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or _threads()
+        # Idle workers sleep instead of spinning: on a robot the CPU is shared with drivers and other nodes,
+        # and spinning threads then steal the time the busy ones need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # ORT raises its own exception types for unreadable or invalid graphs
+            raise BackendError(f"cannot load ONNX model {path}: {type(err).__name__}: {err}") from err
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if set(inputs) != set(INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
+            raise BackendError(
+                f"{path} has inputs {sorted(inputs)} and outputs {outputs}; "
+                f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
+            )
+        self.image_shape = tuple(inputs["image"].shape)
+        self.text_dim = inputs["object_text"].shape[1]
+        if not all(isinstance(d, int) for d in self.image_shape):
+            raise BackendError(f"{path} has a dynamic image shape {self.image_shape}; re-export it")
+        self.path, self.device = path, device
+
+    def infer(
+        self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        if tuple(image.shape) != self.image_shape:
+            raise BackendError(
+                f"image of shape {tuple(image.shape)} does not fit {self.path.name}, which takes "
+                f"{self.image_shape}; the model's input_size must match the exported graph"
+            )
+        for name, text in (("object_text", object_text), ("part_text", part_text)):
+            if text.ndim != 2 or text.shape[0] < 1 or text.shape[1] != self.text_dim:
+                raise BackendError(f"{name} must be (K>=1, {self.text_dim}), got {tuple(text.shape)}")
+        feeds = {
+            "image": np.ascontiguousarray(image, np.float32),
+            "object_text": np.ascontiguousarray(object_text, np.float32),
+            "part_text": np.ascontiguousarray(part_text, np.float32),
+        }
+        values = self.session.run(list(OUTPUT_NAMES), feeds)
+        return {name: value[0] for name, value in zip(OUTPUT_NAMES, values, strict=True)}
+
+    def close(self) -> None:
+        del self.session

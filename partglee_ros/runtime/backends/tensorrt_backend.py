@@ -1,0 +1,102 @@
+"""TensorRT backend: deserialize an engine built by ``engines.build_engine`` and run it on CUDA buffers
+owned by torch.
+
+Before TensorRT is asked to load anything the engine's metadata is checked against the ONNX next to it,
+this TensorRT and this GPU (``engines.engine_metadata.decide``): a mismatching engine is refused with a
+message naming each difference, or rebuilt in place when ``rebuild_stale`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from engines.engine_metadata import Action, EngineStaleError, Profile, decide, read_metadata
+from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
+
+log = logging.getLogger(__name__)
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(
+        self, engine_path: Path, onnx_path: Path, rebuild_stale: bool = False, precision: str | None = None
+    ) -> None:
+        """``precision`` None accepts the engine's own precision; otherwise a different one is stale."""
+        try:
+            import tensorrt as trt
+            import torch
+        except ImportError as err:
+            raise BackendError(
+                f"backend 'tensorrt' needs the tensorrt Python package (>= 10): {err}"
+            ) from err
+        if not torch.cuda.is_available():
+            raise BackendError("backend 'tensorrt' needs a CUDA device and none is available")
+        from engines.build_engine import build_engine, current_platform
+
+        engine_path, onnx_path = Path(engine_path), Path(onnx_path)
+        try:
+            decision = decide(engine_path, onnx_path, current_platform(), rebuild_stale, precision)
+        except EngineStaleError as err:
+            raise BackendError(str(err)) from err
+        if decision.action is Action.REBUILD:
+            log.warning("rebuilding TensorRT engine %s: %s", engine_path, "; ".join(decision.reasons))
+            try:
+                build_engine(onnx_path, engine_path, decision.options)
+            except RuntimeError as err:
+                raise BackendError(f"rebuilding {engine_path} failed: {err}") from err
+
+        self._torch = torch
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise BackendError(f"TensorRT could not deserialize {engine_path} (see the TensorRT log)")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self.profiles: dict[str, Profile] = read_metadata(engine_path).profiles
+        self.dtypes = {
+            n: getattr(torch, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name)
+            for n in (*INPUT_NAMES, *OUTPUT_NAMES)
+        }
+        self.image_shape = tuple(self.engine.get_tensor_shape("image"))
+        self.device, self.path = "cuda", engine_path
+
+    def infer(
+        self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        torch = self._torch
+        if tuple(image.shape) != self.image_shape:
+            raise BackendError(
+                f"image of shape {tuple(image.shape)} does not fit {self.path.name} ({self.image_shape})"
+            )
+        feeds = {"image": image, "object_text": object_text, "part_text": part_text}
+        for name, profile in self.profiles.items():
+            k = feeds[name].shape[0]
+            if not profile.contains(k):
+                raise BackendError(
+                    f"{name} has K={k}, outside the engine's profile [{profile.min}, {profile.max}]; "
+                    "rebuild the engine with a wider --k-obj/--k-part"
+                )
+        buffers = {}
+        with torch.cuda.stream(self.stream):
+            for name in INPUT_NAMES:
+                t = torch.from_numpy(np.ascontiguousarray(feeds[name])).to("cuda", self.dtypes[name])
+                buffers[name] = t
+                self.context.set_input_shape(name, tuple(t.shape))
+                self.context.set_tensor_address(name, t.data_ptr())
+            for name in OUTPUT_NAMES:
+                shape = tuple(self.context.get_tensor_shape(name))
+                buffers[name] = torch.empty(shape, dtype=self.dtypes[name], device="cuda")
+                self.context.set_tensor_address(name, buffers[name].data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BackendError(f"TensorRT execution of {self.path.name} failed")
+        self.stream.synchronize()
+        return {name: buffers[name][0].cpu().numpy() for name in OUTPUT_NAMES}
+
+    def close(self) -> None:
+        del self.context, self.engine
+        self._torch.cuda.empty_cache()

@@ -1,0 +1,229 @@
+"""TensorRT engine handling (issue #6): metadata, the stale-engine decision, the operator-support checker,
+and - only where ``import tensorrt`` and CUDA work - a real engine build, run and rebuild.
+
+The decision logic is pure Python and tested everywhere; no machine of this project's CI has TensorRT, so
+the tests marked ``needs_tensorrt`` are skipped there (the skip reason says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from engines.engine_metadata import (
+    Action,
+    BuildOptions,
+    EngineMetadata,
+    EngineStaleError,
+    Platform,
+    Profile,
+    decide,
+    file_sha256,
+    metadata_path,
+    read_metadata,
+    write_metadata,
+)
+from engines.op_support import check_model, load_operator_list
+from partglee_ros.runtime.backends.base import BackendError
+from partglee_ros.runtime.factory import make_backend
+
+ORIN = Platform("10.3.0", "Orin", "8.7")
+PROFILES = {"object_text": Profile(1, 8, 64), "part_text": Profile(1, 16, 128)}
+
+
+def _has_tensorrt_and_cuda() -> bool:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+needs_tensorrt = pytest.mark.skipif(
+    not _has_tensorrt_and_cuda(), reason="needs the tensorrt package and a CUDA GPU (none on this machine)"
+)
+
+
+@pytest.fixture()
+def built(tmp_path: Path) -> tuple[Path, Path]:
+    """An ONNX file and an 'engine' with metadata saying it was built from it on ORIN in fp16.
+
+    The decision never reads the engine's bytes (TensorRT would), so any bytes stand in for them here.
+    """
+    onnx_path, engine_path = tmp_path / "model.onnx", tmp_path / "model.engine"
+    onnx_path.write_bytes(b"onnx graph v1")
+    engine_path.write_bytes(b"serialized engine")
+    write_metadata(
+        engine_path,
+        EngineMetadata(file_sha256(onnx_path), ORIN, "fp16", PROFILES, (1, 3, 256, 320), 1024),
+    )
+    return onnx_path, engine_path
+
+
+def test_metadata_round_trip_next_to_the_engine(built) -> None:
+    _, engine_path = built
+    assert metadata_path(engine_path).name == "model.engine.json"
+    meta = read_metadata(engine_path)
+    assert meta.platform == ORIN and meta.precision == "fp16" and meta.profiles == PROFILES
+    assert meta.image_shape == (1, 3, 256, 320)
+    assert json.loads(metadata_path(engine_path).read_text())["platform"]["compute_capability"] == "8.7"
+
+
+def test_fresh_engine_is_loaded(built) -> None:
+    onnx_path, engine_path = built
+    decision = decide(engine_path, onnx_path, ORIN, rebuild_stale=False)
+    assert decision.action is Action.LOAD and decision.reasons == ()
+    assert decide(engine_path, onnx_path, ORIN, False, precision="fp16").action is Action.LOAD
+
+
+@pytest.mark.parametrize(
+    ("change", "platform", "precision", "message"),
+    [
+        ("onnx", ORIN, None, r"ONNX model changed \(engine built from sha256 [0-9a-f]{12}"),
+        (
+            "",
+            Platform("10.7.0", "Orin", "8.7"),
+            None,
+            r"TensorRT version changed \(built with 10.3.0, running 10.7.0\)",
+        ),
+        (
+            "",
+            Platform("10.3.0", "NVIDIA GeForce RTX 4090", "8.9"),
+            None,
+            r"GPU changed \(built for Orin sm_8.7",
+        ),
+        ("", ORIN, "fp32", r"precision differs \(engine is fp16, fp32 was requested\)"),
+    ],
+)
+def test_stale_engine_is_refused_naming_what_changed(built, change, platform, precision, message) -> None:
+    onnx_path, engine_path = built
+    if change == "onnx":
+        onnx_path.write_bytes(b"onnx graph v2")
+    with pytest.raises(EngineStaleError, match=message) as info:
+        decide(engine_path, onnx_path, platform, rebuild_stale=False, precision=precision)
+    assert "refusing TensorRT engine" in str(info.value) and "rebuild_stale_engine:=true" in str(info.value)
+
+
+def test_every_mismatch_is_listed_at_once(built) -> None:
+    onnx_path, engine_path = built
+    onnx_path.write_bytes(b"onnx graph v2")
+    with pytest.raises(EngineStaleError) as info:
+        decide(engine_path, onnx_path, Platform("10.7.0", "Thor", "11.0"), False, precision="int8")
+    text = str(info.value)
+    assert all(
+        s in text for s in ("ONNX model changed", "TensorRT version", "GPU changed", "precision differs")
+    )
+
+
+def test_missing_or_corrupt_metadata_or_engine_is_stale(built) -> None:
+    onnx_path, engine_path = built
+    metadata_path(engine_path).write_text("{not json")
+    with pytest.raises(EngineStaleError, match="unreadable"):
+        decide(engine_path, onnx_path, ORIN, False)
+    metadata_path(engine_path).unlink()
+    with pytest.raises(EngineStaleError, match="metadata .* is missing"):
+        decide(engine_path, onnx_path, ORIN, False)
+    engine_path.unlink()
+    with pytest.raises(EngineStaleError, match="does not exist"):
+        decide(engine_path, onnx_path, ORIN, False)
+
+
+def test_stale_engine_is_rebuilt_with_its_own_settings_when_configured(built) -> None:
+    onnx_path, engine_path = built
+    desktop = Platform("10.15.1", "NVIDIA GeForce RTX 4090", "8.9")
+    decision = decide(engine_path, onnx_path, desktop, rebuild_stale=True)
+    assert decision.action is Action.REBUILD
+    assert any("TensorRT version changed" in r for r in decision.reasons)
+    assert decision.options == BuildOptions("fp16", PROFILES, 1024)
+    # a requested precision overrides the old one; missing metadata falls back to the defaults
+    assert decide(engine_path, onnx_path, desktop, True, precision="fp32").options.precision == "fp32"
+    metadata_path(engine_path).unlink()
+    assert decide(engine_path, onnx_path, ORIN, True).options == BuildOptions()
+
+
+def test_stale_engine_without_its_onnx_cannot_be_rebuilt(built) -> None:
+    onnx_path, engine_path = built
+    onnx_path.unlink()
+    with pytest.raises(EngineStaleError, match="cannot be rebuilt: ONNX model .* not found"):
+        decide(engine_path, onnx_path, Platform("10.7.0", "Orin", "8.7"), rebuild_stale=True)
+
+
+def test_build_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        Profile(1, 100, 10)
+    with pytest.raises(ValueError, match="calibration cache"):
+        BuildOptions(precision="int8")
+    with pytest.raises(ValueError, match="precision"):
+        dataclasses.replace(BuildOptions(), precision="bf16")
+
+
+def _graph(nodes: list, opset: int = 17, domains: tuple[str, ...] = ()) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    k = helper.make_tensor("k", TensorProto.INT64, [1], [2])
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[k])
+    imports = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
+    return helper.make_model(graph, opset_imports=imports)
+
+
+def test_operator_checker_flags_what_tensorrt_cannot_parse() -> None:
+    ops = load_operator_list()
+    assert (
+        ops.tensorrt_version.startswith("10.")
+        and "GridSample" in ops.supported
+        and "Unique" in ops.unsupported
+    )
+    assert check_model(_graph([helper.make_node("Relu", ["x"], ["y"])]), ops) == []
+    [problem] = check_model(_graph([helper.make_node("Unique", ["x"], ["y"])]), ops)
+    assert "Unique" in problem and "unsupported" in problem
+    topk = helper.make_node("TopK", ["x", "k"], ["y", "i"], sorted=0)
+    assert any("sorted must be 1" in p for p in check_model(_graph([topk]), ops))
+    custom = helper.make_node("MSDeformAttn", ["x"], ["y"], domain="com.example")
+    assert any("needs a plugin" in p for p in check_model(_graph([custom], domains=("com.example",)), ops))
+    assert any(
+        "opset 8 outside" in p for p in check_model(_graph([helper.make_node("Relu", ["x"], ["y"])], 8), ops)
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_tensorrt_backend_without_tensorrt_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="needs the tensorrt Python package"):
+        make_backend(tmp_path, "tensorrt", engine_path=str(tmp_path / "model.engine"))
+
+
+@needs_tensorrt
+def test_tensorrt_engine_builds_runs_and_is_rebuilt_when_stale(tmp_path: Path) -> None:
+    from engines.build_engine import build_engine
+    from engines.export_onnx import export_onnx, image_shape
+    from partglee_ros.config import load_checkpoint
+    from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
+    from partglee_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+    from tests.ros_testing import small_checkpoint
+
+    model, config = load_checkpoint(small_checkpoint(tmp_path))
+    onnx_path = export_onnx(model, config, tmp_path / "model.onnx")
+    engine_path = tmp_path / "model.engine"
+    build_engine(onnx_path, engine_path, BuildOptions("fp32", PROFILES, 1024), tmp_path / "timing.cache")
+    trt_backend, ort_backend = TensorRTBackend(engine_path, onnx_path), OnnxBackend(onnx_path)
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=image_shape(config)).astype(np.float32)
+    for k in (1, 5, 50):
+        text = rng.normal(size=(k, config.text_dim)).astype(np.float32)
+        got, ref = trt_backend.infer(image, text, text), ort_backend.infer(image, text, text)
+        assert np.abs(got["obj_logits"] - ref["obj_logits"]).max() < 1e-2
+        assert np.abs(got["obj_boxes"] - ref["obj_boxes"]).max() < 1e-3
+    # pretend the engine came from another TensorRT: refused, then rebuilt when allowed
+    meta = read_metadata(engine_path)
+    old = dataclasses.replace(meta, platform=dataclasses.replace(meta.platform, tensorrt_version="9.0.0"))
+    write_metadata(engine_path, old)
+    with pytest.raises(BackendError, match="TensorRT version changed"):
+        TensorRTBackend(engine_path, onnx_path)
+    TensorRTBackend(engine_path, onnx_path, rebuild_stale=True)
+    assert read_metadata(engine_path).platform == meta.platform

@@ -1,0 +1,232 @@
+"""Training loop: loss goes down, resume is exact, the CLI documents itself, and DDP keeps replicas equal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from training.dataset import StepBatches, SynthPartsSource
+from training.schedule import ScheduleConfig, lr_factor
+from training.train import build_parser
+from training.train_config import load_train_config, parse_train_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A model small enough to take a step in well under a second on one core (128x96 images).
+TINY = {
+    "model": "config/models/small.yaml",
+    "model_overrides": {
+        "input_size": [128, 96],
+        "hidden_dim": 32,
+        "mask_dim": 32,
+        "ffn_dim": 64,
+        "enc_layers": 1,
+        "dec_layers": 2,
+        "part_dec_layers": 2,
+        "qformer_layers": 1,
+        "num_queries": 10,
+        "qformer_topk": 4,
+        "num_parse_queries": 3,
+        "backbone_kwargs": {"layers": [1, 1, 1, 1], "channels": [16, 16, 32, 32], "stem_width": 16},
+        "loss": {"num_points": 256},
+    },
+    "datasets": [
+        {
+            "name": "synth",
+            "type": "synthparts",
+            "split_config": "training/configs/synthparts.yaml",
+            "split": "train",
+            "width": 128,
+            "height": 96,
+            "max_scenes": 4,
+        }
+    ],
+    "train": {
+        "steps": 4,
+        "batch_size": 2,
+        "lr": 1.0e-3,
+        "threads": 1,
+        "log_every": 1,
+        "checkpoint_every": 100,
+        "schedule": {"kind": "cosine", "warmup_steps": 1},
+    },
+}
+
+
+def tiny_config(**train):
+    raw = {**TINY, "train": {**TINY["train"], **train}}
+    return parse_train_config(raw, REPO)
+
+
+def _trainer(cfg, out: Path):
+    from training.distributed import DistContext
+    from training.loop import Trainer
+
+    return Trainer(cfg, out, DistContext(), progress=False, tensorboard=False)
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_loss_decreases_on_a_fixed_scene(tmp_path: Path) -> None:
+    cfg = tiny_config(steps=12, hflip=0.0, schedule={"kind": "constant"})
+    cfg.datasets[0].options["max_scenes"] = 1  # one scene: the loss must fall as the model fits it
+    _trainer(cfg, tmp_path).fit()
+    log = np.genfromtxt(tmp_path / "train_log.csv", delimiter=",", names=True)
+    assert len(log) == 12
+    assert log["loss"][-3:].mean() < 0.85 * log["loss"][:3].mean(), log["loss"]
+
+
+def test_resume_restores_exactly(tmp_path: Path) -> None:
+    cfg = tiny_config(steps=4)
+    straight = _trainer(cfg, tmp_path / "straight")
+    straight.fit()
+
+    first = _trainer(tiny_config(steps=4), tmp_path / "split")
+    first.fit(stop_after=2)
+    assert first.step == 2
+    second = _trainer(tiny_config(steps=4), tmp_path / "split")
+    assert second.resume() and second.step == 2
+    second.fit()
+
+    a, b = _params(straight.model), _params(second.model)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    fresh = _params(_trainer(tiny_config(steps=4), tmp_path / "fresh").model)
+    assert any(not torch.equal(a[k], fresh[k]) for k in a), "training did not change the weights"
+    # the CSV of the resumed run has each step exactly once
+    steps = np.genfromtxt(tmp_path / "split" / "train_log.csv", delimiter=",", names=True)["step"]
+    assert steps.tolist() == [1, 2, 3, 4]
+
+
+def test_checkpoint_loads_for_inference(tmp_path: Path) -> None:
+    from partglee_ros.config import load_checkpoint
+
+    trainer = _trainer(tiny_config(steps=1), tmp_path)
+    trainer.fit()
+    model, config = load_checkpoint(tmp_path / "model")
+    assert config == trainer.cfg.model
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k])
+
+
+def test_batches_depend_on_step_and_rank_only() -> None:
+    src = SynthPartsSource(
+        "s", {"split_config": str(REPO / "training/configs/synthparts.yaml"), "max_scenes": 50}
+    )
+    a = StepBatches([src], [1.0], 2, (320, 240), seed=3, rank=0)
+    b = StepBatches([src], [1.0], 2, (320, 240), seed=3, rank=0)
+    other_rank = StepBatches([src], [1.0], 2, (320, 240), seed=3, rank=1)
+    ids = [x.image_id for x in a.annotations(7)[1]]
+    assert ids == [x.image_id for x in b.annotations(7)[1]]
+    assert ids != [x.image_id for x in other_rank.annotations(7)[1]]
+
+
+def test_sampling_ratios_pick_sources_in_proportion() -> None:
+    src = SynthPartsSource("s", {"split_config": str(REPO / "training/configs/synthparts.yaml")})
+    batches = StepBatches([src, src], [3.0, 1.0], 1, (320, 240), seed=0)
+    share = np.mean([batches.source_of(s) == 0 for s in range(4000)])
+    assert abs(share - 0.75) < 0.03
+
+
+def test_schedule_warmup_then_cosine() -> None:
+    cfg = ScheduleConfig(kind="cosine", warmup_steps=10, warmup_factor=0.0, min_lr_ratio=0.1)
+    assert lr_factor(0, 100, cfg) == 0.0
+    assert lr_factor(5, 100, cfg) == pytest.approx(0.5)
+    assert lr_factor(10, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, 100, cfg) == pytest.approx(0.55)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.1)
+    step = ScheduleConfig(kind="step", milestones=[20, 40], gamma=0.5)
+    assert [lr_factor(s, 100, step) for s in (19, 20, 45)] == [1.0, 0.5, 0.25]
+
+
+def test_help_documents_every_option() -> None:
+    parser = build_parser()
+    text = subprocess.run(
+        [sys.executable, "-m", "training", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+        for opt in action.option_strings:
+            assert opt in text
+    assert "torchrun" in text
+
+
+# The SynthParts split config (synthparts.yaml) lives beside the training configs; it has no "datasets".
+TRAIN_CONFIGS = [
+    p
+    for p in sorted((REPO / "training/configs").glob("*.yaml"))
+    if "datasets" in yaml.safe_load(p.read_text())
+]
+
+
+def test_every_shipped_config_is_found() -> None:
+    names = {p.stem for p in TRAIN_CONFIGS}
+    assert {"small_synthparts", "small_synthparts_flat", "r50_joint"} <= names, names
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_train_configs_parse(path: Path) -> None:
+    cfg = load_train_config(path)
+    assert cfg.datasets and cfg.optim.steps > 0
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from safetensors.torch import save_file
+    from training.distributed import init_distributed, shutdown
+    from training.loop import Trainer
+    from training.train_config import load_train_config
+
+    out = Path(sys.argv[2])
+    ctx = init_distributed("cpu")
+    trainer = Trainer(load_train_config(sys.argv[1]), out, ctx, progress=False, tensorboard=False)
+    trainer.fit()
+    state = {k: v.detach().contiguous() for k, v in trainer.model.named_parameters()}
+    save_file(state, str(out / f"replica{ctx.rank}.safetensors"))
+    shutdown(ctx)
+    """
+)
+
+
+def test_ddp_gloo_replicas_stay_identical(tmp_path: Path) -> None:
+    """Parameters, not buffers: BatchNorm running statistics are per rank (DDP broadcasts rank 0's at each
+    forward, and rank 0 writes the checkpoints)."""
+    from safetensors.torch import load_file
+
+    raw = {**TINY, "train": {**TINY["train"], "steps": 2}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "worker.py").write_text(WORKER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    # Own process group: on a timeout the workers are killed with torchrun, not left running.
+    proc = subprocess.Popen(
+        [*cmd, str(tmp_path / "worker.py"), str(tmp_path / "tiny.yaml"), str(tmp_path / "run")],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.wait(timeout=300) == 0, "torchrun failed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    r0 = load_file(str(tmp_path / "run" / "replica0.safetensors"))
+    r1 = load_file(str(tmp_path / "run" / "replica1.safetensors"))
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k

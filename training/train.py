@@ -1,0 +1,111 @@
+"""Command line of ``python -m training``: load a training YAML, apply overrides, run (single process or
+under torchrun), report where the checkpoints went."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from training.distributed import init_distributed, shutdown
+from training.train_config import TrainConfig, load_train_config
+
+EPILOG = """\
+examples:
+  python -m training --config training/configs/synthparts_small.yaml --out runs/default
+  python -m training --config training/configs/synthparts_small.yaml --out runs/default --resume
+  torchrun --nproc_per_node 8 -m training --config training/configs/r50_joint.yaml --out runs/r50
+
+outputs in --out: checkpoints/step_XXXXXXXX/ (model.safetensors, config.json, optimizer.safetensors,
+trainer_state.json), model/ (final weights + config, loadable by partglee_ros), train_log.csv,
+eval_log.jsonl, tb/ (TensorBoard scalars: tensorboard --logdir OUT/tb).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train PartGLEE (or the flat baseline) from a YAML config. Under torchrun every process "
+        "joins one DDP group (gloo on CPU, NCCL on GPU).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="training YAML (model, datasets with ratios, train, val)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<config file stem>)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --out/checkpoints"
+    )
+    p.add_argument("--steps", type=int, help="override train.steps (total optimizer steps)")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        help="stop (with a checkpoint) after this step; the LR schedule still spans --steps, so a later "
+        "--resume continues the same run",
+    )
+    p.add_argument("--batch-size", type=int, help="override train.batch_size (images per process and step)")
+    p.add_argument("--lr", type=float, help="override train.lr (base learning rate of AdamW)")
+    p.add_argument("--seed", type=int, help="override train.seed (weights, batches, flips)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="auto: CUDA when available, else CPU",
+    )
+    p.add_argument("--threads", type=int, help="override train.threads (torch.set_num_threads per process)")
+    p.add_argument("--num-workers", type=int, help="override train.num_workers (DataLoader processes)")
+    p.add_argument("--eval-every", type=int, help="override train.eval_every (0: only after the last step)")
+    p.add_argument("--checkpoint-every", type=int, help="override train.checkpoint_every (steps)")
+    p.add_argument(
+        "--no-amp", action="store_true", help="disable mixed precision on CUDA (never used on CPU)"
+    )
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the CSV)")
+    return p
+
+
+def apply_overrides(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    o = cfg.optim
+    for arg, attr in (
+        ("steps", "steps"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("threads", "threads"),
+        ("num_workers", "num_workers"),
+        ("eval_every", "eval_every"),
+        ("checkpoint_every", "checkpoint_every"),
+    ):
+        value = getattr(args, arg)
+        if value is not None:
+            setattr(o, attr, value)
+    if args.no_amp:
+        o.amp = False
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.loop import Trainer  # heavy imports after --help
+
+    cfg = apply_overrides(load_train_config(args.config), args)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    ctx = init_distributed(args.device)
+    try:
+        trainer = Trainer(cfg, out, ctx, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+        resumed = args.resume and trainer.resume()
+        if ctx.is_main:
+            print(
+                f"training {cfg.model.name} ({cfg.model.architecture}) on {ctx.device} x{ctx.world_size}, "
+                f"{'resumed at' if resumed else 'from'} step {trainer.step} of {cfg.optim.steps} -> {out}",
+                file=sys.stderr,
+            )
+        t0 = time.perf_counter()
+        result = trainer.fit(args.stop_after)
+        if ctx.is_main:
+            result["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 1)
+            print(json.dumps(result), flush=True)
+    finally:
+        shutdown(ctx)
+    return 0
