@@ -1,10 +1,13 @@
-"""Build a TensorRT engine from the exported ONNX (TensorRT >= 10 Python API) and write its metadata.
+"""Build a TensorRT engine from the exported ONNX (TensorRT 10.x Python API) and write its metadata.
+
+TensorRT 11 removed the INT8 calibrator API used here; pin ``tensorrt-cu12>=10,<11``.
 
 * precision fp32 / fp16 / int8 (int8 calibrates on images through an entropy calibrator and writes a
   calibration cache; later builds read the cache and need no images);
 * one optimization profile over the vocabulary sizes K of ``object_text`` and ``part_text`` (min/opt/max;
   the image shape is fixed by the export);
-* a timing cache file, reused across builds (a rebuild after a TensorRT upgrade is then minutes, not tens);
+* a timing cache file, reused across builds with the same TensorRT version and GPU (it speeds up rebuilds
+  after an ONNX change; TensorRT ignores a cache from another version or GPU);
 * a workspace limit;
 * ``<engine>.json`` (engines.engine_metadata): ONNX sha256, TensorRT version, GPU and compute capability,
   precision and profile, which the runtime checks before it loads the engine.

@@ -112,6 +112,23 @@ def test_onnx_backend_refuses_missing_corrupt_and_wrong_shapes(exported, tmp_pat
             OnnxBackend(onnx_path, device="cuda")
 
 
+def test_onnx_backend_closes_and_reopens_for_the_lifecycle(exported) -> None:
+    """deactivate -> close() releases the session; activate -> open() gives the same outputs again."""
+    _, config, onnx_path = exported
+    backend = OnnxBackend(onnx_path)
+    image = np.zeros(image_shape(config), np.float32)
+    text = np.ones((2, config.text_dim), np.float32)
+    before = backend.infer(image, text, text)
+    backend.close()
+    backend.close()  # cleanup after deactivate closes again
+    with pytest.raises(BackendError, match="closed"):
+        backend.infer(image, text, text)
+    backend.open()
+    after = backend.infer(image, text, text)
+    for name in OUTPUT_NAMES:
+        np.testing.assert_array_equal(before[name], after[name])
+
+
 def _segmenter_pairs(objects: list, other: list) -> list[tuple]:
     assert [o.label for o in objects] == [o.label for o in other]
     pairs = list(zip(objects, other, strict=True))

@@ -7,6 +7,7 @@ stay alive (or exit cleanly) instead of printing a traceback.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint
@@ -15,6 +16,7 @@ from partglee_ros.runtime.backends.base import Backend, BackendError
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.segmenter import Segmenter
 
+log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
@@ -78,11 +80,14 @@ def make_backend(
         try:
             return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine)
         except BackendError as err:
+            # Falling back silently would hide a stale engine behind a CPU backend that is 10x slower.
+            log.warning("backend auto: TensorRT engine %s not used, falling back: %s", engine_path, err)
             errors.append(str(err))
     if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
         try:
             return _onnx_backend(model_dir, "", device)
         except BackendError as err:
+            log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
             errors.append(str(err))
     try:
         return _torch_backend(model_dir, device, precision)

@@ -8,6 +8,7 @@ input resolution only for the instances that survive.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,14 +57,27 @@ def _boxes_to_input(boxes_cxcywh: torch.Tensor, lb: Letterbox) -> torch.Tensor:
 
 
 def _masks_to_input(mask_logits: torch.Tensor, lb: Letterbox) -> np.ndarray:
-    """(n, h/4, w/4) logits -> (n, H, W) bool at the original image size."""
-    if mask_logits.shape[0] == 0:
+    """(n, h, w) logits over the padded network input -> (n, H, W) bool at the original image size.
+
+    One ``F.interpolate`` at the letterbox's own scale, so each output pixel is sampled once at the exact
+    position the letterbox maps it to (pixel centres, ``align_corners=False``) - no intermediate image at
+    the padded size. Only the rows/columns that cover the image are read.
+    """
+    n, h, w = mask_logits.shape
+    if n == 0:
         return np.zeros((0, lb.height, lb.width), dtype=bool)
-    up = F.interpolate(mask_logits[None], size=(lb.padded_height, lb.padded_width), mode="bilinear")
-    valid_h, valid_w = round(lb.height * lb.scale), round(lb.width * lb.scale)
-    up = up[:, :, :valid_h, :valid_w]
-    full = F.interpolate(up, size=(lb.height, lb.width), mode="bilinear")[0]
-    return (full > 0).numpy()
+    sy, sx = lb.padded_height / (h * lb.scale), lb.padded_width / (w * lb.scale)
+    # One replicated cell past the bottom/right edge (what bilinear sampling clamps to anyway), so that
+    # floor(rows * sy) >= H even when the float scale lands just below the exact ratio.
+    padded = F.pad(mask_logits[None].float(), (0, 1, 0, 1), mode="replicate")
+    rows, cols = min(h + 1, math.ceil(lb.height / sy) + 1), min(w + 1, math.ceil(lb.width / sx) + 1)
+    up = F.interpolate(
+        padded[:, :, :rows, :cols],
+        scale_factor=(sy, sx),
+        mode="bilinear",
+        recompute_scale_factor=False,
+    )[0]
+    return (up[:, : lb.height, : lb.width] > 0).numpy()
 
 
 def _select(
@@ -107,7 +121,8 @@ def postprocess(
         next_id += 1
         children = torch.nonzero(part_parent == q).flatten()
         if children.numel() and parts and cfg.max_parts_per_object:
-            probs = part_probs[children] * allowed_t[label]
+            # Disallowed names score -1, below any threshold (0 included), never 0.
+            probs = torch.where(allowed_t[label], part_probs[children], -1.0)
             scores, labels = probs.max(-1)
             keep = children[
                 _select(
@@ -121,9 +136,10 @@ def postprocess(
             ]
             lookup = {int(c): i for i, c in enumerate(children)}
             masks = _masks_to_input(part_mask_logits[keep], lb)
-            for m, p in zip(masks, keep.tolist(), strict=True):
+            if cfg.clip_parts_to_parent:
+                masks &= obj.mask
+            for mask, p in zip(masks, keep.tolist(), strict=True):
                 i = lookup[p]
-                mask = m & obj.mask if cfg.clip_parts_to_parent else m
                 part_name = parts[int(labels[i])]
                 obj.parts.append(
                     PartResult(

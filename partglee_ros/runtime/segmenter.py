@@ -24,7 +24,7 @@ from partglee_ros.model.text_encoder import TextEncoder
 from partglee_ros.runtime.backends.base import Backend
 from partglee_ros.runtime.postprocess import Letterbox, PostprocessConfig, postprocess
 from partglee_ros.runtime.result import SegmentationResult
-from partglee_ros.runtime.vocabulary import Vocabulary, make_vocabulary
+from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary
 
 MAX_IMAGE_SIDE = 8192
 
@@ -69,6 +69,7 @@ class Segmenter:
         self.config = postprocess_config or PostprocessConfig()
         self.config.validate()
         self._lock = threading.Lock()
+        self._update_lock = threading.Lock()
         self._active: _ActiveVocabulary | None = None
         self._mean = np.array(PIXEL_MEAN, np.float32)
         self._inv_std = 1.0 / np.array(PIXEL_STD, np.float32)
@@ -85,13 +86,22 @@ class Segmenter:
         object_parts: Mapping[str, Iterable[str]] | None = None,
     ) -> Vocabulary:
         """Validate, encode the names once, and activate; returns the vocabulary with its new revision."""
-        revision = (self._active.vocabulary.revision if self._active else 0) + 1
-        vocab = make_vocabulary(objects, parts, object_parts, revision=revision)
-        self.apply_vocabulary(vocab)
+        with self._update_lock:  # concurrent callers get distinct, increasing revisions
+            revision = (self._active.vocabulary.revision if self._active else 0) + 1
+            vocab = make_vocabulary(objects, parts, object_parts, revision=revision)
+            self.apply_vocabulary(vocab)
         return vocab
 
     def apply_vocabulary(self, vocab: Vocabulary) -> None:
         """Activate an already validated vocabulary (the ROS service validates and numbers revisions itself)."""
+        limits = self.backend.vocabulary_limits()
+        if limits and (len(vocab.objects) > limits[0] or max(len(vocab.parts), 1) > limits[1]):
+            # Refused here, not per frame: the engine could not run a single frame with this vocabulary.
+            raise VocabularyError(
+                f"{len(vocab.objects)} object / {len(vocab.parts)} part names exceed what the "
+                f"{self.backend.name} backend was built for ({limits[0]} / {limits[1]}); "
+                "rebuild the engine with a larger --k-obj/--k-part profile"
+            )
         object_text = self.text_encoder.encode(list(vocab.objects)).numpy().astype(np.float32)
         # The network needs K_part >= 1; with no parts a single name is encoded and every part is disallowed.
         part_names = list(vocab.parts) or ["part"]

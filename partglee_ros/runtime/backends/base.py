@@ -36,6 +36,10 @@ class Backend(ABC):
     ) -> dict[str, np.ndarray]:
         """image (1,3,H,W) float32 normalised, texts (K,D) float32 -> OUTPUT_NAMES arrays (batch 1 dropped)."""
 
+    def vocabulary_limits(self) -> tuple[int, int] | None:
+        """Largest (K_obj, K_part) the backend can run (a TensorRT profile's max); None: no limit."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook; CPU backends hold nothing to release
         """Release accelerator memory (lifecycle deactivate)."""
 

@@ -49,10 +49,10 @@ class OnnxBackend(Backend):
         # and spinning threads then steal the time the busy ones need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as err:  # ORT raises its own exception types for unreadable or invalid graphs
-            raise BackendError(f"cannot load ONNX model {path}: {type(err).__name__}: {err}") from err
+        self.path, self.device = path, device
+        self._session_args = (options, providers)
+        self.session = None
+        self.open()
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if set(inputs) != set(INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
@@ -64,7 +64,17 @@ class OnnxBackend(Backend):
         self.text_dim = inputs["object_text"].shape[1]
         if not all(isinstance(d, int) for d in self.image_shape):
             raise BackendError(f"{path} has a dynamic image shape {self.image_shape}; re-export it")
-        self.path, self.device = path, device
+
+    def open(self) -> None:
+        if self.session is not None:
+            return
+        import onnxruntime as ort
+
+        options, providers = self._session_args
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as err:  # ORT raises its own exception types for unreadable or invalid graphs
+            raise BackendError(f"cannot load ONNX model {self.path}: {type(err).__name__}: {err}") from err
 
     def infer(
         self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
@@ -82,8 +92,10 @@ class OnnxBackend(Backend):
             "object_text": np.ascontiguousarray(object_text, np.float32),
             "part_text": np.ascontiguousarray(part_text, np.float32),
         }
+        if self.session is None:
+            raise BackendError("the ONNX Runtime session is closed (backend deactivated)")
         values = self.session.run(list(OUTPUT_NAMES), feeds)
         return {name: value[0] for name, value in zip(OUTPUT_NAMES, values, strict=True)}
 
     def close(self) -> None:
-        del self.session
+        self.session = None

@@ -30,9 +30,7 @@ class TensorRTBackend(Backend):
             import tensorrt as trt
             import torch
         except ImportError as err:
-            raise BackendError(
-                f"backend 'tensorrt' needs the tensorrt Python package (>= 10): {err}"
-            ) from err
+            raise BackendError(f"backend 'tensorrt' needs the tensorrt Python package (10.x): {err}") from err
         if not torch.cuda.is_available():
             raise BackendError("backend 'tensorrt' needs a CUDA device and none is available")
         from engines.build_engine import build_engine, current_platform
@@ -52,10 +50,9 @@ class TensorRTBackend(Backend):
         self._torch = torch
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise BackendError(f"TensorRT could not deserialize {engine_path} (see the TensorRT log)")
-        self.context = self.engine.create_execution_context()
+        self.device, self.path = "cuda", engine_path
+        self.engine = self.context = None
+        self.open()
         self.stream = torch.cuda.Stream()
         self.profiles: dict[str, Profile] = read_metadata(engine_path).profiles
         self.dtypes = {
@@ -63,7 +60,14 @@ class TensorRTBackend(Backend):
             for n in (*INPUT_NAMES, *OUTPUT_NAMES)
         }
         self.image_shape = tuple(self.engine.get_tensor_shape("image"))
-        self.device, self.path = "cuda", engine_path
+
+    def open(self) -> None:
+        if self.engine is not None:
+            return
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise BackendError(f"TensorRT could not deserialize {self.path} (see the TensorRT log)")
+        self.context = self.engine.create_execution_context()
 
     def infer(
         self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
@@ -73,6 +77,8 @@ class TensorRTBackend(Backend):
             raise BackendError(
                 f"image of shape {tuple(image.shape)} does not fit {self.path.name} ({self.image_shape})"
             )
+        if self.context is None:
+            raise BackendError("the TensorRT engine is released (backend deactivated)")
         feeds = {"image": image, "object_text": object_text, "part_text": part_text}
         for name, profile in self.profiles.items():
             k = feeds[name].shape[0]
@@ -97,6 +103,9 @@ class TensorRTBackend(Backend):
         self.stream.synchronize()
         return {name: buffers[name][0].cpu().numpy() for name in OUTPUT_NAMES}
 
+    def vocabulary_limits(self) -> tuple[int, int] | None:
+        return (self.profiles["object_text"].max, self.profiles["part_text"].max)
+
     def close(self) -> None:
-        del self.context, self.engine
+        self.context = self.engine = None
         self._torch.cuda.empty_cache()

@@ -1,0 +1,797 @@
+"""The ROS-free runtime (``partglee_ros/runtime``), tested directly.
+
+* ``postprocess`` on hand-built raw outputs: object/part score thresholds, class-wise NMS, top-k (best
+  first), parts only under surviving parents, the vocabulary's object->parts restriction, ids and
+  ``object:part`` labels, boxes in input pixels (clamped), masks at the input resolution and exact under a
+  non-square letterbox (padding never leaks), ``clip_parts_to_parent``.
+* ``Segmenter`` over a real ``TorchBackend`` (small random checkpoint) and the offline text encoder its
+  config names: mask shapes for many image sizes, clear ``ImageError``/``VocabularyError`` messages that
+  leave the segmenter usable and the previous vocabulary active, increasing revisions carried by results.
+* Thread safety: vocabulary swaps during inference never mix vocabularies within a result.
+* ``factory.make_backend``: backend by name, unknown names, and the ``auto`` preference order.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE
+from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
+from partglee_ros.runtime.backends.torch_backend import TorchBackend
+from partglee_ros.runtime.factory import ONNX_FILE, load_segmenter, make_backend
+from partglee_ros.runtime.postprocess import Letterbox, PostprocessConfig, postprocess
+from partglee_ros.runtime.result import ObjectResult, SegmentationResult
+from partglee_ros.runtime.segmenter import ImageError, Segmenter
+from partglee_ros.runtime.vocabulary import MAX_NAME_LENGTH, MAX_NAMES_PER_LEVEL, Vocabulary, VocabularyError
+from tests.ros_testing import noise_image, small_checkpoint
+
+NET_W, NET_H = 320, 240  # the small model's input_size; padded size equals it (multiples of 32)
+MASK_H, MASK_W = NET_H // 4, NET_W // 4  # masks come at stride 4 over the padded input
+LOW = -12.0  # a logit that is "off" everywhere
+
+
+# ---------------------------------------------------------------------------------------------------------
+# postprocess() on hand-built outputs
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def letterbox(height: int, width: int) -> Letterbox:
+    """The letterbox the Segmenter builds for an image of this size (same formula as Segmenter.preprocess)."""
+    return Letterbox(height, width, min(NET_W / width, NET_H / height), NET_H, NET_W)
+
+
+def raw_outputs(n_obj: int, k_obj: int, n_part: int, k_part: int) -> dict[str, np.ndarray]:
+    """All-off outputs: every score ~6e-6, every query a small box of its own (no NMS overlap), masks off.
+
+    Part query j belongs to object query j % n_obj unless a test sets ``part_parent``.
+    """
+
+    def boxes(n: int) -> np.ndarray:
+        b = np.zeros((n, 4), np.float32)
+        b[:, 0] = (np.arange(n) + 0.5) / n
+        b[:, 1] = 0.5
+        b[:, 2] = 0.5 / n
+        b[:, 3] = 0.2
+        return b
+
+    return {
+        "obj_logits": np.full((n_obj, k_obj), LOW, np.float32),
+        "obj_boxes": boxes(n_obj),
+        "obj_masks": np.full((n_obj, MASK_H, MASK_W), LOW, np.float32),
+        "part_logits": np.full((n_part, k_part), LOW, np.float32),
+        "part_boxes": boxes(n_part),
+        "part_masks": np.full((n_part, MASK_H, MASK_W), LOW, np.float32),
+        "part_parent": np.arange(n_part, dtype=np.int64) % n_obj,
+    }
+
+
+def run_postprocess(
+    out: dict[str, np.ndarray],
+    objects: tuple[str, ...] = ("mug", "bottle"),
+    parts: tuple[str, ...] = ("handle", "cap", "label"),
+    allowed: np.ndarray | None = None,
+    size: tuple[int, int] = (240, 320),
+    **config: object,
+) -> list[ObjectResult]:
+    if allowed is None:
+        allowed = np.ones((len(objects), len(parts)), bool)
+    cfg = PostprocessConfig(**config)
+    cfg.validate()
+    return postprocess(out, letterbox(*size), objects, parts, allowed, cfg)
+
+
+def scores(objects: list[ObjectResult]) -> list[float]:
+    return [round(o.score, 4) for o in objects]
+
+
+def test_object_threshold_keeps_queries_at_or_above_it_best_first() -> None:
+    out = raw_outputs(5, 2, 1, 3)
+    for q, (label, p) in enumerate([(0, 0.5), (1, 0.9), (0, 0.29), (1, 0.31), (0, 0.1)]):
+        out["obj_logits"][q, label] = logit(p)
+    objs = run_postprocess(out, object_threshold=0.3)
+    assert scores(objs) == [0.9, 0.5, 0.31]
+    assert [o.label for o in objs] == ["bottle", "mug", "bottle"]
+    assert run_postprocess(out, object_threshold=0.95) == []
+
+
+def test_label_is_the_best_scoring_name_of_the_query() -> None:
+    out = raw_outputs(1, 3, 1, 3)
+    out["obj_logits"][0] = [logit(0.4), logit(0.8), logit(0.6)]
+    (obj,) = run_postprocess(out, objects=("cup", "bowl", "plate"))
+    assert (obj.label, round(obj.score, 4)) == ("bowl", 0.8)
+
+
+def test_nms_suppresses_duplicates_of_one_label_only() -> None:
+    out = raw_outputs(4, 2, 4, 3)
+    # queries 0 and 1: the same box and label -> only the better one survives
+    out["obj_boxes"][1] = out["obj_boxes"][0]
+    out["obj_logits"][0, 0], out["obj_logits"][1, 0] = logit(0.9), logit(0.8)
+    # queries 2 and 3: the same box, different labels -> both survive
+    out["obj_boxes"][3] = out["obj_boxes"][2]
+    out["obj_logits"][2, 0], out["obj_logits"][3, 1] = logit(0.7), logit(0.6)
+    # one confident part under each query: the suppressed query's part must vanish with it
+    out["part_parent"][:] = [0, 1, 2, 3]
+    for j, p in enumerate([0.51, 0.52, 0.53, 0.54]):
+        out["part_logits"][j, 0] = logit(p)
+    objs = run_postprocess(out, object_threshold=0.3, nms_iou=0.7)
+    assert [(o.label, round(o.score, 4)) for o in objs] == [("mug", 0.9), ("mug", 0.7), ("bottle", 0.6)]
+    assert [[round(p.score, 4) for p in o.parts] for o in objs] == [[0.51], [0.53], [0.54]]
+
+
+def test_nms_keeps_overlapping_boxes_below_the_iou_threshold() -> None:
+    out = raw_outputs(2, 1, 1, 1)
+    out["obj_boxes"][:] = [[0.5, 0.5, 0.2, 0.2], [0.52, 0.5, 0.2, 0.2]]  # IoU 0.82
+    out["obj_logits"][:, 0] = [logit(0.9), logit(0.8)]
+    assert len(run_postprocess(out, objects=("mug",), parts=("handle",), nms_iou=0.7)) == 1
+    assert len(run_postprocess(out, objects=("mug",), parts=("handle",), nms_iou=0.9)) == 2
+
+
+def test_max_objects_keeps_the_best_in_order() -> None:
+    out = raw_outputs(6, 2, 6, 3)
+    for q, p in enumerate([0.4, 0.95, 0.6, 0.8, 0.35, 0.7]):
+        out["obj_logits"][q, q % 2] = logit(p)
+    # a confident part under every object: parts of objects cut by top-k must not appear anywhere
+    out["part_logits"][:, 1] = logit(0.99)
+    objs = run_postprocess(out, object_threshold=0.3, max_objects=3)
+    assert scores(objs) == [0.95, 0.8, 0.7]
+    assert [len(o.parts) for o in objs] == [1, 1, 1]
+    assert scores(run_postprocess(out, object_threshold=0.3, max_objects=1)) == [0.95]
+
+
+def test_part_threshold_and_max_parts_per_object() -> None:
+    out = raw_outputs(1, 2, 5, 3)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["part_parent"][:] = 0
+    for j, (label, p) in enumerate([(0, 0.5), (1, 0.9), (2, 0.2), (0, 0.7), (1, 0.31)]):
+        out["part_logits"][j, label] = logit(p)
+    (obj,) = run_postprocess(out, part_threshold=0.3, max_parts_per_object=8)
+    assert [(p.label, round(p.score, 4)) for p in obj.parts] == [
+        ("cap", 0.9),
+        ("handle", 0.7),
+        ("handle", 0.5),
+        ("cap", 0.31),
+    ]
+    (obj,) = run_postprocess(out, part_threshold=0.3, max_parts_per_object=2)
+    assert [round(p.score, 4) for p in obj.parts] == [0.9, 0.7]
+    (obj,) = run_postprocess(out, part_threshold=0.6, max_parts_per_object=8)
+    assert [round(p.score, 4) for p in obj.parts] == [0.9, 0.7]
+    (obj,) = run_postprocess(out, part_threshold=0.3, max_parts_per_object=0)
+    assert obj.parts == []
+
+
+def test_part_nms_is_per_label_within_an_object() -> None:
+    out = raw_outputs(1, 1, 3, 2)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["part_parent"][:] = 0
+    out["part_boxes"][:] = [0.3, 0.3, 0.2, 0.2]  # three identical boxes
+    out["part_logits"][0, 0], out["part_logits"][1, 0], out["part_logits"][2, 1] = (
+        logit(0.8),
+        logit(0.7),
+        logit(0.6),
+    )
+    (obj,) = run_postprocess(out, objects=("mug",), parts=("handle", "body"))
+    assert [(p.label, round(p.score, 4)) for p in obj.parts] == [("handle", 0.8), ("body", 0.6)]
+
+
+def test_parts_only_appear_under_surviving_parents() -> None:
+    out = raw_outputs(3, 2, 6, 3)
+    out["obj_logits"][0, 0] = logit(0.9)  # survives
+    out["obj_logits"][1, 1] = logit(0.1)  # below the threshold
+    out["obj_logits"][2, 1] = logit(0.8)  # survives
+    out["part_parent"][:] = [1, 1, 0, 2, 1, 2]
+    for j, p in enumerate([0.99, 0.98, 0.61, 0.62, 0.97, 0.63]):
+        out["part_logits"][j, j % 3] = logit(p)
+    objs = run_postprocess(out, object_threshold=0.3, part_threshold=0.3)
+    assert [o.label for o in objs] == ["mug", "bottle"]
+    found = {round(p.score, 4): o.label for o in objs for p in o.parts}
+    assert found == {0.61: "mug", 0.62: "bottle", 0.63: "bottle"}
+
+
+def test_allowed_restricts_part_labels_per_object_label() -> None:
+    out = raw_outputs(2, 2, 4, 3)
+    out["obj_logits"][0, 0] = logit(0.9)  # mug: only handle
+    out["obj_logits"][1, 1] = logit(0.8)  # bottle: cap and label
+    out["part_parent"][:] = [0, 0, 1, 1]
+    out["part_logits"][0] = [logit(0.6), logit(0.95), logit(0.1)]  # cap is best but not allowed -> handle
+    out["part_logits"][1] = [logit(0.1), logit(0.9), logit(0.85)]  # only disallowed names pass -> dropped
+    out["part_logits"][2] = [logit(0.99), logit(0.2), logit(0.7)]  # handle not allowed -> label
+    out["part_logits"][3] = [logit(0.99), logit(0.05), logit(0.1)]  # nothing allowed passes -> dropped
+    allowed = np.array([[True, False, False], [False, True, True]])
+    mug, bottle = run_postprocess(out, allowed=allowed, part_threshold=0.3)
+    assert [(p.label, round(p.score, 4)) for p in mug.parts] == [("handle", 0.6)]
+    assert [(p.label, round(p.score, 4)) for p in bottle.parts] == [("label", 0.7)]
+    # without the restriction the best name wins
+    mug, bottle = run_postprocess(out, part_threshold=0.3)
+    assert [p.label for p in mug.parts] == ["cap", "cap"]
+    assert sorted(p.label for p in bottle.parts) == ["handle", "handle"]
+
+
+@pytest.mark.parametrize(
+    ("parts", "allowed_row"),
+    [
+        (("handle", "cap"), [False, False]),  # object_parts={"mug": []}
+        (("part",), [False]),  # an objects-only vocabulary (the Segmenter's placeholder part name)
+    ],
+    ids=["object-restricted-to-no-parts", "objects-only-vocabulary"],
+)
+def test_disallowed_parts_never_appear_even_at_zero_part_threshold(
+    parts: tuple[str, ...], allowed_row: list[bool]
+) -> None:
+    """part_threshold=0 is a valid config; a part no name is allowed for must still never be reported."""
+    out = raw_outputs(1, 1, 2, len(parts))
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["part_parent"][:] = 0
+    out["part_logits"][:] = logit(0.9)
+    (obj,) = run_postprocess(
+        out, objects=("mug",), parts=parts, allowed=np.array([allowed_row]), part_threshold=0.0
+    )
+    assert [p.object_label for p in obj.parts] == []
+
+
+def test_ids_parent_ids_and_labels() -> None:
+    out = raw_outputs(2, 2, 4, 3)
+    out["obj_logits"][0, 0], out["obj_logits"][1, 1] = logit(0.9), logit(0.8)
+    out["part_parent"][:] = [0, 1, 0, 1]
+    out["part_logits"][:, 2] = [logit(0.7), logit(0.6), logit(0.5), logit(0.4)]
+    objs = run_postprocess(out)
+    flat = [(o.id, o.label) for o in objs]
+    assert flat == [(1, "mug"), (4, "bottle")]
+    assert [(p.id, p.parent_id, p.label, p.object_label) for p in objs[0].parts] == [
+        (2, 1, "label", "mug:label"),
+        (3, 1, "label", "mug:label"),
+    ]
+    assert [(p.id, p.parent_id, p.object_label) for p in objs[1].parts] == [
+        (5, 4, "bottle:label"),
+        (6, 4, "bottle:label"),
+    ]
+
+
+def test_boxes_in_input_pixels_and_clamped() -> None:
+    """300x500 into 320x240: scale 0.64, the image covers padded rows 0..192; boxes are relative to 320x240."""
+    out = raw_outputs(3, 1, 1, 1)
+    out["obj_logits"][:, 0] = [logit(0.9), logit(0.8), logit(0.7)]
+    out["obj_boxes"][:] = [
+        [0.5, 0.5, 0.25, 0.5],  # inside
+        [0.9, 0.9, 0.4, 0.4],  # past the right and bottom edges (and into the padding)
+        [0.05, 0.1, 0.2, 0.4],  # past the left and top edges
+    ]
+    out["part_parent"][:] = 0
+    out["part_logits"][0, 0] = logit(0.9)
+    out["part_boxes"][0] = [0.25, 0.25, 0.1, 0.1]
+    objs = run_postprocess(out, objects=("mug",), parts=("handle",), size=(300, 500))
+    boxes = np.stack([o.box for o in objs])
+    np.testing.assert_allclose(
+        boxes,
+        [[187.5, 93.75, 312.5, 281.25], [350.0, 262.5, 500.0, 300.0], [0.0, 0.0, 75.0, 112.5]],
+        atol=1e-3,
+    )
+    np.testing.assert_allclose(objs[0].parts[0].box, [100.0, 75.0, 150.0, 112.5], atol=1e-3)
+
+
+def _box_logits(rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    m = np.full((MASK_H, MASK_W), LOW, np.float32)
+    m[rows[0] : rows[1], cols[0] : cols[1]] = -LOW
+    return m
+
+
+@pytest.mark.parametrize(
+    ("size", "rows", "cols"),
+    [
+        ((300, 500), (10, 20), (20, 40)),  # wide: scale 0.64, padding at the bottom
+        ((500, 300), (30, 50), (5, 30)),  # tall: scale 0.48, padding at the right
+        ((333, 517), (7, 33), (11, 61)),  # a scale that is not a round number
+        ((300, 500), (40, 60), (60, 80)),  # the block reaches into the padding and the image's corner
+    ],
+)
+def test_masks_map_to_the_letterboxed_pixels(
+    size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]
+) -> None:
+    """A mask on a stride-4 block [r0, r1) x [c0, c1) covers input pixels [4 r0 / s, 4 r1 / s) (+-1 px).
+
+    Its edges are exact; bilinear upsampling only rounds the corners, within half a cell (2 / s px) of both.
+    """
+    h, w = size
+    out = raw_outputs(1, 1, 1, 1)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["obj_masks"][0] = _box_logits(rows, cols)
+    (obj,) = run_postprocess(out, objects=("mug",), parts=("handle",), size=size)
+    assert obj.mask.shape == (h, w) and obj.mask.dtype == bool
+    s = letterbox(h, w).scale
+    top, bottom, left, right = (4 * v / s for v in (*rows, *cols))
+    bottom_in, right_in = min(bottom, h), min(right, w)  # where the image ends inside the block
+    assert bottom_in - top > 8 and right_in - left > 8, "test setup: the block must be visible in the image"
+    yc = np.arange(h)[:, None] + 0.5
+    xc = np.arange(w)[None, :] + 0.5
+    outside = (yc < top - 1) | (yc > bottom + 1) | (xc < left - 1) | (xc > right + 1)
+    assert not obj.mask[outside].any()
+    corner = 2 / s + 1
+    core = (yc > top + corner) & (yc < bottom - corner) & (xc > left + corner) & (xc < right - corner)
+    assert obj.mask[core].all()
+    # the edges, measured through the middle of the block
+    ys = np.nonzero(obj.mask[:, int((left + right_in) / 2)])[0]
+    xs = np.nonzero(obj.mask[int((top + bottom_in) / 2)])[0]
+    assert abs(ys[0] + 0.5 - top) <= 1 and abs(ys[-1] + 0.5 - bottom_in) <= 1, (ys[0], ys[-1], top, bottom)
+    assert abs(xs[0] + 0.5 - left) <= 1 and abs(xs[-1] + 0.5 - right_in) <= 1, (xs[0], xs[-1], left, right)
+    assert len(ys) == ys[-1] - ys[0] + 1 and len(xs) == xs[-1] - xs[0] + 1  # no holes
+
+
+def test_padding_never_leaks_into_masks() -> None:
+    """300x500 covers stride-4 rows 0..48 only; a mask that is on only below them is empty in the image."""
+    out = raw_outputs(1, 1, 1, 1)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["obj_masks"][0] = _box_logits((50, MASK_H), (0, MASK_W))
+    (obj,) = run_postprocess(out, objects=("mug",), parts=("handle",), size=(300, 500))
+    assert obj.mask.shape == (300, 500) and not obj.mask.any()
+
+
+def test_mask_shape_matches_the_image_for_any_size() -> None:
+    out = raw_outputs(1, 1, 1, 1)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["obj_masks"][0] = -LOW
+    out["part_logits"][0, 0] = logit(0.9)
+    out["part_masks"][0] = -LOW
+    wrong = []
+    sizes = [(h, w) for h in range(8, 1100, 61) for w in range(8, 1100, 47)] + [
+        (200, 385),
+        (8, 99),
+        (8192, 8),
+    ]
+    for h, w in sizes:
+        (obj,) = run_postprocess(out, objects=("mug",), parts=("handle",), size=(h, w))
+        if obj.mask.shape != (h, w) or obj.parts[0].mask.shape != (h, w) or not obj.mask.all():
+            wrong.append(((h, w), obj.mask.shape))
+    assert wrong == [], f"{len(wrong)} of {len(sizes)} image sizes get a mask of the wrong shape: {wrong[:8]}"
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_clip_parts_to_parent(clip: bool) -> None:
+    out = raw_outputs(1, 1, 1, 1)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["obj_masks"][0] = _box_logits((10, 30), (10, 40))
+    out["part_logits"][0, 0] = logit(0.9)
+    out["part_masks"][0] = _box_logits((20, 50), (30, 70))  # half outside the parent
+    (obj,) = run_postprocess(out, objects=("mug",), parts=("handle",), clip_parts_to_parent=clip)
+    (part,) = obj.parts
+    unclipped = run_postprocess(out, objects=("mug",), parts=("handle",), clip_parts_to_parent=False)[
+        0
+    ].parts[0]
+    assert (part.mask & ~obj.mask).any() != clip
+    if clip:
+        np.testing.assert_array_equal(part.mask, unclipped.mask & obj.mask)
+        assert part.mask.any()
+    else:
+        # the part's own mask, untouched: stride-4 rows 20..50 x cols 30..70 at scale 1
+        assert part.mask[85:195, 125:275].all() and not part.mask[:75].any()
+
+
+def test_no_detections_gives_an_empty_list() -> None:
+    assert run_postprocess(raw_outputs(4, 2, 8, 3), object_threshold=0.3) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Segmenter over a real TorchBackend
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("small_model"))
+
+
+@pytest.fixture(scope="module")
+def segmenter(model_dir: Path) -> Segmenter:
+    """Thresholds at 0 so that a random-weight model always reports objects and parts."""
+    post = PostprocessConfig(object_threshold=0.0, part_threshold=0.0, max_objects=6, max_parts_per_object=3)
+    seg = load_segmenter(model_dir, backend="torch", postprocess_config=post)
+    assert isinstance(seg.backend, TorchBackend)
+    assert seg.input_size == (NET_W, NET_H)
+    return seg
+
+
+VOCAB_A = (("mug", "bottle"), ("handle", "cap"))
+VOCAB_B = (("chair", "table", "lamp"), ("leg", "seat", "shade"))
+
+
+def check_result(result: SegmentationResult, vocab: Vocabulary, height: int, width: int) -> None:
+    assert (result.height, result.width) == (height, width)
+    assert result.vocabulary_revision == vocab.revision
+    assert result.objects, "thresholds are 0: a frame always has objects"
+    for obj in result.objects:
+        assert obj.label in vocab.objects
+        assert obj.mask.shape == (height, width) and obj.mask.dtype == bool
+        assert 0 <= obj.box[0] <= obj.box[2] <= width and 0 <= obj.box[1] <= obj.box[3] <= height
+        for part in obj.parts:
+            assert part.label in vocab.allowed_parts(obj.label)
+            assert part.object_label == f"{obj.label}:{part.label}" and part.parent_id == obj.id
+            assert part.mask.shape == (height, width)
+            assert not (part.mask & ~obj.mask).any()  # clip_parts_to_parent defaults to true
+
+
+@pytest.mark.parametrize(
+    "size",
+    [(480, 640), (240, 320), (333, 517), (100, 900), (900, 100), (200, 385)],
+    ids=lambda s: f"{s[0]}x{s[1]}",
+)
+def test_segment_returns_masks_at_the_image_size(segmenter: Segmenter, size: tuple[int, int]) -> None:
+    vocab = segmenter.set_vocabulary(*VOCAB_A)
+    h, w = size
+    result = segmenter.segment(noise_image(h * w, h, w))
+    check_result(result, vocab, h, w)
+    assert result.parts(), "part_threshold is 0: objects have parts"
+    assert set(result.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
+
+
+def test_segment_accepts_a_non_contiguous_view(segmenter: Segmenter) -> None:
+    """A BGR->RGB channel flip (``image[..., ::-1]``) is what a ROS bgr8 frame turns into."""
+    vocab = segmenter.set_vocabulary(*VOCAB_A)
+    image = noise_image(1, 240, 320)
+    check_result(segmenter.segment(image[..., ::-1]), vocab, 240, 320)
+    check_result(segmenter.segment(image[::2, ::2]), vocab, 120, 160)
+
+
+def test_segment_is_deterministic_and_sees_the_image(segmenter: Segmenter) -> None:
+    segmenter.set_vocabulary(*VOCAB_A)
+    a, b = noise_image(1), noise_image(2)
+    ra1, ra2, rb = segmenter.segment(a), segmenter.segment(a), segmenter.segment(b)
+    assert [o.score for o in ra1.objects] == [o.score for o in ra2.objects]
+    assert [o.score for o in ra1.objects] != [o.score for o in rb.objects]
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((240, 320, 3), np.float32), "must be uint8, got float32"),
+        (np.zeros((240, 320), np.uint8), r"HxWx3 RGB, got shape \(240, 320\)"),
+        (np.zeros((240, 320, 4), np.uint8), r"HxWx3 RGB, got shape \(240, 320, 4\)"),
+        (np.zeros((4, 4, 3), np.uint8), "4x4 is too small"),
+        (np.zeros((8, 7, 3), np.uint8), "7x8 is too small"),
+        (np.zeros((240, 320, 3), np.uint8).tolist(), "must be a numpy array, got list"),
+        (np.zeros((10, 9000, 3), np.uint8), "9000x10 exceeds 8192 pixels per side"),
+    ],
+    ids=["float", "2d", "rgba", "4x4", "7x8", "list", "9000px"],
+)
+def test_bad_images_raise_image_error_and_the_segmenter_still_works(
+    segmenter: Segmenter, image: object, message: str
+) -> None:
+    vocab = segmenter.set_vocabulary(*VOCAB_A)
+    with pytest.raises(ImageError, match=message):
+        segmenter.segment(image)  # type: ignore[arg-type]
+    assert issubclass(ImageError, ValueError)
+    check_result(segmenter.segment(noise_image(3, 64, 80)), vocab, 64, 80)
+
+
+def test_segment_without_vocabulary_is_refused(segmenter: Segmenter) -> None:
+    fresh = Segmenter(segmenter.backend, segmenter.text_encoder, segmenter.input_size)
+    assert fresh.vocabulary is None
+    with pytest.raises(RuntimeError, match="no vocabulary set"):
+        fresh.segment(noise_image(0))
+
+
+def _too_many() -> list[str]:
+    return [f"thing {i}" for i in range(MAX_NAMES_PER_LEVEL + 1)]
+
+
+@pytest.mark.parametrize(
+    ("objects", "parts", "mapping", "message"),
+    [
+        ([], ["handle"], None, "at least one object name"),
+        (["mug", ""], [], None, "object name #1 is empty"),
+        (["mug", "  \t "], [], None, "object name #1 is empty"),
+        (["mug"], ["handle", ""], None, "part name #1 is empty"),
+        (["Mug", "bottle", "mug"], [], None, "duplicate object names: mug"),
+        (["mug"], ["Handle", "handle"], None, "duplicate part names: handle"),
+        (["mug:handle"], [], None, "'mug:handle' contains ':'"),
+        (["mug"], ["lid:knob"], None, "'lid:knob' contains ':'"),
+        (
+            ["x" * (MAX_NAME_LENGTH + 1)],
+            [],
+            None,
+            f"{MAX_NAME_LENGTH + 1} characters; the limit is {MAX_NAME_LENGTH}",
+        ),
+        (["mug\n2"], [], None, None),  # whitespace collapses: "mug 2" is fine
+        (["mug\x07"], [], None, "control characters"),
+        ("mug", [], None, "not one string"),
+        (["mug", 3], [], None, "object name #1 is int"),
+        (["mug"], ["handle"], {"cup": ["handle"]}, "object_parts names object 'cup'"),
+        (["mug"], ["handle"], {"mug": ["handle", "spout"]}, "unknown parts: spout"),
+        (
+            _too_many(),
+            [],
+            None,
+            f"{MAX_NAMES_PER_LEVEL + 1} object names; the limit is {MAX_NAMES_PER_LEVEL}",
+        ),
+        (
+            ["mug"],
+            _too_many(),
+            None,
+            f"{MAX_NAMES_PER_LEVEL + 1} part names; the limit is {MAX_NAMES_PER_LEVEL}",
+        ),
+    ],
+    ids=[
+        "no-objects",
+        "empty-object",
+        "blank-object",
+        "empty-part",
+        "case-duplicate-objects",
+        "case-duplicate-parts",
+        "colon-object",
+        "colon-part",
+        "too-long",
+        "newline-collapses-ok",
+        "control-character",
+        "one-string",
+        "not-a-string",
+        "mapping-unknown-object",
+        "mapping-unknown-part",
+        "too-many-objects",
+        "too-many-parts",
+    ],
+)
+def test_bad_vocabularies_are_rejected_and_the_previous_one_stays(
+    segmenter: Segmenter,
+    objects: list[str],
+    parts: list[str],
+    mapping: dict[str, list[str]] | None,
+    message: str | None,
+) -> None:
+    before = segmenter.set_vocabulary(["cup", "plate"], ["rim"])
+    if message is None:
+        accepted = segmenter.set_vocabulary(objects, parts, mapping)
+        assert accepted.revision == before.revision + 1 and accepted.objects == ("mug 2",)
+        return
+    with pytest.raises(VocabularyError, match=message):
+        segmenter.set_vocabulary(objects, parts, mapping)
+    assert issubclass(VocabularyError, ValueError)
+    assert segmenter.vocabulary is before
+    result = segmenter.segment(noise_image(4, 48, 64))
+    assert result.vocabulary_revision == before.revision
+    assert {o.label for o in result.objects} <= {"cup", "plate"}
+    # the next accepted vocabulary continues the numbering: a rejected one consumed no revision
+    assert segmenter.set_vocabulary(["cup"]).revision == before.revision + 1
+
+
+def test_set_vocabulary_returns_increasing_revisions_carried_by_results(segmenter: Segmenter) -> None:
+    first = segmenter.set_vocabulary(*VOCAB_A)
+    second = segmenter.set_vocabulary(*VOCAB_B, object_parts={"lamp": ["shade"]})
+    assert second.revision == first.revision + 1 and segmenter.vocabulary is second
+    result = segmenter.segment(noise_image(5))
+    check_result(result, second, 240, 320)
+    assert all(p.label == "shade" for o in result.objects if o.label == "lamp" for p in o.parts)
+    third = segmenter.set_vocabulary(*VOCAB_A)
+    assert third.revision == second.revision + 1
+    assert segmenter.segment(noise_image(5)).vocabulary_revision == third.revision
+
+
+def test_objects_only_vocabulary(segmenter: Segmenter) -> None:
+    """No part names: the network still gets one placeholder part, which is never reported (default 0.3)."""
+    seg = Segmenter(segmenter.backend, segmenter.text_encoder, segmenter.input_size, PostprocessConfig(0.0))
+    vocab = seg.set_vocabulary(["mug", "bottle"])
+    result = seg.segment(noise_image(6))
+    check_result(result, vocab, 240, 320)
+    assert result.parts() == []
+
+
+class LimitedBackend(Backend):
+    """Wraps a backend and reports a vocabulary size limit, as a TensorRT engine's profile does."""
+
+    name = "limited"
+
+    def __init__(self, inner: Backend, limits: tuple[int, int]) -> None:
+        self.inner, self.device, self.limits = inner, inner.device, limits
+
+    def infer(
+        self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        assert object_text.shape[0] <= self.limits[0] and part_text.shape[0] <= self.limits[1]
+        return self.inner.infer(image, object_text, part_text)
+
+    def vocabulary_limits(self) -> tuple[int, int] | None:
+        return self.limits
+
+
+def test_vocabulary_beyond_the_backend_limits_is_refused(segmenter: Segmenter) -> None:
+    seg = Segmenter(LimitedBackend(segmenter.backend, (2, 2)), segmenter.text_encoder, segmenter.input_size)
+    before = seg.set_vocabulary(*VOCAB_A)  # 2 objects, 2 parts: fits
+    for objects, parts in [(["a", "b", "c"], ["x"]), (["a"], ["x", "y", "z"])]:
+        with pytest.raises(VocabularyError, match=r"exceed .* limited backend .*\(2 / 2\)"):
+            seg.set_vocabulary(objects, parts)
+        assert seg.vocabulary is before
+    assert seg.segment(noise_image(7, 48, 64)).vocabulary_revision == before.revision
+    assert seg.set_vocabulary(["a"]).revision == before.revision + 1  # objects only: one placeholder part
+
+
+# ---------------------------------------------------------------------------------------------------------
+# thread safety
+
+
+class SwapDuringInference(Backend):
+    """Wraps a backend; while each frame is being inferred, another thread swaps the vocabulary."""
+
+    name = "swap-during-inference"
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner, self.device = inner, inner.device
+        self.in_flight, self.swapped = threading.Event(), threading.Event()
+        self.object_counts: list[int] = []
+
+    def infer(
+        self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        self.object_counts.append(object_text.shape[0])
+        self.swapped.clear()
+        self.in_flight.set()
+        assert self.swapped.wait(30), "the vocabulary thread did not swap in time"
+        return self.inner.infer(image, object_text, part_text)
+
+
+def _run_threads(*targets: Callable[[], None]) -> list[BaseException]:
+    """Run the targets in threads, wait (bounded) for all of them, and return what they raised."""
+    errors: list[BaseException] = []
+
+    def guard(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=guard, args=(t,), daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a thread did not finish"
+    return errors
+
+
+def test_vocabulary_swapped_mid_frame_never_mixes_into_that_frame(segmenter: Segmenter) -> None:
+    backend = SwapDuringInference(segmenter.backend)
+    seg = Segmenter(backend, segmenter.text_encoder, segmenter.input_size, segmenter.config)
+    frames = 8
+    issued: dict[int, Vocabulary] = {}
+    first = seg.set_vocabulary(*VOCAB_A)
+    issued[first.revision] = first
+    results: list[SegmentationResult] = []
+
+    def segment_loop() -> None:
+        for i in range(frames):
+            results.append(seg.segment(noise_image(i, 96, 128)))
+
+    def swap_loop() -> None:
+        for i in range(frames):
+            assert backend.in_flight.wait(30), "no frame started"
+            backend.in_flight.clear()
+            vocab = seg.set_vocabulary(*(VOCAB_B if i % 2 == 0 else VOCAB_A))
+            issued[vocab.revision] = vocab
+            backend.swapped.set()
+
+    assert _run_threads(segment_loop, swap_loop) == []
+    assert [r.vocabulary_revision for r in results] == list(range(first.revision, first.revision + frames))
+    for result, count in zip(results, backend.object_counts, strict=True):
+        vocab = issued[result.vocabulary_revision]
+        assert count == len(vocab.objects)
+        check_result(result, vocab, 96, 128)
+    assert {issued[r.vocabulary_revision].objects for r in results} == {VOCAB_A[0], VOCAB_B[0]}
+
+
+def test_free_running_vocabulary_swaps_keep_every_result_consistent(segmenter: Segmenter) -> None:
+    seg = Segmenter(segmenter.backend, segmenter.text_encoder, segmenter.input_size, segmenter.config)
+    issued: dict[int, Vocabulary] = {}
+    for names in (VOCAB_B, VOCAB_A):  # both in the text encoder's cache: swaps then take no time
+        vocab = seg.set_vocabulary(*names)
+        issued[vocab.revision] = vocab
+    results: list[SegmentationResult] = []
+    done = threading.Event()
+
+    def segment_loop() -> None:
+        try:
+            for i in range(10):
+                results.append(seg.segment(noise_image(i, 64, 96)))
+        finally:
+            done.set()
+
+    def swap_loop() -> None:
+        i = 0
+        while not done.is_set():
+            vocab = seg.set_vocabulary(*(VOCAB_A if i % 2 == 0 else VOCAB_B))
+            issued[vocab.revision] = vocab
+            i += 1
+            done.wait(0.002)
+
+    assert _run_threads(segment_loop, swap_loop) == []
+    revisions = [r.vocabulary_revision for r in results]
+    assert len(results) == 10 and revisions == sorted(revisions)
+    for result in results:
+        check_result(result, issued[result.vocabulary_revision], 64, 96)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# backend selection
+
+
+def fake_onnx(path: Path) -> Path:
+    """A graph with the runtime's input/output names and a static image shape (it computes nothing useful)."""
+    inputs = [
+        helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, NET_H, NET_W]),
+        helper.make_tensor_value_info("object_text", TensorProto.FLOAT, ["K_obj", 384]),
+        helper.make_tensor_value_info("part_text", TensorProto.FLOAT, ["K_part", 384]),
+    ]
+    assert [i.name for i in inputs] == list(INPUT_NAMES)
+    nodes = [helper.make_node("Identity", ["object_text"], [name]) for name in OUTPUT_NAMES]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in OUTPUT_NAMES]
+    graph = helper.make_graph(nodes, "fake", inputs, outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture()
+def weights_dir(model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the small checkpoint that a test may put a model.onnx next to."""
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        shutil.copy(model_dir / name, tmp_path / name)
+    return tmp_path
+
+
+def test_backend_by_name_torch(model_dir: Path) -> None:
+    backend = make_backend(model_dir, "torch")
+    assert isinstance(backend, TorchBackend) and backend.name == "torch" and backend.device == "cpu"
+
+
+def test_unknown_backend_name_is_a_clear_error(model_dir: Path) -> None:
+    with pytest.raises(
+        BackendError, match=r"unknown backend 'tflite'; choose one of auto, torch, onnx, tensorrt"
+    ):
+        make_backend(model_dir, "tflite")
+    with pytest.raises(BackendError, match="unknown backend 'Torch'"):
+        load_segmenter(model_dir, backend="Torch")
+
+
+def test_missing_model_directory_and_weights(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="model directory not found"):
+        load_segmenter(tmp_path / "nowhere")
+    with pytest.raises(BackendError, match="model weights not found"):
+        make_backend(tmp_path, "torch")
+
+
+def test_auto_without_onnx_or_engine_is_torch(weights_dir: Path) -> None:
+    assert make_backend(weights_dir, "auto").name == "torch"
+    seg = load_segmenter(weights_dir)  # auto is the default
+    assert seg.backend.name == "torch"
+
+
+def test_auto_prefers_onnx_when_model_onnx_exists(weights_dir: Path) -> None:
+    fake_onnx(weights_dir / ONNX_FILE)
+    assert make_backend(weights_dir, "auto").name == "onnx"
+
+
+def test_auto_skips_onnx_for_fp16(weights_dir: Path) -> None:
+    """ONNX is only chosen for fp32; fp16 goes to torch, which refuses fp16 on the CPU."""
+    fake_onnx(weights_dir / ONNX_FILE)
+    with pytest.raises(BackendError, match="fp16 needs a CUDA device") as info:
+        make_backend(weights_dir, "auto", precision="fp16")
+    assert "onnx" not in str(info.value).lower()
+
+
+def test_auto_falls_back_to_torch_when_onnx_and_engine_fail(weights_dir: Path) -> None:
+    (weights_dir / ONNX_FILE).write_bytes(b"not an onnx graph")
+    engine = str(weights_dir / "missing.engine")
+    assert make_backend(weights_dir, "auto", engine_path=engine).name == "torch"
+
+
+def test_auto_reports_every_failure_when_nothing_loads(tmp_path: Path) -> None:
+    (tmp_path / ONNX_FILE).write_bytes(b"not an onnx graph")
+    with pytest.raises(BackendError) as info:
+        make_backend(tmp_path, "auto")
+    message = str(info.value)
+    assert f"cannot load ONNX model {tmp_path / ONNX_FILE}" in message
+    assert f"model weights not found: {tmp_path / WEIGHTS_FILE}" in message
