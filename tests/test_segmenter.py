@@ -37,6 +37,7 @@ from tests.ros_testing import noise_image, small_checkpoint
 NET_W, NET_H = 320, 240  # the small model's input_size; padded size equals it (multiples of 32)
 MASK_H, MASK_W = NET_H // 4, NET_W // 4  # masks come at stride 4 over the padded input
 LOW = -12.0  # a logit that is "off" everywhere
+HIGH = 12.0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -53,7 +54,8 @@ def letterbox(height: int, width: int) -> Letterbox:
 
 
 def raw_outputs(n_obj: int, k_obj: int, n_part: int, k_part: int) -> dict[str, np.ndarray]:
-    """All-off outputs: every score ~6e-6, every query a small box of its own (no NMS overlap), masks off.
+    """All-off scores (~6e-6), every query a small box of its own (no NMS overlap), masks covering the
+    whole image (postprocess drops parts without mask pixels; mask tests set their own).
 
     Part query j belongs to object query j % n_obj unless a test sets ``part_parent``.
     """
@@ -69,10 +71,10 @@ def raw_outputs(n_obj: int, k_obj: int, n_part: int, k_part: int) -> dict[str, n
     return {
         "obj_logits": np.full((n_obj, k_obj), LOW, np.float32),
         "obj_boxes": boxes(n_obj),
-        "obj_masks": np.full((n_obj, MASK_H, MASK_W), LOW, np.float32),
+        "obj_masks": np.full((n_obj, MASK_H, MASK_W), HIGH, np.float32),
         "part_logits": np.full((n_part, k_part), LOW, np.float32),
         "part_boxes": boxes(n_part),
-        "part_masks": np.full((n_part, MASK_H, MASK_W), LOW, np.float32),
+        "part_masks": np.full((n_part, MASK_H, MASK_W), HIGH, np.float32),
         "part_parent": np.arange(n_part, dtype=np.int64) % n_obj,
     }
 
@@ -270,7 +272,9 @@ def test_boxes_in_input_pixels_and_clamped() -> None:
     out["part_parent"][:] = 0
     out["part_logits"][0, 0] = logit(0.9)
     out["part_boxes"][0] = [0.25, 0.25, 0.1, 0.1]
-    objs = run_postprocess(out, objects=("mug",), parts=("handle",), size=(300, 500))
+    objs = run_postprocess(
+        out, objects=("mug",), parts=("handle",), size=(300, 500), clip_parts_to_parent=False
+    )
     boxes = np.stack([o.box for o in objs])
     np.testing.assert_allclose(
         boxes,
@@ -278,6 +282,25 @@ def test_boxes_in_input_pixels_and_clamped() -> None:
         atol=1e-3,
     )
     np.testing.assert_allclose(objs[0].parts[0].box, [100.0, 75.0, 150.0, 112.5], atol=1e-3)
+
+
+def test_clipped_parts_are_cut_to_the_parent_box_and_dropped_when_empty() -> None:
+    """320x240, no letterbox: parent box x 80..240, y 60..180; parent mask = its left half."""
+    out = raw_outputs(1, 1, 2, 1)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["obj_boxes"][0] = [0.5, 0.5, 0.5, 0.5]
+    out["obj_masks"][0] = _box_logits((15, 45), (20, 40))
+    out["part_parent"][:] = 0
+    out["part_logits"][:, 0] = [logit(0.8), logit(0.7)]
+    out["part_boxes"][0] = [0.25, 0.5, 0.5, 0.25]  # x 0..160: half outside the parent box
+    out["part_masks"][1] = _box_logits((15, 45), (50, 60))  # only right of the parent mask
+    clipped = run_postprocess(out, objects=("mug",), parts=("handle",))[0]
+    assert [round(p.score, 4) for p in clipped.parts] == [0.8]  # the part outside the parent mask is gone
+    np.testing.assert_allclose(clipped.parts[0].box, [80.0, 90.0, 160.0, 150.0], atol=1e-3)
+    assert not (clipped.parts[0].mask & ~clipped.mask).any()
+    unclipped = run_postprocess(out, objects=("mug",), parts=("handle",), clip_parts_to_parent=False)[0]
+    assert [round(p.score, 4) for p in unclipped.parts] == [0.8, 0.7]
+    np.testing.assert_allclose(unclipped.parts[0].box, [0.0, 90.0, 160.0, 150.0], atol=1e-3)
 
 
 def _box_logits(rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:

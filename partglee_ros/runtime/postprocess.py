@@ -3,7 +3,8 @@
 Steps: per-query best label and score, score threshold, duplicate suppression (class-wise box NMS,
 torchvision), top-k; parts only under surviving parents, restricted to the parts the vocabulary allows for
 the parent's label, thresholded, suppressed and top-k'd per object; masks upsampled from stride 4 to the
-input resolution only for the instances that survive.
+input resolution only for the instances that survive. With ``clip_parts_to_parent`` a part's mask and box
+are cut to its parent's; a part left with no mask pixels is dropped.
 """
 
 from __future__ import annotations
@@ -139,15 +140,23 @@ def postprocess(
             if cfg.clip_parts_to_parent:
                 masks &= obj.mask
             for mask, p in zip(masks, keep.tolist(), strict=True):
+                if not mask.any():  # nothing of it (inside its parent): no use to a planner
+                    continue
                 i = lookup[p]
                 part_name = parts[int(labels[i])]
+                box = part_boxes[p].numpy()
+                if cfg.clip_parts_to_parent:
+                    box = np.concatenate([np.maximum(box[:2], obj.box[:2]), np.minimum(box[2:], obj.box[2:])])
+                    if (box[2:] <= box[:2]).any():  # predicted boxes disjoint: the mask's own extent
+                        ys, xs = np.nonzero(mask)
+                        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
                 obj.parts.append(
                     PartResult(
                         next_id,
                         part_name,
                         f"{obj.label}:{part_name}",
                         float(scores[i]),
-                        part_boxes[p].numpy(),
+                        box,
                         mask,
                         obj.id,
                     )
