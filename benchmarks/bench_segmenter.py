@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.markdown_section import write_section
 from engines.export_onnx import export_onnx, image_shape
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model.partglee import build_model
@@ -36,7 +37,7 @@ from training.data.synthparts import CATEGORIES, generate_scene
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "BENCHMARKS.md"
-START, END = "<!-- bench_segmenter:start -->", "<!-- bench_segmenter:end -->"
+SECTION = "bench-segmenter"
 STAGES = ("preprocess", "inference", "postprocess", "total")
 IMAGE_SIZE = (640, 480)  # W, H
 # Names beyond SynthParts' own, to make 50-name vocabularies of plausible household objects and parts.
@@ -233,7 +234,6 @@ def fmt(values: list[float]) -> str:
 def render(setup: Setup, results: dict, vocab_times: dict, flops: dict, gflops: float, args, env: str) -> str:
     w, h = IMAGE_SIZE
     lines = [
-        START,
         "## Segmenter latency (`segment()` at 640x480)",
         "",
         f"Measured by `python -m benchmarks.bench_segmenter --runs {args.runs} --write` on {env}.",
@@ -275,20 +275,8 @@ def render(setup: Setup, results: dict, vocab_times: dict, flops: dict, gflops: 
         + ", ".join(f"{f / gflops / 1e6:.1f} ms (K = {k})" for k, f in flops.items())
         + " here; the rest of the inference time is memory-bound work (grid_sample, layout changes, "
         "element-wise ops) and framework overhead.",
-        END,
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(section: str) -> None:
-    text = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
 
 
 def environment() -> str:
@@ -339,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(setup, results, vocab_times, flops, gflops, args, environment())
     print(section)
     if args.write:
-        write_section(section)
+        write_section(DOC, SECTION, section)
     return 0
 
 

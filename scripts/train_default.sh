@@ -12,8 +12,9 @@ OUT=${1:-runs/default}
 CONFIG=training/configs/small_synthparts.yaml
 python -m training --config "$CONFIG" --out "$OUT" --resume
 mkdir -p models/default docs/images
-cp "$OUT/model/model.safetensors" "$OUT/model/config.json" "$OUT/train_log.csv" models/default/
+cp "$OUT/model/model.safetensors" "$OUT/model/config.json" "$OUT/train_log.csv" "$OUT/eval_log.jsonl" models/default/
 python -m benchmarks.eval_checkpoint --model models/default --split test --num-images 100 --ci-subset 8 \
     --out models/default/metrics.json --markdown "$OUT/test_metrics.md"
 python -m benchmarks.plot_curves models/default/train_log.csv docs/images/curves_default.png \
+    --eval "$OUT/eval_log.jsonl" \
     --title "default model: small config, SynthParts train (base categories), 320x240"

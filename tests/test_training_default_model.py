@@ -9,16 +9,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "default"
 AP_FRACTION = 0.8  # scene-to-scene noise is absent (same scenes), so this only absorbs float differences
 CONSISTENCY_SLACK = 0.02
-
-pytestmark = pytest.mark.skipif(not (MODEL / WEIGHTS_FILE).is_file(), reason="no committed default model")
 
 
 def test_default_model_files() -> None:
