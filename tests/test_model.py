@@ -199,7 +199,13 @@ def test_sentence_text_encoder_is_offline_and_cached() -> None:
     enc = CachedTextEncoder(SentenceTextEncoder())
     a = enc.encode(["mug", "mug:handle", "pan"])
     assert a.shape == (3, 384) and enc.dim == 384
-    assert enc.encode(["mug", "mug:handle", "pan"]) is a  # cached, not re-encoded
+    calls = []
+    inner = enc.encoder.encode
+    enc.encoder.encode = lambda names: calls.append(list(names)) or inner(names)
+    b = enc.encode(["pan", "mug", "jar", "jar"])  # only the new name is encoded, once
+    assert calls == [["jar"]]
+    assert torch.equal(b[:2], a[[2, 0]]) and torch.equal(b[2], b[3])
+    torch.testing.assert_close(b[2], inner(["jar"])[0], rtol=0, atol=1e-5)
     sim = torch.nn.functional.cosine_similarity
     assert sim(a[0], a[1], dim=0) > sim(a[1], a[2], dim=0)  # "handle of a mug" is closer to mug than pan
 

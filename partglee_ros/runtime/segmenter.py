@@ -102,10 +102,10 @@ class Segmenter:
                 f"{self.backend.name} backend was built for ({limits[0]} / {limits[1]}); "
                 "rebuild the engine with a larger --k-obj/--k-part profile"
             )
-        object_text = self.text_encoder.encode(list(vocab.objects)).numpy().astype(np.float32)
         # The network needs K_part >= 1; with no parts a single name is encoded and every part is disallowed.
         part_names = list(vocab.parts) or ["part"]
-        part_text = self.text_encoder.encode(part_names).numpy().astype(np.float32)
+        text = self.text_encoder.encode([*vocab.objects, *part_names]).numpy().astype(np.float32)
+        object_text, part_text = text[: len(vocab.objects)], text[len(vocab.objects) :]
         allowed = np.zeros((len(vocab.objects), len(part_names)), dtype=bool)
         index = {p: i for i, p in enumerate(vocab.parts)}
         for i, obj in enumerate(vocab.objects):
