@@ -34,12 +34,13 @@ PARTS = ["handle", "body", "lid", "spout", "blade", "head", "neck", "cap"]
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def sample_frames(count: int) -> list[np.ndarray]:
-    """The bundled sample scenes: held-out SynthParts test scenes (base and novel objects)."""
+def sample_frames(count: int) -> list[tuple[np.ndarray, list[str]]]:
+    """The bundled sample scenes: held-out SynthParts test scenes (base and novel objects), each with the
+    names of the objects really in it."""
     from training.data.synthparts import load_split_config, split_scenes
 
     config = load_split_config(REPO / "training" / "configs" / "synthparts.yaml")
-    return [scene.image for scene in split_scenes("test", config, limit=count)]
+    return [(s.image, sorted(o.name for o in s.objects)) for s in split_scenes("test", config, limit=count)]
 
 
 def spin_until(node: Node, predicate, timeout: float) -> bool:
@@ -49,7 +50,7 @@ def spin_until(node: Node, predicate, timeout: float) -> bool:
     return predicate()
 
 
-def run(out: Path, model: Path, frames: int, executable: Path) -> int:
+def run(out: Path, model: Path, frames: int, executable: Path, threshold: float) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "node.log"
 
@@ -58,6 +59,7 @@ def run(out: Path, model: Path, frames: int, executable: Path) -> int:
         str(REPO / "config" / "partglee.yaml"),
         {"model_path": str(model), "image_topic": "/demo/image"},
     )
+    cmd += ["-p", f"object_threshold:={threshold}", "-p", f"part_threshold:={threshold}"]
     print(f"demo: starting {' '.join(cmd)}")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -81,10 +83,17 @@ def run(out: Path, model: Path, frames: int, executable: Path) -> int:
         response = future.result()
         print(f"demo: set_vocabulary -> success={response.success}: {response.message}")
         spin_until(node, lambda: pub.get_subscription_count() > 0, 30)
-        lines = ["# partglee_ros demo", "", f"model: `{model}`; vocabulary: {response.message}", ""]
-        lines += ["| frame | objects | parts (object:part) | node latency ms |", "|---|---|---|---|"]
+        lines = [
+            "# partglee_ros demo",
+            "",
+            f"model: `{model}` (see docs/MODEL_CARD.md for its accuracy); vocabulary: {response.message}; "
+            f"score thresholds {threshold}",
+            "",
+            "| frame | objects in the scene | detected objects | parts (object:part) | node latency ms |",
+            "|---|---|---|---|---|",
+        ]
         latencies = []
-        for i, rgb in enumerate(sample_frames(frames)):
+        for i, (rgb, truth) in enumerate(sample_frames(frames)):
             header = Header(frame_id="demo_camera")
             header.stamp.sec = i + 1
             pub.publish(rgb_to_image_msg(rgb, header))
@@ -100,7 +109,9 @@ def run(out: Path, model: Path, frames: int, executable: Path) -> int:
             objects = ", ".join(f"{o.label} {o.score:.2f}" for o in result.objects) or "-"
             parts = ", ".join(f"{p.object_label} {p.score:.2f}" for p in result.parts()) or "-"
             latencies.append(msg.processing_time_ms)
-            lines.append(f"| {i:02d} | {objects} | {parts} | {msg.processing_time_ms:.0f} |")
+            lines.append(
+                f"| {i:02d} | {', '.join(truth)} | {objects} | {parts} | {msg.processing_time_ms:.0f} |"
+            )
             print(
                 f"demo: frame {i:02d}: {len(result.objects)} objects, {len(result.parts())} parts, {msg.processing_time_ms:.0f} ms"
             )
@@ -129,12 +140,18 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=REPO / "models" / "default", help="model directory")
     parser.add_argument("--frames", type=int, default=8, help="number of sample frames")
     parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.15,
+        help="object and part score thresholds of the node (the bundled model's scores are low)",
+    )
+    parser.add_argument(
         "--node",
         type=Path,
         default=REPO / "install" / "partglee_ros" / "lib" / "partglee_ros" / "partglee_node",
     )
     args = parser.parse_args()
-    return run(args.out, args.model, args.frames, args.node)
+    return run(args.out, args.model, args.frames, args.node, args.threshold)
 
 
 if __name__ == "__main__":
