@@ -125,8 +125,10 @@ def test_onnx_backend_closes_and_reopens_for_the_lifecycle(exported) -> None:
         backend.infer(image, text, text)
     backend.open()
     after = backend.infer(image, text, text)
+    spinning = OnnxBackend(onnx_path, spin_threads=True).infer(image, text, text)  # a scheduling option only
     for name in OUTPUT_NAMES:
         np.testing.assert_array_equal(before[name], after[name])
+        np.testing.assert_allclose(before[name], spinning[name], rtol=0, atol=1e-5)
 
 
 def _segmenter_pairs(objects: list, other: list) -> list[tuple]:

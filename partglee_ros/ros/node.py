@@ -122,6 +122,7 @@ class PartGleeMixin:
                 input_size=size if all(size) else None,
                 postprocess_config=post,
                 rebuild_stale_engine=self.value("rebuild_stale_engine"),
+                onnx_spin_threads=self.value("onnx_spin_threads"),
             )
             self.segmenter.apply_vocabulary(vocab)
         except BackendError as err:

@@ -37,6 +37,11 @@ PARAMS = (
         False,
         "rebuild a TensorRT engine whose metadata no longer matches (else refuse it)",
     ),
+    Param(
+        "onnx_spin_threads",
+        False,
+        "ONNX Runtime workers busy-wait between ops: lower latency, but they hold the CPU cores",
+    ),
     Param("device", "cpu", "cpu | cuda | cuda:N"),
     Param("precision", "fp32", "fp32 | fp16 (fp16 needs CUDA)"),
     Param("input_width", 0, "network input width in pixels; 0 = the model's own", range=(0, 4096)),

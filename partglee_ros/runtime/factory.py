@@ -44,10 +44,11 @@ def _torch_backend(model_dir: Path, device: str, precision: str) -> Backend:
     return TorchBackend(model, device, precision)
 
 
-def _onnx_backend(model_dir: Path, onnx_path: str, device: str) -> Backend:
+def _onnx_backend(model_dir: Path, onnx_path: str, device: str, spin_threads: bool) -> Backend:
     from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 
-    return OnnxBackend(Path(onnx_path) if onnx_path else model_dir / ONNX_FILE, device)
+    path = Path(onnx_path) if onnx_path else model_dir / ONNX_FILE
+    return OnnxBackend(path, device, spin_threads=spin_threads)
 
 
 def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool) -> Backend:
@@ -65,6 +66,7 @@ def make_backend(
     precision: str = "fp32",
     engine_path: str = "",
     rebuild_stale_engine: bool = False,
+    onnx_spin_threads: bool = False,
 ) -> Backend:
     """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch."""
     if backend not in BACKENDS:
@@ -72,7 +74,7 @@ def make_backend(
     if backend == "torch":
         return _torch_backend(model_dir, device, precision)
     if backend == "onnx":
-        return _onnx_backend(model_dir, engine_path, device)
+        return _onnx_backend(model_dir, engine_path, device, onnx_spin_threads)
     if backend == "tensorrt":
         return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine)
     errors = []
@@ -85,7 +87,7 @@ def make_backend(
             errors.append(str(err))
     if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
         try:
-            return _onnx_backend(model_dir, "", device)
+            return _onnx_backend(model_dir, "", device, onnx_spin_threads)
         except BackendError as err:
             log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
             errors.append(str(err))
@@ -111,11 +113,14 @@ def load_segmenter(
     input_size: tuple[int, int] | None = None,
     postprocess_config: PostprocessConfig | None = None,
     rebuild_stale_engine: bool = False,
+    onnx_spin_threads: bool = False,
 ) -> Segmenter:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BackendError(f"model directory not found: {model_dir}")
     config = read_model_config(model_dir)
-    backend_impl = make_backend(model_dir, backend, device, precision, engine_path, rebuild_stale_engine)
+    backend_impl = make_backend(
+        model_dir, backend, device, precision, engine_path, rebuild_stale_engine, onnx_spin_threads
+    )
     size = tuple(input_size) if input_size else tuple(config.input_size)
     return Segmenter(backend_impl, make_text_encoder(config), size, postprocess_config)

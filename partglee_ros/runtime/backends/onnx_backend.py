@@ -23,8 +23,11 @@ def _threads() -> int:
 class OnnxBackend(Backend):
     name = "onnx"
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None) -> None:
-        """``threads``: intra-op threads (default: the CPUs this process may use)."""
+    def __init__(
+        self, path: Path, device: str = "cpu", threads: int | None = None, spin_threads: bool = False
+    ) -> None:
+        """``threads``: intra-op threads (default: the CPUs this process may use). ``spin_threads``: idle
+        workers busy-wait for the next op (lower latency, docs/BENCHMARKS.md) instead of sleeping."""
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -45,9 +48,9 @@ class OnnxBackend(Backend):
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or _threads()
-        # Idle workers sleep instead of spinning: on a robot the CPU is shared with drivers and other nodes,
-        # and spinning threads then steal the time the busy ones need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # By default idle workers sleep instead of spinning: on a robot the CPU is shared with drivers and
+        # other nodes, and spinning threads then steal the time the busy ones need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_threads else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path, self.device = path, device
         self._session_args = (options, providers)
