@@ -112,6 +112,16 @@ def test_onnx_backend_refuses_missing_corrupt_and_wrong_shapes(exported, tmp_pat
             OnnxBackend(onnx_path, device="cuda")
 
 
+def test_input_size_the_graph_was_not_exported_for_is_refused_at_load(exported) -> None:
+    from partglee_ros.runtime.factory import load_segmenter
+
+    _, config, onnx_path = exported
+    width, height = config.input_size
+    with pytest.raises(BackendError, match=r"graph takes images of shape .* re-export it"):
+        load_segmenter(onnx_path.parent, backend="onnx", input_size=(width * 2, height * 2))
+    assert load_segmenter(onnx_path.parent, backend="onnx", input_size=(width, height)).backend.name == "onnx"
+
+
 def test_onnx_backend_closes_and_reopens_for_the_lifecycle(exported) -> None:
     """deactivate -> close() releases the session; activate -> open() gives the same outputs again."""
     _, config, onnx_path = exported

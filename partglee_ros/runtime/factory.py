@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint
+from partglee_ros.model.preprocess import padded_size
 from partglee_ros.model.text_encoder import TextEncoder, build_text_encoder
 from partglee_ros.runtime.backends.base import Backend, BackendError
 from partglee_ros.runtime.postprocess import PostprocessConfig
@@ -123,4 +124,12 @@ def load_segmenter(
         model_dir, backend, device, precision, engine_path, rebuild_stale_engine, onnx_spin_threads
     )
     size = tuple(input_size) if input_size else tuple(config.input_size)
+    fixed = backend_impl.image_shape
+    if fixed is not None and tuple(fixed[2:]) != padded_size(size[1], size[0]):
+        # Found at start-up, not as a failure on every frame.
+        raise BackendError(
+            f"the {backend_impl.name} graph takes images of shape {tuple(fixed)}, but input size "
+            f"{size[0]}x{size[1]} needs {padded_size(size[1], size[0])}: re-export it, or leave "
+            "input_width/input_height at 0 (the model's own size)"
+        )
     return Segmenter(backend_impl, make_text_encoder(config), size, postprocess_config)

@@ -29,6 +29,7 @@ class BackendError(RuntimeError):
 class Backend(ABC):
     name: str
     device: str
+    image_shape: tuple[int, ...] | None = None  # the one image shape a compiled graph/engine takes
 
     @abstractmethod
     def infer(
