@@ -11,10 +11,12 @@ OUT=${1:-runs/default}
 
 CONFIG=training/configs/small_synthparts.yaml
 python -m training --config "$CONFIG" --out "$OUT" --resume
+# Warm restart: the same run continued to 6000 steps (the cosine re-spans 6000 steps; see the model card).
+python -m training --config "$CONFIG" --out "$OUT" --resume --steps 6000
 mkdir -p models/default docs/images
 cp "$OUT/model/model.safetensors" "$OUT/model/config.json" "$OUT/train_log.csv" "$OUT/eval_log.jsonl" models/default/
 python -m benchmarks.eval_checkpoint --model models/default --split test --num-images 100 --ci-subset 8 \
     --out models/default/metrics.json --markdown "$OUT/test_metrics.md"
 python -m benchmarks.plot_curves models/default/train_log.csv docs/images/curves_default.png \
     --eval "$OUT/eval_log.jsonl" \
-    --title "default model: small config, SynthParts train (base categories), 320x240"
+    --title "default model: small config, SynthParts train (base categories), 320x240, 6000 steps x 2 images"
