@@ -23,10 +23,10 @@ length (the arc hides itself), so the visible surface does not determine the cha
 What is compared: ``geometry.center`` (the estimate of the solid part's centre: axial midpoint of the visible
 surface, moved behind it for a round cross-section) against ``PartPose.center``; and ``geometry.axes[0]``
 against ``PartPose.axis`` as undirected axes. The centre error is also split into its component along the
-true axis and its distance from the true axis line: handles are partly buried in the solid they attach to (a
-pan handle starts inside the pan, a hammer handle ends inside the head), and that hidden length shifts the
-visible midpoint along the axis only. The visible-surface centroid's distance to ``PartPose.center``
-is reported beside it, to show how much of the error the surface-to-solid correction removes.
+true axis and its distance from the true axis line. ``PartPose`` describes the exposed stretch of a part:
+the end of a handle buried in its pan or hammer head is cut off (``Primitive.exposed_obb``). The
+visible-surface centroid's distance to ``PartPose.center`` is reported beside it, to show how much of the
+error the surface-to-solid correction removes.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ pose centre is 0.5-1.0 m from the camera, whose mask does not touch the image bo
 borders no pixel nearer than the adjacent mask pixel by more than 1 cm (nothing in front of them).
 The requirement is checked on straight handles (one solid, exact ground truth); curved handles (arcs, rings,
 U-bars) must still give finite poses. Compared: the estimated solid centre against PartPose.center and the
-first principal axis against PartPose.axis (undirected).
+first principal axis against PartPose.axis (undirected). PartPose describes the exposed stretch of a handle
+(the end buried in a pan or a hammer head is cut off), which is all a camera or a gripper can reach.
 """
 
 from __future__ import annotations
@@ -34,13 +35,8 @@ def test_every_included_handle_gets_a_pose(included):
 def test_straight_unoccluded_handles_within_1cm_and_10_degrees(included):
     straight = [c for c in included if c.shape == "straight"]
     assert len(straight) >= 20, f"only {len(straight)} straight handles in range; widen SEEDS"
-    centre = np.array([c.centre_error_m for c in straight])
     assert max(c.axis_error_deg for c in straight) <= 10.0
-    assert max(c.across_axis_error_m for c in straight) <= 0.01
-    # Along the axis the buried end of a handle (inside the pan, the hammer head) is invisible; it moves the
-    # visible midpoint by up to ~1.5 cm on a few handles, hence percentile bounds on the full 3D error.
-    assert np.percentile(centre, 90) <= 0.01
-    assert centre.max() <= 0.02
+    assert max(c.centre_error_m for c in straight) <= 0.01
 
 
 def test_handle_with_depth_holes_or_empty_mask_gives_reason_not_nan():

@@ -10,7 +10,7 @@ import pytest
 
 from training.data.synthparts import CATEGORIES, generate_scene, load_split_config, split_scenes
 from training.data.synthparts.primitives import box, capsule, cylinder, ellipsoid
-from training.data.synthparts.scene import MIN_OBJECT_PIXELS, MIN_PART_PIXELS
+from training.data.synthparts.scene import MIN_OBJECT_PIXELS, MIN_PART_PIXELS, pose_of_solids
 from training.data.visualize import main as visualize_main
 
 CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "synthparts.yaml"
@@ -167,6 +167,43 @@ def test_exact_ray_intersections(prim, ray, depth, normal):
     np.testing.assert_allclose(n_local[0] @ prim.R.T, normal, atol=1e-6)
     t_miss, _, _ = prim.intersect(_ray(2.0, 2.0))
     assert np.isinf(t_miss[0])
+
+
+@pytest.mark.parametrize(
+    "prim",
+    [
+        ellipsoid(np.array([0.1, 0, 1.0]), np.array([0.1, 0.05, 0.02])),
+        box(np.array([0, 0.1, 1.0]), np.array([0.05, 0.02, 0.03])),
+        cylinder(np.array([0, 0, 1.0]), np.array([1.0, 1.0, 0]), 0.03, 0.2),
+        capsule(np.array([0, 0, 1.0]), np.array([0.1, 0.1, 1.1]), 0.02),
+    ],
+)
+def test_contains_agrees_with_ray_entry_and_exit(prim):
+    """Points just before a ray's first hit are outside, just after it inside."""
+    centre, _ = prim.bounding_sphere()
+    ray = (centre / centre[2])[None]
+    t, _, _ = prim.intersect(ray)
+    before, after = ray * (t[0] - 1e-4), ray * (t[0] + 1e-4)
+    assert not prim.contains(before)[0] and prim.contains(after)[0]
+    assert prim.contains(centre[None])[0]
+
+
+def test_part_pose_covers_only_the_exposed_stretch():
+    """A capsule handle whose first 4 cm are buried in a box: its pose is the 6 cm (plus end cap) outside."""
+    handle = capsule(np.array([0.0, 0, 1.0]), np.array([0.10, 0, 1.0]), 0.01)
+    body = box(np.array([0.0, 0, 1.0]), np.array([0.04, 0.05, 0.05]))
+    exposed = pose_of_solids([handle], covering=[body])
+    # exposed from x = 0.04 (the box face) to x = 0.11 (the cap's tip)
+    np.testing.assert_allclose(exposed.center, [0.075, 0, 1.0], atol=1e-3)
+    assert exposed.extent[0] == pytest.approx(0.07, abs=2e-3)
+    np.testing.assert_allclose(np.abs(exposed.axis), [1, 0, 0], atol=1e-9)
+    whole = pose_of_solids([handle])
+    np.testing.assert_allclose(whole.center, [0.05, 0, 1.0], atol=1e-9)
+    assert whole.extent[0] == pytest.approx(0.12)
+    # fully buried solids fall back to their whole box rather than vanishing
+    np.testing.assert_allclose(
+        pose_of_solids([handle], covering=[box(handle.t, np.full(3, 0.5))]).center, whole.center
+    )
 
 
 def test_visualize_cli_writes_labelled_panels(tmp_path):

@@ -47,11 +47,56 @@ class Primitive:
         centre, extent, _ = self.local_obb()
         return self.R @ centre + self.t, float(np.linalg.norm(extent) / 2)
 
-    def obb_corners(self) -> np.ndarray:
-        """The 8 corners of the local bounding box in the parent frame, (8, 3)."""
-        centre, extent, _ = self.local_obb()
+    def obb_corners(self, obb: tuple[np.ndarray, np.ndarray, int] | None = None) -> np.ndarray:
+        """The 8 corners of the local bounding box (or of ``obb``, a local box) in the parent frame, (8, 3)."""
+        centre, extent, _ = self.local_obb() if obb is None else obb
         signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
         return (centre + signs * extent / 2) @ self.R.T + self.t
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """Which of ``points`` (N, 3, parent frame) lie inside the solid (boundary included), (N,) bool."""
+        q = (np.asarray(points, dtype=np.float64) - self.t) @ self.R  # rows are R^T (p - t)
+        p = self.params
+        if self.kind == "cylinder":
+            return (q[:, 0] ** 2 + q[:, 1] ** 2 <= p[0] ** 2) & (q[:, 2] >= 0) & (q[:, 2] <= p[1])
+        if self.kind == "capsule":
+            on_axis = np.clip(q[:, 2], 0.0, p[1])
+            return q[:, 0] ** 2 + q[:, 1] ** 2 + (q[:, 2] - on_axis) ** 2 <= p[0] ** 2
+        if self.kind == "box":
+            return np.all(np.abs(q) <= p, axis=1)
+        return np.sum((q / p) ** 2, axis=1) <= 1.0
+
+    def exposed_obb(
+        self, covering: list[Primitive], spacing: float = 0.001
+    ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """``local_obb`` cut along the long axis to the stretch not inside any ``covering`` solid, or None
+        when all of it is covered.
+
+        A handle starts inside the pan it is fixed to; that buried length can neither be seen nor
+        grasped, so part poses describe the exposed stretch. Exact when nothing is covered; otherwise
+        sampled every ``spacing`` metres along the axis on an 11 x 11 cross-section grid.
+        """
+        centre, extent, long_axis = self.local_obb()
+        axes = [np.linspace(c - e / 2, c + e / 2, 11) for c, e in zip(centre, extent, strict=True)]
+        steps = max(5, int(np.ceil(extent[long_axis] / spacing)) + 1)
+        axes[long_axis] = np.linspace(
+            centre[long_axis] - extent[long_axis] / 2, centre[long_axis] + extent[long_axis] / 2, steps
+        )
+        local = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        points = local @ self.R.T + self.t
+        inside = self.contains(points)
+        covered = np.zeros(len(points), dtype=bool)
+        for other in covering:
+            covered |= other.contains(points)
+        if not covered[inside].any():
+            return centre, extent, long_axis
+        exposed = local[inside & ~covered, long_axis]
+        if exposed.size == 0:
+            return None
+        centre, extent = centre.copy(), extent.copy()
+        centre[long_axis] = (exposed.min() + exposed.max()) / 2
+        extent[long_axis] = exposed.max() - exposed.min()
+        return centre, extent, long_axis
 
     def intersect(self, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rays from the parent origin (the camera) along ``dirs`` (N, 3).

@@ -91,13 +91,16 @@ def _clutter(rng: np.random.Generator) -> list[Primitive]:
     return [capsule(np.array([-s[0], 0, s[1] / 3]), np.array([s[0], 0, s[1] / 3]), s[1] / 3)]
 
 
-def _pose(prims: list[Primitive]) -> PartPose:
-    """Centre, long axis and extents of a group of solids (exact for one solid, PCA of boxes otherwise)."""
-    if len(prims) == 1:
-        centre, extent, long_axis = prims[0].local_obb()
+def pose_of_solids(prims: list[Primitive], covering: Sequence[Primitive] = ()) -> PartPose:
+    """Centre, long axis and extents of a group of solids (exact for one solid, PCA of boxes otherwise),
+    cut to what lies outside ``covering`` (the object's other parts; see Primitive.exposed_obb)."""
+    cut = [(p, p.exposed_obb(list(covering))) for p in prims]
+    cut = [(p, obb) for p, obb in cut if obb is not None] or [(p, p.local_obb()) for p in prims]
+    if len(cut) == 1:
+        prim, (centre, extent, long_axis) = cut[0]
         order = [long_axis] + [i for i in range(3) if i != long_axis]
-        return PartPose(prims[0].R @ centre + prims[0].t, prims[0].R[:, long_axis].copy(), extent[order])
-    corners = np.concatenate([p.obb_corners() for p in prims])
+        return PartPose(prim.R @ centre + prim.t, prim.R[:, long_axis].copy(), extent[order])
+    corners = np.concatenate([p.obb_corners(obb) for p, obb in cut])
     mean = corners.mean(axis=0)
     _, _, vt = np.linalg.svd(corners - mean, full_matrices=False)
     proj = (corners - mean) @ vt.T
@@ -323,7 +326,8 @@ def generate_scene(
     """Render one SynthParts scene; the same arguments always give the same bytes.
 
     Objects are drawn from ``categories`` (all of CATEGORIES when None), 2-6 instances plus 0-6
-    unlabelled clutter solids. Masks are visible pixels; poses are camera-frame metres.
+    unlabelled clutter solids. Masks are visible pixels; poses are camera-frame metres,
+    a part's cut to its stretch outside the other parts of its object (a buried handle end is not in it).
     """
     cats = tuple(categories) if categories is not None else tuple(BUILDERS)
     unknown = [c for c in cats if c not in BUILDERS]
@@ -395,15 +399,20 @@ def _annotate(
             id=next_id,
             name=inst.name,
             mask=np.isin(part_map, keys),
-            pose=_pose([p for k in keys for p in part_keys[k][2]]),
+            pose=pose_of_solids([p for k in keys for p in part_keys[k][2]]),
         )
         next_id += 1
         for k in keys:
             if areas[k] >= MIN_PART_PIXELS:
                 _, part_name, prims = part_keys[k]
+                others = [p for j in keys if j != k for p in part_keys[j][2]]
                 obj.parts.append(
                     PartAnnotation(
-                        id=next_id, name=part_name, mask=part_map == k, parent_id=obj.id, pose=_pose(prims)
+                        id=next_id,
+                        name=part_name,
+                        mask=part_map == k,
+                        parent_id=obj.id,
+                        pose=pose_of_solids(prims, covering=others),
                     )
                 )
                 next_id += 1
