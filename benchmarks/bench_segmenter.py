@@ -29,6 +29,7 @@ from benchmarks.markdown_section import write_section
 from engines.export_onnx import export_onnx, image_shape
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model.partglee import build_model
+from partglee_ros.model.text_encoder import build_text_encoder
 from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.factory import make_text_encoder
@@ -172,20 +173,26 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def time_segment(seg: Segmenter, image: np.ndarray, runs: int, warmup: int) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "segment()")}
-    counts = []
+def time_segments(
+    segmenters: dict[str, Segmenter], image: np.ndarray, runs: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
+    """Per-stage and end-to-end times of every segmenter, round-robin (run i of each backend back to back),
+    so slow phases of a shared machine hit all backends alike instead of whichever ran then."""
+    samples = {name: {s: [] for s in (*STAGES, "segment()")} for name in segmenters}
+    counts: dict[str, list[tuple[int, int]]] = {name: [] for name in segmenters}
     for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        result = seg.segment(image)
-        wall = (time.perf_counter() - t0) * 1e3
-        if i < warmup:
-            continue
-        for s in STAGES:
-            samples[s].append(result.timings_ms[s])
-        samples["segment()"].append(wall)
-        counts.append((len(result.objects), len(result.parts())))
-    samples["instances"] = [float(np.mean([c[0] for c in counts])), float(np.mean([c[1] for c in counts]))]
+        for name, seg in segmenters.items():
+            t0 = time.perf_counter()
+            result = seg.segment(image)
+            wall = (time.perf_counter() - t0) * 1e3
+            if i < warmup:
+                continue
+            for s in STAGES:
+                samples[name][s].append(result.timings_ms[s])
+            samples[name]["segment()"].append(wall)
+            counts[name].append((len(result.objects), len(result.parts())))
+    for name, c in counts.items():
+        samples[name]["instances"] = [float(np.mean([o for o, _ in c])), float(np.mean([p for _, p in c]))]
     return samples
 
 
@@ -251,7 +258,7 @@ def render(setup: Setup, results: dict, vocab_times: dict, flops: dict, gflops: 
         f"padded to {image_shape(setup.config)[2:]} (H, W). Image: SynthParts test scene 2000000 rendered at "
         f"{w}x{h}. Default post-processing (thresholds 0.3, up to 20 objects and 8 parts each). "
         "K = number of object names = number of part names. Times in ms, **median / p95** over "
-        f"{args.runs} runs after {args.warmup} warm-up runs; backends interleaved in one process.",
+        f"{args.runs} runs after {args.warmup} warm-up runs; backends run round-robin in one process.",
         "",
         "| backend | K | preprocess | inference | postprocess | total (stages) | segment() end-to-end | objects / parts |",
         "|---|---|---|---|---|---|---|---|",
@@ -262,7 +269,7 @@ def render(setup: Setup, results: dict, vocab_times: dict, flops: dict, gflops: 
         lines.append(f"| {backend} | {k} | {cells} | {inst} |")
     lines += ["", "Speed-up of ONNX Runtime over PyTorch eager (medians; inference stage / end-to-end):", ""]
     for k in args.k:
-        for onnx in ("onnx", "onnx, spinning threads"):
+        for onnx in [name for name, size in results if name != "torch" and size == k]:
             ratios = [
                 statistics.median(results[("torch", k)][stage]) / statistics.median(results[(onnx, k)][stage])
                 for stage in ("inference", "segment()")
@@ -270,14 +277,17 @@ def render(setup: Setup, results: dict, vocab_times: dict, flops: dict, gflops: 
             lines.append(f"- K = {k}, {onnx}: {ratios[0]:.2f}x / {ratios[1]:.2f}x")
     lines += [
         "",
-        "`onnx, spinning threads` is the node parameter `onnx_spin_threads: true`: ONNX Runtime's idle workers "
-        "busy-wait between operators instead of sleeping. Off by default because on a robot those cores are "
-        "shared with drivers and other nodes.",
+        "`onnx` runs the graph `engines.export_onnx` writes (simplified by onnxsim); `onnx, traced graph` is the "
+        "same export without simplification, to show what it buys. `onnx, spinning threads` is the node "
+        "parameter `onnx_spin_threads: true`: ONNX Runtime's idle workers busy-wait between operators instead "
+        "of sleeping. Off by default because on a robot those cores are shared with drivers and other nodes.",
     ]
     lines += [
         "",
-        "Applying a new vocabulary (`set_vocabulary`: validate, encode the names not seen before in one "
-        "MiniLM batch, swap; embeddings are cached per name):",
+        "Applying a new vocabulary (`set_vocabulary`: validate, encode the names not seen before, swap; "
+        "embeddings are cached per name). The runtime's MiniLM runs on ONNX Runtime with names grouped by "
+        "token count (`partglee_ros/runtime/onnx_text_encoder.py`); the PyTorch sentence-transformers encoder "
+        "(one padded batch) is timed beside it:",
         "",
     ]
     for label, times in vocab_times.items():
@@ -319,11 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         setup = prepare_model(args.model, Path(tmp))
         model, config = load_checkpoint(setup.model_dir)
         onnx_path = export_onnx(model, config, Path(tmp) / "model.onnx")
+        traced_path = export_onnx(model, config, Path(tmp) / "traced.onnx", simplify=False)
         encoder = make_text_encoder(config)
         post = PostprocessConfig()
         segmenters = {
             "torch": Segmenter(TorchBackend(model), encoder, tuple(config.input_size), post),
             "onnx": Segmenter(OnnxBackend(onnx_path), encoder, tuple(config.input_size), post),
+            "onnx, traced graph": Segmenter(
+                OnnxBackend(traced_path), encoder, tuple(config.input_size), post
+            ),
             "onnx, spinning threads": Segmenter(
                 OnnxBackend(onnx_path, spin_threads=True), encoder, tuple(config.input_size), post
             ),
@@ -332,14 +346,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for k in args.k:
             objects, parts, mapping = vocabulary(k)
-            for name, seg in segmenters.items():
+            for seg in segmenters.values():
                 seg.set_vocabulary(objects, parts, mapping)
-                results[(name, k)] = time_segment(seg, image, args.runs, args.warmup)
-                print(name, k, {s: fmt(v) for s, v in results[(name, k)].items() if s != "instances"})
+            for name, samples in time_segments(segmenters, image, args.runs, args.warmup).items():
+                results[(name, k)] = samples
+                print(name, k, {s: fmt(v) for s, v in samples.items() if s != "instances"})
         seg = segmenters["onnx"]
+        torch_text = Segmenter(
+            seg.backend, build_text_encoder(config.text_encoder), tuple(config.input_size), post
+        )
         vocab_times = {
             "50 object + 50 part names, all new": time_vocabulary_change(seg, 10, 50, 50),
             "50 names (25 objects + 25 parts), all new": time_vocabulary_change(seg, 10, 25, 25),
+            "the same with the PyTorch encoder": time_vocabulary_change(torch_text, 10, 25, 25),
             "50 names, 5 of them new": time_vocabulary_change(seg, 10, 25, 25, new_names=5),
             "50 names, all used before (switching back)": time_vocabulary_change(
                 seg, 10, 25, 25, new_names=0

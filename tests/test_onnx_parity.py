@@ -7,19 +7,24 @@ IoU >= 0.99 over all queries. Runs on models/default when it exists, else the sm
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime
 import pytest
+import torch
 
-from engines.export_onnx import export_onnx, image_shape
+from engines.export_onnx import export_onnx, image_shape, is_current
+from engines.export_onnx import main as export_main
 from engines.op_support import check_model, load_operator_list, operator_counts
-from partglee_ros.config import load_checkpoint
+from partglee_ros.config import CODE_SHA256_KEY, load_checkpoint, save_checkpoint, weights_digest
 from partglee_ros.runtime.backends.base import OUTPUT_NAMES, BackendError
 from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
+from partglee_ros.runtime.factory import make_backend
 from tests.checkpoints import parity_model_dir
 
 LOGIT_ATOL = 1e-3
@@ -31,7 +36,7 @@ MASK_IOU_MIN = 0.99
 def exported(tmp_path_factory):
     model_dir = parity_model_dir(tmp_path_factory.mktemp("model"))
     model, config = load_checkpoint(model_dir)
-    onnx_path = export_onnx(model, config, model_dir / "model.onnx")
+    onnx_path = export_onnx(model, config, model_dir / "model.onnx", weights_sha256=weights_digest(model_dir))
     return model, config, onnx_path
 
 
@@ -88,6 +93,57 @@ def test_every_exported_operator_is_on_the_tensorrt_support_list(exported) -> No
     ops = load_operator_list()
     assert "GridSample" in operator_counts(graph)  # the deformable attention is really in the graph
     assert check_model(graph, ops) == []
+
+
+def test_simplified_graph_is_smaller_and_computes_the_same(exported, tmp_path: Path) -> None:
+    model, config, onnx_path = exported
+    traced = export_onnx(model, config, tmp_path / "traced.onnx", simplify=False)
+    assert len(onnx.load(str(onnx_path)).graph.node) < len(onnx.load(str(traced)).graph.node) / 2
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=image_shape(config)).astype(np.float32)
+    text = rng.normal(size=(4, config.text_dim)).astype(np.float32)
+    simple, full = (
+        OnnxBackend(onnx_path).infer(image, text, text),
+        OnnxBackend(traced).infer(image, text, text),
+    )
+    for name in OUTPUT_NAMES:
+        np.testing.assert_allclose(simple[name], full[name], rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_graph_from_other_weights_is_refused_and_auto_falls_back(exported, tmp_path: Path, caplog) -> None:
+    model, config, onnx_path = exported
+    assert make_backend(onnx_path.parent, "auto").name == "onnx"
+    other = tmp_path / "retrained"
+    changed = load_checkpoint(onnx_path.parent)[0]
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.01)
+    save_checkpoint(changed, config, other)
+    shutil.copy(onnx_path, other / "model.onnx")  # the graph of the old weights, left behind
+    with pytest.raises(BackendError, match="exported from other weights"):
+        make_backend(other, "onnx")
+    with caplog.at_level(logging.WARNING):
+        assert make_backend(other, "auto").name == "torch"
+    assert "exported from other weights" in caplog.text
+
+
+def test_graph_traced_from_other_model_code_is_flagged(exported, tmp_path: Path, caplog) -> None:
+    _, _, onnx_path = exported
+    model_dir = tmp_path / "model"
+    shutil.copytree(onnx_path.parent, model_dir)
+    graph = onnx.load(str(model_dir / "model.onnx"))
+    next(p for p in graph.metadata_props if p.key == CODE_SHA256_KEY).value = "0" * 64
+    onnx.save(graph, str(model_dir / "model.onnx"))
+    with caplog.at_level(logging.WARNING):
+        assert make_backend(model_dir, "onnx").name == "onnx"  # same weights: usable, but said
+    assert "traced from other model code" in caplog.text
+    assert not is_current(model_dir / "model.onnx", model_dir)
+    assert is_current(onnx_path, onnx_path.parent)
+
+
+def test_export_cli_skips_a_graph_already_exported_from_these_weights(exported, capsys) -> None:
+    model_dir = exported[2].parent
+    assert export_main(["--model", str(model_dir), "--if-stale"]) == 0
+    assert "up to date" in capsys.readouterr().out
 
 
 def test_onnx_backend_refuses_missing_corrupt_and_wrong_shapes(exported, tmp_path: Path) -> None:

@@ -10,9 +10,18 @@ import json
 import logging
 from pathlib import Path
 
-from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint
+from partglee_ros.config import (
+    CODE_SHA256_KEY,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_SHA256_KEY,
+    ModelConfig,
+    load_checkpoint,
+    model_code_digest,
+    weights_digest,
+)
 from partglee_ros.model.preprocess import padded_size
-from partglee_ros.model.text_encoder import TextEncoder, build_text_encoder
+from partglee_ros.model.text_encoder import CachedTextEncoder, TextEncoder, build_text_encoder
 from partglee_ros.runtime.backends.base import Backend, BackendError
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.segmenter import Segmenter
@@ -49,7 +58,23 @@ def _onnx_backend(model_dir: Path, onnx_path: str, device: str, spin_threads: bo
     from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 
     path = Path(onnx_path) if onnx_path else model_dir / ONNX_FILE
-    return OnnxBackend(path, device, spin_threads=spin_threads)
+    backend = OnnxBackend(path, device, spin_threads=spin_threads)
+    recorded = backend.metadata.get(WEIGHTS_SHA256_KEY, "")
+    weights = model_dir / WEIGHTS_FILE
+    if recorded and weights.is_file() and recorded != weights_digest(model_dir):
+        # Stale graphs are silent accuracy bugs: the outputs look plausible but come from old weights.
+        raise BackendError(
+            f"{path} was exported from other weights than {weights}; re-export it with "
+            f"`python -m engines.export_onnx --model {model_dir}`"
+        )
+    if not recorded:
+        log.warning("%s records no weights hash (exported before it was recorded): not verified", path)
+    if backend.metadata.get(CODE_SHA256_KEY, "") != model_code_digest():
+        log.warning(
+            "%s was traced from other model code; re-export it (scripts/setup.sh does) if the model changed",
+            path,
+        )
+    return backend
 
 
 def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool) -> Backend:
@@ -99,6 +124,15 @@ def make_backend(
 
 
 def make_text_encoder(config: ModelConfig) -> TextEncoder:
+    """The config's encoder, cached per name; MiniLM runs on ONNX Runtime (same embeddings, about half the
+    time per vocabulary change) unless that cannot be set up, then on PyTorch."""
+    if config.text_encoder == "minilm":
+        try:
+            from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder
+
+            return CachedTextEncoder(OnnxSentenceTextEncoder(**config.text_encoder_kwargs))
+        except Exception as err:  # export or ONNX Runtime problems: the PyTorch encoder still works
+            log.warning("MiniLM on ONNX Runtime unavailable, using PyTorch: %s: %s", type(err).__name__, err)
     try:
         return build_text_encoder(config.text_encoder, **config.text_encoder_kwargs)
     except Exception as err:

@@ -15,7 +15,7 @@ import numpy as np
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
 
 
-def _threads() -> int:
+def cpu_threads() -> int:
     """Intra-op threads: the CPUs this process may use (ORT's default counts every core of the host)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -47,10 +47,12 @@ class OnnxBackend(Backend):
         else:
             raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _threads()
+        options.intra_op_num_threads = threads or cpu_threads()
         # By default idle workers sleep instead of spinning: on a robot the CPU is shared with drivers and
         # other nodes, and spinning threads then steal the time the busy ones need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_threads else "0")
+        # ... and when they spin, they stop when a run ends instead of burning the cores until the next frame.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path, self.device = path, device
         self._session_args = (options, providers)
@@ -63,6 +65,7 @@ class OnnxBackend(Backend):
                 f"{path} has inputs {sorted(inputs)} and outputs {outputs}; "
                 f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
             )
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.image_shape = tuple(inputs["image"].shape)
         self.text_dim = inputs["object_text"].shape[1]
         if not all(isinstance(d, int) for d in self.image_shape):
