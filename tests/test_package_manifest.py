@@ -30,6 +30,7 @@ PYTHON_DEPS = {
     "onnx": "pip",
     "onnxruntime": "pip",
     "onnxscript": "pip",
+    "onnxsim": "pip",
     "rosbags": "pip",
     "mcap": "pip",
     "tensorboard": "pip",
