@@ -253,3 +253,24 @@ def test_depth_decoding_marks_holes_and_scales():
     np.testing.assert_allclose(depth_to_metres(raw), metres, equal_nan=True)  # dtype inference
     with pytest.raises(ValueError):
         depth_to_metres(raw, "rgb8")
+
+
+def test_a_part_receding_from_the_camera_keeps_its_far_end():
+    """Most pixels on a wide near end, a thin stem receding 12 cm in depth: the far end is not an outlier.
+
+    A gate around the median depth cut the stem's far half off (the mug-handle-from-above failure in
+    docs/GRASP.md); the depth plane follows the stem's slope.
+    """
+    stem_axis = Rotation.from_euler("xyz", [0, 55, 0], degrees=True).apply(
+        [0.0, 0.0, 1.0]
+    )  # 55 deg off the optical axis
+    near = np.array([0.0, 0.0, 0.6])
+    stem_center = near + 0.08 * stem_axis
+    disc = cast_cylinder(near, np.array([0.0, 0.0, 1.0]), 0.035, 0.01)
+    stem = cast_cylinder(stem_center, stem_axis, 0.005, 0.16)
+    mask, depth = render(np.minimum(disc, stem))
+    far_end = (stem_center + 0.08 * stem_axis)[2]
+    geometry, reason = estimate_part_geometry(mask, depth, K)
+    assert reason == "ok"
+    assert geometry.points[:, 2].max() > far_end - 0.015
+    assert geometry.valid_fraction > 0.8
