@@ -2,9 +2,9 @@
 
 Cases, exactly as defined (and measured at scale) in benchmarks/grasp_accuracy.py: parts named "handle" whose
 pose centre is 0.5-1.0 m from the camera, whose mask does not touch the image border and whose silhouette
-borders no pixel nearer than the adjacent mask pixel by more than 1 cm (nothing in front of them).
-The requirement is checked on straight handles (one solid, exact ground truth); curved handles (arcs, rings,
-U-bars) must still give finite poses. Compared: the estimated solid centre against PartPose.center and the
+borders no pixel nearer than the adjacent mask pixel by more than 1 cm (nothing in front of them), and
+that do not hide part of themselves (no two neighbouring mask pixels more than 1 cm apart in depth), straight
+(one solid) and curved (arcs, rings, U-bars) alike. Self-occluded handles must still give finite poses. Compared: the estimated solid centre against PartPose.center and the
 first principal axis against PartPose.axis (undirected). PartPose describes the exposed stretch of a handle
 (the end buried in a pan or a hammer head is cut off), which is all a camera or a gripper can reach.
 """
@@ -32,11 +32,17 @@ def test_every_included_handle_gets_a_pose(included):
     assert not failures
 
 
-def test_straight_unoccluded_handles_within_1cm_and_10_degrees(included):
-    straight = [c for c in included if c.shape == "straight"]
-    assert len(straight) >= 20, f"only {len(straight)} straight handles in range; widen SEEDS"
-    assert max(c.axis_error_deg for c in straight) <= 10.0
-    assert max(c.centre_error_m for c in straight) <= 0.01
+def test_unoccluded_handles_within_1cm_and_10_degrees(included):
+    unoccluded = [c for c in included if not c.self_occluded]
+    for shape, at_least in (("straight", 20), ("curved", 5)):
+        n = sum(c.shape == shape for c in unoccluded)
+        assert n >= at_least, f"only {n} {shape} unoccluded handles in range; widen SEEDS"
+    misses = [
+        (c.seed, c.object_name, round(c.centre_error_m * 100, 2), round(c.axis_error_deg, 1))
+        for c in unoccluded
+        if c.centre_error_m > 0.01 or c.axis_error_deg > 10.0
+    ]
+    assert not misses, f"(seed, object, centre error cm, axis error deg): {misses}"
 
 
 def test_handle_with_depth_holes_or_empty_mask_gives_reason_not_nan():
