@@ -114,7 +114,7 @@ def main() -> int:
             "input",
             f"{args.width}x{args.height} at {args.rate:g} Hz for {args.minutes:g} min ({sent} frames sent)",
         ),
-        ("model / backend", f"`{args.model.name}` / {args.backend}"),
+        ("model / backend", f"`{args.model.name}` / {args.backend} ({stats.get('backend', '?')} in use)"),
         ("frames received by the node", stats.get("frames_received", "?")),
         ("frames processed (published)", f"{len(results)} ({len(results) / elapsed:.2f} Hz)"),
         ("frames dropped (latest frame wins)", stats.get("frames_dropped", "?")),

@@ -205,6 +205,7 @@ def test_diagnostics_count_frames(client) -> None:
     assert int(values["frames_processed"]) >= 3 and int(values["frame_errors"]) >= 5
     assert int(values["frames_received"]) >= int(values["frames_processed"])
     assert float(values["latency_ms_p95"]) > 0
+    assert values["backend"] == "torch/cpu"  # auto: the test model has no model.onnx next to it
 
 
 def test_debug_image_only_while_subscribed(client) -> None:

@@ -251,7 +251,9 @@ class PartGleeMixin:
         status.level = DiagnosticStatus.WARN if failing else DiagnosticStatus.OK
         status.message = "running" if self._running else "inactive"
         vocab = self.segmenter.vocabulary if self.segmenter else None
+        backend = self.segmenter.backend if self.segmenter else None
         status.values = [
+            KeyValue(key="backend", value=f"{backend.name}/{backend.device}" if backend else ""),
             KeyValue(key="frames_received", value=str(self._slot.received)),
             KeyValue(key="frames_processed", value=str(self._processed)),
             KeyValue(key="frames_dropped", value=str(self._slot.dropped)),
