@@ -238,3 +238,17 @@ def test_segmenter_with_onnx_gives_the_same_objects_and_masks_as_torch(exported)
             assert union == 0 or inter / union >= MASK_IOU_MIN
             compared += 1
     assert compared >= 3, "too few instances to compare"
+
+
+def test_ort_profile_accounts_every_operator_type_of_the_graph(exported) -> None:
+    from benchmarks.ort_profile import THREADS, profile
+
+    _, _, onnx_path = exported
+    ops, wall = profile(onnx_path, k=3, runs=2)
+    graph_ops = set(operator_counts(onnx.load(str(onnx_path))))
+    for threads in THREADS:
+        times, calls = ops[threads]
+        assert "GridSample" in times and "Conv" in times and wall[threads] > 0
+        # ORT fuses and rewrites nodes, so its kernel types need not match the file's; most must
+        assert len(set(times) & graph_ops) >= 0.5 * len(graph_ops), (sorted(times), sorted(graph_ops))
+        assert all(n >= 1 for n in calls.values())
