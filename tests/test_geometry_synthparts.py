@@ -2,11 +2,12 @@
 
 Cases, exactly as defined (and measured at scale) in benchmarks/grasp_accuracy.py: parts named "handle" whose
 pose centre is 0.5-1.0 m from the camera, whose mask does not touch the image border and whose silhouette
-borders no pixel nearer than the adjacent mask pixel by more than 1 cm (nothing in front of them), and
-that do not hide part of themselves (no two neighbouring mask pixels more than 1 cm apart in depth), straight
-(one solid) and curved (arcs, rings, U-bars) alike. Self-occluded handles must still give finite poses. Compared: the estimated solid centre against PartPose.center and the
-first principal axis against PartPose.axis (undirected). PartPose describes the exposed stretch of a handle
-(the end buried in a pan or a hammer head is cut off), which is all a camera or a gripper can reach.
+borders no pixel nearer than the adjacent mask pixel by more than 1 cm (nothing in front of them), and that
+do not hide part of themselves (no two neighbouring mask pixels more than 1 cm apart in depth), straight (one
+solid) and curved (arcs, rings, U-bars) alike. Self-occluded handles must still give finite poses. Compared:
+the estimated solid centre against PartPose.center and the first principal axis against PartPose.axis
+(undirected). PartPose describes the exposed stretch of a handle (the end buried in a pan or a hammer head is
+cut off), which is all a camera or a gripper can reach.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def test_segmenter_with_onnx_gives_the_same_objects_and_masks_as_torch(exported)
     assert compared >= 3, "too few instances to compare"
 
 
-def test_ort_profile_accounts_every_operator_type_of_the_graph(exported) -> None:
+def test_ort_profile_times_the_graphs_operators_per_thread_count(exported) -> None:
     from benchmarks.ort_profile import THREADS, profile
 
     _, _, onnx_path = exported

@@ -3,8 +3,8 @@
 A mask from a segmenter and an aligned depth image disagree at the edges (the mask bleeds a pixel into the
 background; depth sensors interpolate "flying pixels" between foreground and background) and depth has holes
 and outliers. The cleaning steps below each remove one of those failure modes, in the order they occur:
-erode the mask edge, drop pixels on a depth discontinuity, then gate the remaining depths by their robust
-distance (MAD) from a plane fitted to them.
+erode the mask edge, drop pixels on a depth discontinuity, then drop depths that are robust outliers (MAD)
+both from the median depth and from a plane fitted to depth over the image.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class GeometryParams:
     erosion_px: int = 1  # mask edge pixels to drop (skipped if it would leave fewer than min_points pixels)
     jump_abs_m: float = 0.01  # a depth step to an in-mask neighbour above max(jump_abs_m, jump_rel * z) ...
     jump_rel: float = 0.02  # ... marks a depth discontinuity (flying pixel) and both sides are dropped
-    mad_k: float = 3.5  # keep depths within mad_k robust sigmas of the depth plane fitted to the part ...
+    mad_k: float = 3.5  # keep depths within mad_k robust sigmas of the median depth or the depth plane ...
     min_gate_m: float = (
         0.01  # ... but never gate tighter than this (a flat part facing the camera has MAD ~ 0)
     )
