@@ -1,6 +1,6 @@
 """Accuracy of the grasp geometry on SynthParts scenes with known 3D part poses.
 
-Run: ``.venv/bin/python benchmarks/grasp_accuracy.py --scenes 200 [--json out.json]``.
+Run: ``.venv/bin/python benchmarks/grasp_accuracy.py --scenes 200 [--sensor-noise] [--json out.json]``.
 
 Which cases count ("unoccluded handles at 0.5-1.0 m"), decided only from what a scene provides (the part's
 visible mask, its ground-truth PartPose, the rendered depth and intrinsics):
@@ -48,6 +48,7 @@ from training.data.hierarchy import ImageAnnotation, PartAnnotation
 PART_NAME = "handle"
 MIN_DISTANCE_M, MAX_DISTANCE_M = 0.5, 1.0
 OCCLUDER_MARGIN_M = 0.01
+DROPOUT = 0.02  # fraction of pixels without a reading in --sensor-noise depth
 
 
 @dataclass
@@ -124,8 +125,23 @@ def exclusion_of(part: PartAnnotation, scene: ImageAnnotation) -> str:
     return ""
 
 
-def evaluate_scene(scene: ImageAnnotation, seed: int) -> list[Case]:
-    """One Case per handle in the scene, measured when it is an included case."""
+def sensor_depth_mm(depth_m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a structured-light camera would report for exact depth: 16UC1 millimetres with axial noise that
+    grows with distance (Nguyen et al. 2012, Kinect: sigma = 1.2 mm + 1.9 mm/m^2 * (z - 0.4 m)^2) and
+    DROPOUT of the pixels missing (0)."""
+    sigma = 0.0012 + 0.0019 * (depth_m - 0.4) ** 2
+    noisy = depth_m + rng.normal(size=depth_m.shape) * sigma
+    noisy[(depth_m <= 0) | (rng.random(depth_m.shape) < DROPOUT)] = 0.0
+    return np.clip(np.round(noisy * 1000.0), 0, 65535).astype(np.uint16)
+
+
+def evaluate_scene(scene: ImageAnnotation, seed: int, sensor_noise: bool = False) -> list[Case]:
+    """One Case per handle in the scene, measured when it is an included case. Cases are chosen on the exact
+    depth; with ``sensor_noise`` the estimate sees ``sensor_depth_mm`` of it instead."""
+    if sensor_noise:
+        depth, encoding = sensor_depth_mm(scene.depth, np.random.default_rng([seed, 1])), "16UC1"
+    else:
+        depth, encoding = scene.depth, "32FC1"
     cases = []
     for obj in scene.objects:
         for part in obj.parts:
@@ -136,7 +152,7 @@ def evaluate_scene(scene: ImageAnnotation, seed: int) -> list[Case]:
             case = Case(seed, obj.name, handle_shape(obj.name), distance, not exclusion, exclusion)
             if case.included:
                 case.self_occluded = internal_contour_exists(part.mask, scene.depth, OCCLUDER_MARGIN_M)
-                result = plan_grasp(part.mask, scene.depth, scene.intrinsics, encoding="32FC1")
+                result = plan_grasp(part.mask, depth, scene.intrinsics, encoding=encoding)
                 case.reason = result.reason
                 if result.pose is not None:
                     geometry = result.geometry
@@ -154,12 +170,12 @@ def evaluate_scene(scene: ImageAnnotation, seed: int) -> list[Case]:
     return cases
 
 
-def collect(seeds: range, width: int, height: int) -> list[Case]:
+def collect(seeds: range, width: int, height: int, sensor_noise: bool = False) -> list[Case]:
     from training.data.synthparts import generate_scene
 
     cases = []
     for seed in seeds:
-        cases.extend(evaluate_scene(generate_scene(seed, width=width, height=height), seed))
+        cases.extend(evaluate_scene(generate_scene(seed, width=width, height=height), seed, sensor_noise))
     return cases
 
 
@@ -200,10 +216,14 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--json", help="write every case and the summary here")
+    parser.add_argument(
+        "--sensor-noise", action="store_true", help="estimate from noisy 16UC1 depth (sensor_depth_mm)"
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
-    cases = collect(range(args.first_seed, args.first_seed + args.scenes), args.width, args.height)
+    seeds = range(args.first_seed, args.first_seed + args.scenes)
+    cases = collect(seeds, args.width, args.height, args.sensor_noise)
     elapsed = time.perf_counter() - start
     included = [c for c in cases if c.included]
     exclusions: dict[str, int] = {}
@@ -213,6 +233,7 @@ def main() -> None:
     summary = {
         "scenes": args.scenes,
         "resolution": [args.width, args.height],
+        "depth": "sensor noise, 16UC1" if args.sensor_noise else "exact, 32FC1",
         "handles": len(cases),
         "included": len(included),
         "excluded": exclusions,
