@@ -34,13 +34,15 @@ def session_with(graph: Path, threads: int, profiled: bool) -> ort.InferenceSess
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profiled:
         options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / f"ort{threads}")
+        options.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"partglee_ort{threads}")
     return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
 def op_times_ms(session: ort.InferenceSession, runs: int) -> tuple[Counter, Counter]:
     """(milliseconds per run, calls per run) for each op type from ORT's kernel timings, warm-up run dropped."""
-    events = json.loads(Path(session.end_profiling()).read_text())
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
     run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
     first_timed = run_starts[1]
     total, calls = Counter(), Counter()
