@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from partglee_ros.geometry import plan_grasp
+from partglee_ros.geometry.part_pose import depth_jumps
 from training.data.hierarchy import ImageAnnotation, PartAnnotation
 
 PART_NAME = "handle"
@@ -89,12 +90,9 @@ def nearer_neighbour_exists(mask: np.ndarray, depth: np.ndarray, margin: float) 
 
 def internal_contour_exists(mask: np.ndarray, depth: np.ndarray, margin: float) -> bool:
     """True where two 4-neighbouring mask pixels differ in depth by > margin: the part hides part of itself."""
-    inside = np.where(mask & (depth > 0), depth, np.nan)
+    jumps = depth_jumps(np.where(depth > 0, depth, np.nan), mask)
     with np.errstate(invalid="ignore"):
-        return bool(
-            np.any(np.abs(inside[1:] - inside[:-1]) > margin)
-            or np.any(np.abs(inside[:, 1:] - inside[:, :-1]) > margin)
-        )
+        return bool(np.any(jumps > margin))
 
 
 def handle_shape(object_name: str) -> str:

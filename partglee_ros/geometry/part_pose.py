@@ -52,7 +52,7 @@ class PartGeometry:
     valid_fraction: float  # n_valid / n_mask
 
 
-def _depth_jumps(depth_m: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def depth_jumps(depth_m: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Largest absolute depth step from each pixel to its 4-neighbours inside the mask (NaN if none).
 
     Only in-mask neighbours count: a part's silhouette against a far background is not an error, a flying
@@ -88,7 +88,7 @@ def clean_mask(depth_m: np.ndarray, mask: np.ndarray, params: GeometryParams) ->
         if np.count_nonzero(eroded & np.isfinite(depth_m)) >= params.min_points:
             keep = eroded
     keep &= np.isfinite(depth_m)
-    jumps = _depth_jumps(depth_m, keep)
+    jumps = depth_jumps(depth_m, keep)
     with np.errstate(invalid="ignore"):
         keep &= ~(jumps > np.maximum(params.jump_abs_m, params.jump_rel * depth_m))
     if np.count_nonzero(keep) < 3:

@@ -124,8 +124,8 @@ def make_backend(
 
 
 def make_text_encoder(config: ModelConfig) -> TextEncoder:
-    """The config's encoder, cached per name; MiniLM runs on ONNX Runtime (same embeddings, about half the
-    time per vocabulary change) unless that cannot be set up, then on PyTorch."""
+    """The config's encoder, cached per name; MiniLM runs on ONNX Runtime (same embeddings, about two
+    thirds of the time per vocabulary change) unless that cannot be set up, then on PyTorch."""
     if config.text_encoder == "minilm":
         try:
             from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder

@@ -1,10 +1,10 @@
 """The MiniLM sentence encoder run by ONNX Runtime, for the time a vocabulary change takes.
 
 Same embeddings as ``SentenceTextEncoder`` (max |diff| ~1e-7: the same weights, exported once at start-up,
-~3 s) at roughly half its latency on 2 CPU cores (docs/BENCHMARKS.md). Two things make it faster: ONNX
-Runtime's lower per-operator cost, and grouping names by token count, so no batch carries padding (a
-vocabulary of short names padded to its longest one wastes about half the work) and no attention mask is
-needed.
+~3 s) in about two thirds of its time on 2 CPU cores (42.5 vs 62.8 ms for 50 new names, docs/BENCHMARKS.md).
+Two things make it faster: ONNX Runtime's lower per-operator cost, and grouping names by token count, so no
+batch carries padding (short names padded to the longest one are computed at its length) and no attention
+mask is needed.
 """
 
 from __future__ import annotations
