@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
+import torch.nn.functional as F
 from onnx import TensorProto, helper
 
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.factory import ONNX_FILE, load_segmenter, make_backend
-from partglee_ros.runtime.postprocess import Letterbox, PostprocessConfig, postprocess
+from partglee_ros.runtime.postprocess import Letterbox, PostprocessConfig, _masks_to_input, postprocess
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
 from partglee_ros.runtime.segmenter import ImageError, Segmenter
 from partglee_ros.runtime.vocabulary import MAX_NAME_LENGTH, MAX_NAMES_PER_LEVEL, Vocabulary, VocabularyError
@@ -348,6 +350,24 @@ def test_masks_map_to_the_letterboxed_pixels(
     assert abs(ys[0] + 0.5 - top) <= 1 and abs(ys[-1] + 0.5 - bottom_in) <= 1, (ys[0], ys[-1], top, bottom)
     assert abs(xs[0] + 0.5 - left) <= 1 and abs(xs[-1] + 0.5 - right_in) <= 1, (xs[0], xs[-1], left, right)
     assert len(ys) == ys[-1] - ys[0] + 1 and len(xs) == xs[-1] - xs[0] + 1  # no holes
+
+
+@pytest.mark.parametrize("size", [(480, 640), (333, 517), (500, 300), (1080, 1920), (8, 99)])
+def test_mask_upsampling_equals_pytorch_bilinear_interpolation(size: tuple[int, int]) -> None:
+    """The OpenCV resize samples where ``F.interpolate(scale_factor=letterbox scale, align_corners=False)``
+    over the padded logits does: same pixels except where the logit is within rounding of 0."""
+    lb = letterbox(*size)
+    logits = np.random.default_rng(0).standard_normal((3, MASK_H, MASK_W)).astype(np.float32) * 4
+    sy, sx = lb.padded_height / (MASK_H * lb.scale), lb.padded_width / (MASK_W * lb.scale)
+    padded = F.pad(torch.from_numpy(logits)[None], (0, 1, 0, 1), mode="replicate")
+    reference = F.interpolate(padded, scale_factor=(sy, sx), mode="bilinear", recompute_scale_factor=False)[
+        0, :, : lb.height, : lb.width
+    ]
+    assert reference.shape[1:] == size, "test setup: the reference must cover the image"
+    masks = _masks_to_input(logits, lb)
+    assert masks.shape == (3, *size)
+    differ = masks != (reference > 0).numpy()
+    assert (reference.abs().numpy()[differ] < 1e-4).all(), reference.abs().numpy()[differ].max()
 
 
 def test_padding_never_leaks_into_masks() -> None:
