@@ -7,9 +7,11 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from partglee_ros.config import ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model import build_model
+from partglee_ros.model.heads import SimilarityClassifier
 from partglee_ros.model.partglee import containment_parent
 from partglee_ros.model.text_encoder import CachedTextEncoder, OpenClipTextEncoder, SentenceTextEncoder
 from training.criterion import SetCriterion
@@ -154,6 +156,24 @@ def test_early_fusion_makes_image_features_depend_on_the_vocabulary() -> None:
         model(images, torch.randn(5, 384), torch.randn(4, 384))
         model(images, torch.randn(5, 384), torch.randn(4, 384))
     assert not torch.allclose(captured[0], captured[1])
+
+
+def test_similarity_classifier_is_the_cosine_of_projected_queries_and_text() -> None:
+    """Eq. 3 computed on the query side of W_proj equals the textbook form: cos(q W^T, t) * scale + bias.
+    In fp16 the norm is taken in fp32, so activations whose squares overflow fp16 still give finite logits."""
+    torch.manual_seed(0)
+    head = SimilarityClassifier(64, 384)
+    queries, text = torch.randn(2, 40, 64) * 3, torch.randn(2, 7, 384)
+    expected = (
+        torch.einsum("bqd,bkd->bqk", F.normalize(head.proj(queries), dim=-1), F.normalize(text, dim=-1))
+        * head.logit_scale.exp()
+        + head.bias
+    )
+    torch.testing.assert_close(head(queries, text), expected, atol=1e-4, rtol=1e-4)
+    big = torch.full((1, 3, 64), 200.0)  # |q W^T|^2 ~ 1e6 > fp16's largest value
+    logits16 = head.half()(big.half(), text[:1].half())
+    assert torch.isfinite(logits16).all()
+    torch.testing.assert_close(logits16.float(), head.float()(big, text[:1]), atol=0.1, rtol=0.02)
 
 
 def test_checkpoint_round_trip_gives_equal_outputs(tmp_path) -> None:

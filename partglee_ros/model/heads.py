@@ -39,10 +39,21 @@ class SimilarityClassifier(nn.Module):
         self.bias = nn.Parameter(torch.tensor(-math.log((1 - prior_prob) / prior_prob)))
 
     def forward(self, queries: Tensor, text: Tensor) -> Tensor:
-        """queries (B, Q, C), text (B, K, D) -> logits (B, Q, K)."""
-        q = F.normalize(self.proj(queries), dim=-1)
-        t = F.normalize(text, dim=-1)
-        return torch.einsum("bqd,bkd->bqk", q, t) * self.logit_scale.exp().clamp(max=100) + self.bias
+        """queries (B, Q, C), text (B, K, D) -> logits (B, Q, K).
+
+        cos(q W^T, t) computed on the query side of W_proj: q (t W) / |q W^T|, with |q W^T|^2 = q (W^T W) q^T.
+        Same value as projecting every query to the text width, but the two-stage selection scores all
+        encoder tokens (1580 at 320x240) and projecting them to D = 384 cost more than the similarity
+        itself; here the K text rows are projected instead (5x less time in ONNX Runtime at K = 50).
+        """
+        w = self.proj.weight  # (D, C)
+        t = F.normalize(text, dim=-1) @ w  # (B, K, C)
+        q32 = queries.float()  # |q W^T|^2 in fp32: squares of fp16 activations can overflow
+        norm = ((q32 @ (w.t() @ w).float()) * q32).sum(-1, keepdim=True).clamp(min=1e-24).sqrt()
+        scale = self.logit_scale.exp().clamp(max=100)
+        # einsum, not queries @ t.mT: with the transpose onnxsim loses the shapes downstream of the
+        # two-stage top-k and leaves ~180 more nodes in the exported graph
+        return torch.einsum("bqc,bkc->bqk", queries, t) / norm.to(queries.dtype) * scale + self.bias
 
 
 class BoxHead(MLP):

@@ -92,11 +92,12 @@ class ObjectDecoder(nn.Module):
     ) -> DecoderOutput:
         out_mem = self.enc_norm(self.enc_output(memory))
         enc_logits = self.enc_class(out_mem, text)
-        enc_boxes = self.enc_box(out_mem) + self.proposals(shapes, strides, memory.device).to(memory.dtype)
         # two-stage selection: the N tokens most similar to any category of the vocabulary
         index = enc_logits.max(-1).values.topk(self.num_queries, dim=1).indices
         tgt = gather_queries(out_mem, index)
-        ref = gather_queries(enc_boxes, index)
+        # boxes only for the selected tokens (the box head is per token: same values, N rows instead of all)
+        proposals = self.proposals(shapes, strides, memory.device).to(memory.dtype)
+        ref = self.enc_box(tgt) + gather_queries(proposals.expand_as(memory[..., :4]), index)
         enc = None
         if self.training:
             enc = {
