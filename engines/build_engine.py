@@ -84,13 +84,28 @@ def build_engine(
     onnx_path: Path,
     engine_path: Path,
     options: BuildOptions,
-    timing_cache: Path | None = None,
     calibration_batches: list[dict[str, np.ndarray]] | None = None,
+    device: int = 0,
 ) -> EngineMetadata:
-    """Parse, build, serialize ``engine_path`` and its metadata; returns the metadata."""
+    """Parse, build, serialize ``engine_path`` and its metadata; returns the metadata.
+
+    Built on CUDA device ``device`` (TensorRT builds for the current device, and the engine runs only on
+    that kind of GPU)."""
+    import torch
+
+    with torch.cuda.device(device):
+        return _build(onnx_path, engine_path, options, calibration_batches, current_platform(device))
+
+
+def _build(
+    onnx_path: Path,
+    engine_path: Path,
+    options: BuildOptions,
+    calibration_batches: list[dict[str, np.ndarray]] | None,
+    platform: Platform,
+) -> EngineMetadata:
     import tensorrt as trt
 
-    platform = current_platform()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
@@ -121,6 +136,7 @@ def build_engine(
         config.int8_calibrator = _make_calibrator(trt, cache, calibration_batches)
         config.set_calibration_profile(profile)
 
+    timing_cache = Path(options.timing_cache) if options.timing_cache else None
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     trt_cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(trt_cache, ignore_mismatch=False)
@@ -140,6 +156,7 @@ def build_engine(
         image_shape=image_shape,
         workspace_mib=options.workspace_mib,
         int8_calibration_cache=options.int8_calibration_cache,
+        timing_cache=options.timing_cache,
     )
     write_metadata(engine_path, metadata)
     log.info(
@@ -197,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-images", type=Path, help="int8: folder of images to calibrate on")
     parser.add_argument("--calib-count", type=int, default=64)
     parser.add_argument("--model", type=Path, help="int8 with --calib-images: model dir (input size, text)")
+    parser.add_argument("--device", type=int, default=0, help="CUDA device index to build on")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.precision == "int8" and not args.calib_cache:
@@ -205,12 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         args.precision,
         {"object_text": Profile(*args.k_obj), "part_text": Profile(*args.k_part)},
         args.workspace_mib,
-        str(args.calib_cache) if args.calib_cache else None,
+        # absolute: a rebuild-on-stale by the node runs from another working directory
+        str(args.calib_cache.resolve()) if args.calib_cache else None,
+        str(args.timing_cache.resolve()) if args.timing_cache else None,
     )
     batches = None
     if args.precision == "int8" and args.calib_images:
         batches = calibration_feeds(args.model or args.onnx.parent, args.calib_images, args.calib_count)
-    metadata = build_engine(args.onnx, args.engine, options, args.timing_cache, batches)
+    metadata = build_engine(args.onnx, args.engine, options, batches, args.device)
     print(dataclasses.asdict(metadata))
     return 0
 

@@ -59,6 +59,7 @@ class EngineMetadata:
     image_shape: tuple[int, ...]  # the fixed (1, 3, H, W) input
     workspace_mib: int = 0
     int8_calibration_cache: str | None = None
+    timing_cache: str | None = None  # the file the build read and updated; a rebuild uses it again
     metadata_version: int = METADATA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -151,6 +152,7 @@ class BuildOptions:
     )
     workspace_mib: int = 2048
     int8_calibration_cache: str | None = None
+    timing_cache: str | None = None  # read if present, written after the build
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -167,6 +169,7 @@ class BuildOptions:
             dict(metadata.profiles),
             metadata.workspace_mib,
             metadata.int8_calibration_cache,
+            metadata.timing_cache,
         )
 
 

@@ -32,6 +32,7 @@ from engines.engine_metadata import (
 )
 from engines.op_support import check_model, load_operator_list
 from partglee_ros.runtime.backends.base import BackendError
+from partglee_ros.runtime.backends.tensorrt_backend import cuda_index
 from partglee_ros.runtime.factory import make_backend
 
 ORIN = Platform("10.3.0", "Orin", "8.7")
@@ -62,7 +63,15 @@ def built(tmp_path: Path) -> tuple[Path, Path]:
     engine_path.write_bytes(b"serialized engine")
     write_metadata(
         engine_path,
-        EngineMetadata(file_sha256(onnx_path), ORIN, "fp16", PROFILES, (1, 3, 256, 320), 1024),
+        EngineMetadata(
+            file_sha256(onnx_path),
+            ORIN,
+            "fp16",
+            PROFILES,
+            (1, 3, 256, 320),
+            1024,
+            timing_cache="/opt/models/timing.cache",
+        ),
     )
     return onnx_path, engine_path
 
@@ -141,7 +150,8 @@ def test_stale_engine_is_rebuilt_with_its_own_settings_when_configured(built) ->
     decision = decide(engine_path, onnx_path, desktop, rebuild_stale=True)
     assert decision.action is Action.REBUILD
     assert any("TensorRT version changed" in r for r in decision.reasons)
-    assert decision.options == BuildOptions("fp16", PROFILES, 1024)
+    # the same precision, profiles, workspace and timing cache as the stale engine's build
+    assert decision.options == BuildOptions("fp16", PROFILES, 1024, timing_cache="/opt/models/timing.cache")
     # a requested precision overrides the old one; missing metadata falls back to the defaults
     assert decide(engine_path, onnx_path, desktop, True, precision="fp32").options.precision == "fp32"
     metadata_path(engine_path).unlink()
@@ -198,6 +208,16 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(tmp_path: Path) -> N
         make_backend(tmp_path, "tensorrt", engine_path=str(tmp_path / "model.engine"))
 
 
+def test_tensorrt_device_parameter_names_a_cuda_device(tmp_path: Path) -> None:
+    assert [cuda_index(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3")] == [0, 0, 0, 3]
+    for bad in ("cuda:x", "gpu1", "cuda:", "cuda:-1"):
+        with pytest.raises(BackendError, match="runs on a CUDA device"):
+            cuda_index(bad)
+    # checked before anything is imported or loaded, so the message is about the device, not TensorRT
+    with pytest.raises(BackendError, match="got device 'cuda:one'"):
+        make_backend(tmp_path, "tensorrt", device="cuda:one", engine_path=str(tmp_path / "model.engine"))
+
+
 @needs_tensorrt
 def test_tensorrt_engine_builds_runs_and_is_rebuilt_when_stale(tmp_path: Path) -> None:
     from engines.build_engine import build_engine
@@ -210,7 +230,9 @@ def test_tensorrt_engine_builds_runs_and_is_rebuilt_when_stale(tmp_path: Path) -
     model, config = load_checkpoint(small_checkpoint(tmp_path))
     onnx_path = export_onnx(model, config, tmp_path / "model.onnx")
     engine_path = tmp_path / "model.engine"
-    build_engine(onnx_path, engine_path, BuildOptions("fp32", PROFILES, 1024), tmp_path / "timing.cache")
+    timing_cache = tmp_path / "timing.cache"
+    build_engine(onnx_path, engine_path, BuildOptions("fp32", PROFILES, 1024, timing_cache=str(timing_cache)))
+    assert timing_cache.is_file() and read_metadata(engine_path).timing_cache == str(timing_cache)
     trt_backend, ort_backend = TensorRTBackend(engine_path, onnx_path), OnnxBackend(onnx_path)
     rng = np.random.default_rng(0)
     image = rng.normal(size=image_shape(config)).astype(np.float32)
@@ -225,5 +247,5 @@ def test_tensorrt_engine_builds_runs_and_is_rebuilt_when_stale(tmp_path: Path) -
     write_metadata(engine_path, old)
     with pytest.raises(BackendError, match="TensorRT version changed"):
         TensorRTBackend(engine_path, onnx_path)
-    TensorRTBackend(engine_path, onnx_path, rebuild_stale=True)
-    assert read_metadata(engine_path).platform == meta.platform
+    TensorRTBackend(engine_path, onnx_path, rebuild_stale=True, device="cuda:0")
+    assert read_metadata(engine_path) == meta  # same platform, options and timing cache

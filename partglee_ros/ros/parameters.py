@@ -42,7 +42,7 @@ PARAMS = (
         False,
         "ONNX Runtime workers busy-wait between ops: lower latency, but they hold the CPU cores",
     ),
-    Param("device", "cpu", "cpu | cuda | cuda:N"),
+    Param("device", "cpu", "cpu | cuda | cuda:N (tensorrt: the GPU to run on; cpu means cuda:0)"),
     Param("precision", "fp32", "fp32 | fp16 (fp16 needs CUDA)"),
     Param("input_width", 0, "network input width in pixels; 0 = the model's own", range=(0, 4096)),
     Param("input_height", 0, "network input height in pixels; 0 = the model's own", range=(0, 4096)),

@@ -77,12 +77,12 @@ def _onnx_backend(model_dir: Path, onnx_path: str, device: str, spin_threads: bo
     return backend
 
 
-def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool) -> Backend:
+def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool, device: str) -> Backend:
     from partglee_ros.runtime.backends.tensorrt_backend import TensorRTBackend
 
     if not engine_path:
         raise BackendError("backend 'tensorrt' needs engine_path")
-    return TensorRTBackend(Path(engine_path), model_dir / ONNX_FILE, rebuild_stale=rebuild)
+    return TensorRTBackend(Path(engine_path), model_dir / ONNX_FILE, rebuild_stale=rebuild, device=device)
 
 
 def make_backend(
@@ -102,11 +102,11 @@ def make_backend(
     if backend == "onnx":
         return _onnx_backend(model_dir, engine_path, device, onnx_spin_threads)
     if backend == "tensorrt":
-        return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine)
+        return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
     errors = []
     if engine_path and engine_path.endswith(".engine"):
         try:
-            return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine)
+            return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
         except BackendError as err:
             # Falling back silently would hide a stale engine behind a CPU backend that is 10x slower.
             log.warning("backend auto: TensorRT engine %s not used, falling back: %s", engine_path, err)

@@ -19,13 +19,32 @@ from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backen
 log = logging.getLogger(__name__)
 
 
+def cuda_index(device: str) -> int:
+    """``cuda:N`` -> N; ``cuda`` and ``cpu`` (the node's default, i.e. no GPU chosen) -> 0."""
+    if device in ("cpu", "cuda"):
+        return 0
+    prefix, _, index = device.partition(":")
+    if prefix != "cuda" or not index.isdigit():
+        raise BackendError(
+            f"backend 'tensorrt' runs on a CUDA device (cuda or cuda:N), got device {device!r}"
+        )
+    return int(index)
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(
-        self, engine_path: Path, onnx_path: Path, rebuild_stale: bool = False, precision: str | None = None
+        self,
+        engine_path: Path,
+        onnx_path: Path,
+        rebuild_stale: bool = False,
+        precision: str | None = None,
+        device: str = "cuda",
     ) -> None:
-        """``precision`` None accepts the engine's own precision; otherwise a different one is stale."""
+        """``precision`` None accepts the engine's own precision; otherwise a different one is stale.
+        ``device`` picks the GPU: the engine is checked against, (re)built for and run on that one."""
+        index = cuda_index(device)
         try:
             import tensorrt as trt
             import torch
@@ -33,27 +52,31 @@ class TensorRTBackend(Backend):
             raise BackendError(f"backend 'tensorrt' needs the tensorrt Python package (10.x): {err}") from err
         if not torch.cuda.is_available():
             raise BackendError("backend 'tensorrt' needs a CUDA device and none is available")
+        if index >= torch.cuda.device_count():
+            raise BackendError(
+                f"device cuda:{index} does not exist ({torch.cuda.device_count()} CUDA devices)"
+            )
         from engines.build_engine import build_engine, current_platform
 
         engine_path, onnx_path = Path(engine_path), Path(onnx_path)
         try:
-            decision = decide(engine_path, onnx_path, current_platform(), rebuild_stale, precision)
+            decision = decide(engine_path, onnx_path, current_platform(index), rebuild_stale, precision)
         except EngineStaleError as err:
             raise BackendError(str(err)) from err
         if decision.action is Action.REBUILD:
             log.warning("rebuilding TensorRT engine %s: %s", engine_path, "; ".join(decision.reasons))
             try:
-                build_engine(onnx_path, engine_path, decision.options)
+                build_engine(onnx_path, engine_path, decision.options, device=index)
             except RuntimeError as err:
                 raise BackendError(f"rebuilding {engine_path} failed: {err}") from err
 
         self._torch = torch
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.device, self.path = "cuda", engine_path
+        self.device, self.path = torch.device("cuda", index), engine_path
         self.engine = self.context = None
         self.open()
-        self.stream = torch.cuda.Stream()
+        self.stream = torch.cuda.Stream(self.device)
         self.profiles: dict[str, Profile] = read_metadata(engine_path).profiles
         self.dtypes = {
             n: getattr(torch, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name)
@@ -64,10 +87,11 @@ class TensorRTBackend(Backend):
     def open(self) -> None:
         if self.engine is not None:
             return
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise BackendError(f"TensorRT could not deserialize {self.path} (see the TensorRT log)")
-        self.context = self.engine.create_execution_context()
+        with self._torch.cuda.device(self.device):  # TensorRT loads onto the current CUDA device
+            self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self.engine is None:
+                raise BackendError(f"TensorRT could not deserialize {self.path} (see the TensorRT log)")
+            self.context = self.engine.create_execution_context()
 
     def infer(
         self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
@@ -88,15 +112,15 @@ class TensorRTBackend(Backend):
                     "rebuild the engine with a wider --k-obj/--k-part"
                 )
         buffers = {}
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             for name in INPUT_NAMES:
-                t = torch.from_numpy(np.ascontiguousarray(feeds[name])).to("cuda", self.dtypes[name])
+                t = torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self.device, self.dtypes[name])
                 buffers[name] = t
                 self.context.set_input_shape(name, tuple(t.shape))
                 self.context.set_tensor_address(name, t.data_ptr())
             for name in OUTPUT_NAMES:
                 shape = tuple(self.context.get_tensor_shape(name))
-                buffers[name] = torch.empty(shape, dtype=self.dtypes[name], device="cuda")
+                buffers[name] = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
                 self.context.set_tensor_address(name, buffers[name].data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError(f"TensorRT execution of {self.path.name} failed")
