@@ -97,7 +97,7 @@ class ObjectDecoder(nn.Module):
         tgt = gather_queries(out_mem, index)
         # boxes only for the selected tokens (the box head is per token: same values, N rows instead of all)
         proposals = self.proposals(shapes, strides, memory.device).to(memory.dtype)
-        ref = self.enc_box(tgt) + gather_queries(proposals.expand_as(memory[..., :4]), index)
+        ref = self.enc_box(tgt) + gather_queries(proposals[None].expand(memory.shape[0], -1, -1), index)
         enc = None
         if self.training:
             enc = {
