@@ -7,7 +7,7 @@ A vocabulary change is therefore a new input, never a new graph or engine.
 
 The TorchScript-based exporter (``dynamo=False``) is used: it traces the grid_sample-based deformable
 attention into plain GridSample nodes. The traced graph is then simplified with onnxsim (constant folding of
-the tracer's shape arithmetic: 4555 -> 1266 nodes for the default model; ONNX Runtime runs both equally
+the tracer's shape arithmetic: 4555 -> 1273 nodes for the default model; ONNX Runtime runs both equally
 fast, docs/BENCHMARKS.md, but the graph is one people and TensorRT's parser can read) and checked with ``onnx.checker`` (full check, with shape
 inference) before it is written. The SHA-256 of the weights file and of the model code it came from are
 recorded in the graph's metadata: a runtime refuses a graph exported from other weights, and warns about one
