@@ -248,7 +248,16 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} / {percentile(values, 95):.1f}"
 
 
-def render(setup: Setup, results: dict, vocab_times: dict, flops: dict, gflops: float, args, env: str) -> str:
+def render(
+    setup: Setup,
+    results: dict,
+    vocab_times: dict,
+    flops: dict,
+    gflops: float,
+    compile_s: float,
+    args: argparse.Namespace,
+    env: str,
+) -> str:
     w, h = IMAGE_SIZE
     lines = [
         "## Segmenter latency (`segment()` at 640x480)",
@@ -267,20 +276,24 @@ def render(setup: Setup, results: dict, vocab_times: dict, flops: dict, gflops: 
         inst = f"{s['instances'][0]:.1f} / {s['instances'][1]:.1f}"
         cells = " | ".join(fmt(s[st]) for st in (*STAGES, "segment()"))
         lines.append(f"| {backend} | {k} | {cells} | {inst} |")
-    lines += ["", "Speed-up of ONNX Runtime over PyTorch eager (medians; inference stage / end-to-end):", ""]
+    lines += ["", "Speed-up over PyTorch eager (medians; inference stage / end-to-end):", ""]
     for k in args.k:
-        for onnx in [name for name, size in results if name != "torch" and size == k]:
+        for other in [name for name, size in results if name != "torch" and size == k]:
             ratios = [
-                statistics.median(results[("torch", k)][stage]) / statistics.median(results[(onnx, k)][stage])
+                statistics.median(results[("torch", k)][stage])
+                / statistics.median(results[(other, k)][stage])
                 for stage in ("inference", "segment()")
             ]
-            lines.append(f"- K = {k}, {onnx}: {ratios[0]:.2f}x / {ratios[1]:.2f}x")
+            lines.append(f"- K = {k}, {other}: {ratios[0]:.2f}x / {ratios[1]:.2f}x")
     lines += [
         "",
         "`onnx` runs the graph `engines.export_onnx` writes (simplified by onnxsim); `onnx, traced graph` is the "
         "same export without simplification, to show what it buys. `onnx, spinning threads` is the node "
         "parameter `onnx_spin_threads: true`: ONNX Runtime's idle workers busy-wait between operators instead "
-        "of sleeping. Off by default because on a robot those cores are shared with drivers and other nodes.",
+        "of sleeping. Off by default because on a robot those cores are shared with drivers and other nodes. "
+        "`torch, compiled` is `backend: torch` with `torch_compile: true` (TorchInductor's C++ code for this "
+        f"CPU); compiling it took {compile_s:.0f} s in this run (Inductor's on-disk cache makes a repeat "
+        "start ~15 s, a cold one ~3 min on 2 cores).",
     ]
     lines += [
         "",
@@ -332,8 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         traced_path = export_onnx(model, config, Path(tmp) / "traced.onnx", simplify=False)
         encoder = make_text_encoder(config)
         post = PostprocessConfig()
+        compiled = TorchBackend(model, torch_compile=True)
+        start = time.perf_counter()
+        compiled.prepare(image_shape(config), config.text_dim)
+        compile_s = time.perf_counter() - start
         segmenters = {
             "torch": Segmenter(TorchBackend(model), encoder, tuple(config.input_size), post),
+            "torch, compiled": Segmenter(compiled, encoder, tuple(config.input_size), post),
             "onnx": Segmenter(OnnxBackend(onnx_path), encoder, tuple(config.input_size), post),
             "onnx, traced graph": Segmenter(
                 OnnxBackend(traced_path), encoder, tuple(config.input_size), post
@@ -366,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         flops = {k: model_flops(setup, k) for k in args.k}
     gflops = matmul_gflops()
-    section = render(setup, results, vocab_times, flops, gflops, args, environment())
+    section = render(setup, results, vocab_times, flops, gflops, compile_s, args, environment())
     print(section)
     if args.write:
         write_section(DOC, SECTION, section)

@@ -1,8 +1,7 @@
 """ONNX export and ONNX Runtime vs PyTorch parity (issue #6).
 
-One exported graph serves every vocabulary size. Tolerances (fp32 on CPU, same inputs): logits and mask
-logits max |diff| <= 1e-3, normalised boxes <= 1e-4, part->parent links identical, and masks (logit > 0)
-IoU >= 0.99 over all queries. Runs on models/default when it exists, else the small random checkpoint.
+One exported graph serves every vocabulary size. Tolerances: tests/output_parity.py. Runs on models/default
+when it exists, else the small random checkpoint.
 """
 
 from __future__ import annotations
@@ -26,10 +25,7 @@ from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.factory import make_backend
 from tests.checkpoints import parity_model_dir
-
-LOGIT_ATOL = 1e-3
-BOX_ATOL = 1e-4
-MASK_IOU_MIN = 0.99
+from tests.output_parity import MASK_IOU_MIN, assert_outputs_match
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +34,6 @@ def exported(tmp_path_factory):
     model, config = load_checkpoint(model_dir)
     onnx_path = export_onnx(model, config, model_dir / "model.onnx", weights_sha256=weights_digest(model_dir))
     return model, config, onnx_path
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 @pytest.mark.parametrize("k", [1, 5, 50])
@@ -56,19 +46,8 @@ def test_onnxruntime_matches_pytorch_for_any_vocabulary_size(exported, k: int) -
     part_text = rng.normal(size=(k + 3, config.text_dim)).astype(np.float32)
     ref = torch_backend.infer(image, object_text, part_text)
     got = ort_backend.infer(image, object_text, part_text)
-    assert got.keys() == ref.keys() == set(OUTPUT_NAMES)
-    for name in OUTPUT_NAMES:
-        assert got[name].shape == ref[name].shape, name
     assert got["obj_logits"].shape[-1] == k and got["part_logits"].shape[-1] == k + 3
-    for name in ("obj_logits", "part_logits", "obj_masks", "part_masks"):
-        err = np.abs(got[name] - ref[name]).max()
-        assert err <= LOGIT_ATOL, f"{name}: max abs error {err}"
-    for name in ("obj_boxes", "part_boxes"):
-        err = np.abs(got[name] - ref[name]).max()
-        assert err <= BOX_ATOL, f"{name}: max abs error {err}"
-    np.testing.assert_array_equal(got["part_parent"], ref["part_parent"])
-    for name in ("obj_masks", "part_masks"):
-        assert mask_iou(got[name], ref[name]) >= MASK_IOU_MIN, name
+    assert_outputs_match(got, ref)
 
 
 def test_export_has_dynamic_vocabulary_axes_and_passes_the_checker(exported) -> None:

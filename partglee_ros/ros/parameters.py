@@ -42,6 +42,11 @@ PARAMS = (
         False,
         "ONNX Runtime workers busy-wait between ops: lower latency, but they hold the CPU cores",
     ),
+    Param(
+        "torch_compile",
+        False,
+        "backend torch: compile the model with torch.compile (faster; minutes at the first start, needs g++)",
+    ),
     Param("device", "cpu", "cpu | cuda | cuda:N (tensorrt: the GPU to run on; cpu means cuda:0)"),
     Param("precision", "fp32", "fp32 | fp16 (fp16 needs CUDA)"),
     Param("input_width", 0, "network input width in pixels; 0 = the model's own", range=(0, 4096)),

@@ -41,7 +41,7 @@ def read_model_config(model_dir: Path) -> ModelConfig:
         raise BackendError(f"model config {path} is invalid: {err}") from err
 
 
-def _torch_backend(model_dir: Path, device: str, precision: str) -> Backend:
+def _torch_backend(model_dir: Path, device: str, precision: str, torch_compile: bool = False) -> Backend:
     from partglee_ros.runtime.backends.torch_backend import TorchBackend
 
     weights = model_dir / WEIGHTS_FILE
@@ -51,7 +51,7 @@ def _torch_backend(model_dir: Path, device: str, precision: str) -> Backend:
         model, _ = load_checkpoint(model_dir)
     except Exception as err:  # safetensors raises several types for a corrupt or mismatched file
         raise BackendError(f"cannot load {weights}: {type(err).__name__}: {err}") from err
-    return TorchBackend(model, device, precision)
+    return TorchBackend(model, device, precision, torch_compile)
 
 
 def _onnx_backend(model_dir: Path, onnx_path: str, device: str, spin_threads: bool) -> Backend:
@@ -93,12 +93,17 @@ def make_backend(
     engine_path: str = "",
     rebuild_stale_engine: bool = False,
     onnx_spin_threads: bool = False,
+    torch_compile: bool = False,
 ) -> Backend:
-    """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch."""
+    """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch.
+
+    ``torch_compile`` compiles the PyTorch backend (backend torch, or auto falling back to it)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if torch_compile and backend in ("onnx", "tensorrt"):
+        log.warning("torch_compile applies to the PyTorch backend only; ignored for backend %s", backend)
     if backend == "torch":
-        return _torch_backend(model_dir, device, precision)
+        return _torch_backend(model_dir, device, precision, torch_compile)
     if backend == "onnx":
         return _onnx_backend(model_dir, engine_path, device, onnx_spin_threads)
     if backend == "tensorrt":
@@ -118,7 +123,7 @@ def make_backend(
             log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
             errors.append(str(err))
     try:
-        return _torch_backend(model_dir, device, precision)
+        return _torch_backend(model_dir, device, precision, torch_compile)
     except BackendError as err:
         raise BackendError("; ".join([*errors, str(err)])) from err
 
@@ -149,13 +154,21 @@ def load_segmenter(
     postprocess_config: PostprocessConfig | None = None,
     rebuild_stale_engine: bool = False,
     onnx_spin_threads: bool = False,
+    torch_compile: bool = False,
 ) -> Segmenter:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BackendError(f"model directory not found: {model_dir}")
     config = read_model_config(model_dir)
     backend_impl = make_backend(
-        model_dir, backend, device, precision, engine_path, rebuild_stale_engine, onnx_spin_threads
+        model_dir,
+        backend,
+        device,
+        precision,
+        engine_path,
+        rebuild_stale_engine,
+        onnx_spin_threads,
+        torch_compile,
     )
     size = tuple(input_size) if input_size else tuple(config.input_size)
     fixed = backend_impl.image_shape
@@ -166,4 +179,5 @@ def load_segmenter(
             f"{size[0]}x{size[1]} needs {padded_size(size[1], size[0])}: re-export it, or leave "
             "input_width/input_height at 0 (the model's own size)"
         )
+    backend_impl.prepare((1, 3, *padded_size(size[1], size[0])), config.text_dim)
     return Segmenter(backend_impl, make_text_encoder(config), size, postprocess_config)

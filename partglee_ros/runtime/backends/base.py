@@ -37,6 +37,9 @@ class Backend(ABC):
     ) -> dict[str, np.ndarray]:
         """image (1,3,H,W) float32 normalised, texts (K,D) float32 -> OUTPUT_NAMES arrays (batch 1 dropped)."""
 
+    def prepare(self, image_shape: tuple[int, ...], text_dim: int) -> None:  # noqa: B027 - optional hook
+        """Do start-up work that depends on the input shapes (a compilation) before the first frame."""
+
     def vocabulary_limits(self) -> tuple[int, int] | None:
         """Largest (K_obj, K_part) the backend can run (a TensorRT profile's max); None: no limit."""
         return None
