@@ -1,9 +1,10 @@
 """PyTorch backend: the model itself, on CPU or CUDA, in fp32 or fp16 (autocast), eager or compiled.
 
 ``torch_compile=True`` runs the model through ``torch.compile`` (TorchInductor: generated C++ on the CPU, Triton
-on CUDA). On 2 CPU cores that halves the eager time and beats ONNX Runtime (docs/BENCHMARKS.md), at the price
-of a compilation at start-up (~3 min cold on 2 cores, ~15 s from Inductor's cache) and a C++ compiler on the
-machine. The vocabulary size K is marked dynamic, so a vocabulary change never recompiles.
+on CUDA). On 2 CPU cores that halves the eager time of one inference and beats ONNX Runtime's (though not in
+a node sharing those cores: docs/BENCHMARKS.md), at the price of a compilation at start-up (~3 min cold on 2
+cores, ~15 s from Inductor's cache) and a C++ compiler on the machine. The vocabulary size K is marked
+dynamic, so a vocabulary change never recompiles.
 """
 
 from __future__ import annotations
