@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument(
         "--torch-compile", action="store_true", help="node parameter torch_compile (use with --backend torch)"
     )
+    parser.add_argument("--torch-threads", type=int, default=0, help="node parameter torch_threads")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
@@ -65,6 +66,8 @@ def main() -> int:
     )
     if args.torch_compile:
         cmd += ["-p", "torch_compile:=true"]
+    if args.torch_threads:
+        cmd += ["-p", f"torch_threads:={args.torch_threads}"]
     log = open("/tmp/partglee_load_test.log", "wb")  # noqa: SIM115 - lives as long as the node
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()
@@ -133,14 +136,17 @@ def main() -> int:
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     flags = f" --backend {args.backend}" if args.backend != "auto" else ""
     flags += " --torch-compile" if args.torch_compile else ""
+    flags += f" --torch-threads {args.torch_threads}" if args.torch_threads else ""
+    section = "load-test" + ("-torch-compile" if args.torch_compile else "")
+    section += f"-{args.torch_threads}-thread" if args.torch_threads else ""
     body = (
-        f"## Node load test{' (torch_compile)' if args.torch_compile else ''}\n\n"
+        f"## Node load test{f' ({flags.strip()})' if flags else ''}\n\n"
         f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, no GPU. Command: "
         f"`. scripts/env.sh && python benchmarks/load_test.py --minutes {args.minutes:g} --rate {args.rate:g}"
         f"{flags}`\n\n"
         f"| measure | value |\n|---|---|\n{table}\n"
     )
-    write_section(args.out, "load-test-torch-compile" if args.torch_compile else "load-test", body)
+    write_section(args.out, section, body)
     print(body)
     return 0
 

@@ -124,6 +124,7 @@ class PartGleeMixin:
                 rebuild_stale_engine=self.value("rebuild_stale_engine"),
                 onnx_spin_threads=self.value("onnx_spin_threads"),
                 torch_compile=self.value("torch_compile"),
+                torch_threads=self.value("torch_threads"),
             )
             self.segmenter.apply_vocabulary(vocab)
         except BackendError as err:

@@ -47,6 +47,12 @@ PARAMS = (
         False,
         "backend torch: compile the model with torch.compile (faster; minutes at the first start, needs g++)",
     ),
+    Param(
+        "torch_threads",
+        0,
+        "backend torch: intra-op threads, 0 = PyTorch's default (all cores); 1 suits a node sharing 2 cores",
+        range=(0, 256),
+    ),
     Param("device", "cpu", "cpu | cuda | cuda:N (tensorrt: the GPU to run on; cpu means cuda:0)"),
     Param("precision", "fp32", "fp32 | fp16 (fp16 needs CUDA)"),
     Param("input_width", 0, "network input width in pixels; 0 = the model's own", range=(0, 4096)),

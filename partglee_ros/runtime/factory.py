@@ -41,7 +41,9 @@ def read_model_config(model_dir: Path) -> ModelConfig:
         raise BackendError(f"model config {path} is invalid: {err}") from err
 
 
-def _torch_backend(model_dir: Path, device: str, precision: str, torch_compile: bool = False) -> Backend:
+def _torch_backend(
+    model_dir: Path, device: str, precision: str, torch_compile: bool = False, threads: int = 0
+) -> Backend:
     from partglee_ros.runtime.backends.torch_backend import TorchBackend
 
     weights = model_dir / WEIGHTS_FILE
@@ -51,7 +53,7 @@ def _torch_backend(model_dir: Path, device: str, precision: str, torch_compile: 
         model, _ = load_checkpoint(model_dir)
     except Exception as err:  # safetensors raises several types for a corrupt or mismatched file
         raise BackendError(f"cannot load {weights}: {type(err).__name__}: {err}") from err
-    return TorchBackend(model, device, precision, torch_compile)
+    return TorchBackend(model, device, precision, torch_compile, threads)
 
 
 def _onnx_backend(model_dir: Path, onnx_path: str, device: str, spin_threads: bool) -> Backend:
@@ -94,16 +96,18 @@ def make_backend(
     rebuild_stale_engine: bool = False,
     onnx_spin_threads: bool = False,
     torch_compile: bool = False,
+    torch_threads: int = 0,
 ) -> Backend:
     """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch.
 
-    ``torch_compile`` compiles the PyTorch backend (backend torch, or auto falling back to it)."""
+    ``torch_compile`` and ``torch_threads`` configure the PyTorch backend (backend torch, or auto falling back
+    to it)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if torch_compile and backend in ("onnx", "tensorrt"):
         log.warning("torch_compile applies to the PyTorch backend only; ignored for backend %s", backend)
     if backend == "torch":
-        return _torch_backend(model_dir, device, precision, torch_compile)
+        return _torch_backend(model_dir, device, precision, torch_compile, torch_threads)
     if backend == "onnx":
         return _onnx_backend(model_dir, engine_path, device, onnx_spin_threads)
     if backend == "tensorrt":
@@ -123,7 +127,7 @@ def make_backend(
             log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
             errors.append(str(err))
     try:
-        return _torch_backend(model_dir, device, precision, torch_compile)
+        return _torch_backend(model_dir, device, precision, torch_compile, torch_threads)
     except BackendError as err:
         raise BackendError("; ".join([*errors, str(err)])) from err
 
@@ -155,6 +159,7 @@ def load_segmenter(
     rebuild_stale_engine: bool = False,
     onnx_spin_threads: bool = False,
     torch_compile: bool = False,
+    torch_threads: int = 0,
 ) -> Segmenter:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -169,6 +174,7 @@ def load_segmenter(
         rebuild_stale_engine,
         onnx_spin_threads,
         torch_compile,
+        torch_threads,
     )
     size = tuple(input_size) if input_size else tuple(config.input_size)
     fixed = backend_impl.image_shape

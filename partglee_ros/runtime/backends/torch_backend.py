@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "partglee_ros" / "torchinductor"
 
 
+def use_persistent_inductor_cache() -> str:
+    """Point Inductor at DEFAULT_CACHE_DIR unless the user chose a directory; returns the one in use.
+
+    Inductor writes its default into the environment the first time it looks, so a value equal to that
+    default counts as not chosen."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(DEFAULT_CACHE_DIR)
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
 class TorchBackend(Backend):
     name = "torch"
 
@@ -35,18 +47,24 @@ class TorchBackend(Backend):
         device: str = "cpu",
         precision: str = "fp32",
         torch_compile: bool = False,
+        threads: int = 0,
     ) -> None:
+        """``threads`` > 0 sets PyTorch's intra-op threads (process-wide; before compiling, which reads it)."""
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError(f"device {device!r} requested but CUDA is not available")
         if precision not in ("fp32", "fp16"):
             raise BackendError(f"precision must be fp32 or fp16, got {precision!r}")
         if precision == "fp16" and not device.startswith("cuda"):
             raise BackendError("fp16 needs a CUDA device; use fp32 on the CPU")
+        if threads < 0:
+            raise BackendError(f"torch threads must be >= 0 (0 = PyTorch's default), got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
         self.device, self.precision = device, precision
         self.model = model.eval().to(device)
         self.forward = self.model
         if torch_compile:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(DEFAULT_CACHE_DIR))
+            use_persistent_inductor_cache()
             self.name = "torch.compile"
             self.forward = torch.compile(self.model, dynamic=False)
 
