@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -137,8 +138,7 @@ def main() -> int:
     flags = f" --backend {args.backend}" if args.backend != "auto" else ""
     flags += " --torch-compile" if args.torch_compile else ""
     flags += f" --torch-threads {args.torch_threads}" if args.torch_threads else ""
-    section = "load-test" + ("-torch-compile" if args.torch_compile else "")
-    section += f"-{args.torch_threads}-thread" if args.torch_threads else ""
+    section = "load-test" + re.sub(r"[^a-z0-9]+", "-", flags).rstrip("-")  # one section per configuration
     body = (
         f"## Node load test{f' ({flags.strip()})' if flags else ''}\n\n"
         f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, no GPU. Command: "
