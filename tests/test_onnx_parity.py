@@ -21,7 +21,7 @@ from engines.export_onnx import main as export_main
 from engines.op_support import check_model, load_operator_list, operator_counts
 from partglee_ros.config import CODE_SHA256_KEY, load_checkpoint, save_checkpoint, weights_digest
 from partglee_ros.runtime.backends.base import OUTPUT_NAMES, BackendError
-from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
+from partglee_ros.runtime.backends.onnx_backend import OnnxBackend, cpu_threads
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.factory import make_backend
 from tests.checkpoints import parity_model_dir
@@ -174,6 +174,21 @@ def test_onnx_backend_closes_and_reopens_for_the_lifecycle(exported) -> None:
     for name in OUTPUT_NAMES:
         np.testing.assert_array_equal(before[name], after[name])
         np.testing.assert_allclose(before[name], spinning[name], rtol=0, atol=1e-5)
+
+
+def test_onnx_threads_sets_the_session_threads_and_other_backends_options_warn(exported, caplog) -> None:
+    """onnx_threads reaches ONNX Runtime (0 = the CPUs this process may use); an option of the PyTorch backend
+    given with backend onnx is named as ignored rather than dropped silently."""
+    _, _, onnx_path = exported
+    model_dir = onnx_path.parent
+    with caplog.at_level(logging.WARNING):
+        one = make_backend(model_dir, "onnx", onnx_threads=1, torch_threads=1)
+    assert one.session.get_session_options().intra_op_num_threads == 1
+    assert "torch_threads does not apply to backend onnx" in caplog.text
+    default = make_backend(model_dir, "onnx").session.get_session_options().intra_op_num_threads
+    assert default == cpu_threads()
+    with pytest.raises(BackendError, match="onnx threads must be >= 0"):
+        make_backend(model_dir, "onnx", onnx_threads=-1)
 
 
 def _segmenter_pairs(objects: list, other: list) -> list[tuple]:

@@ -123,6 +123,7 @@ class PartGleeMixin:
                 postprocess_config=post,
                 rebuild_stale_engine=self.value("rebuild_stale_engine"),
                 onnx_spin_threads=self.value("onnx_spin_threads"),
+                onnx_threads=self.value("onnx_threads"),
                 torch_compile=self.value("torch_compile"),
                 torch_threads=self.value("torch_threads"),
             )

@@ -43,6 +43,12 @@ PARAMS = (
         "ONNX Runtime workers busy-wait between ops: lower latency, but they hold the CPU cores",
     ),
     Param(
+        "onnx_threads",
+        0,
+        "backend onnx: intra-op threads, 0 = the CPUs this process may use",
+        range=(0, 256),
+    ),
+    Param(
         "torch_compile",
         False,
         "backend torch: compile the model with torch.compile (faster; minutes at the first start, needs g++)",

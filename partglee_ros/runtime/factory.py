@@ -56,11 +56,13 @@ def _torch_backend(
     return TorchBackend(model, device, precision, torch_compile, threads)
 
 
-def _onnx_backend(model_dir: Path, onnx_path: str, device: str, spin_threads: bool) -> Backend:
+def _onnx_backend(
+    model_dir: Path, onnx_path: str, device: str, spin_threads: bool, threads: int = 0
+) -> Backend:
     from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 
     path = Path(onnx_path) if onnx_path else model_dir / ONNX_FILE
-    backend = OnnxBackend(path, device, spin_threads=spin_threads)
+    backend = OnnxBackend(path, device, threads=threads, spin_threads=spin_threads)
     recorded = backend.metadata.get(WEIGHTS_SHA256_KEY, "")
     weights = model_dir / WEIGHTS_FILE
     if recorded and weights.is_file() and recorded != weights_digest(model_dir):
@@ -87,6 +89,14 @@ def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool, device: 
     return TensorRTBackend(Path(engine_path), model_dir / ONNX_FILE, rebuild_stale=rebuild, device=device)
 
 
+def _warn_ignored_options(backend: str, torch_options: dict, onnx_options: dict) -> None:
+    """Name the options set for a backend other than the chosen one: the user expects them to act."""
+    ignored = {"torch": onnx_options, "onnx": torch_options, "tensorrt": torch_options | onnx_options}
+    for option, value in ignored.get(backend, {}).items():
+        if value:
+            log.warning("%s does not apply to backend %s; ignored", option, backend)
+
+
 def make_backend(
     model_dir: Path,
     backend: str = "auto",
@@ -97,19 +107,24 @@ def make_backend(
     onnx_spin_threads: bool = False,
     torch_compile: bool = False,
     torch_threads: int = 0,
+    onnx_threads: int = 0,
 ) -> Backend:
     """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch.
 
-    ``torch_compile`` and ``torch_threads`` configure the PyTorch backend (backend torch, or auto falling back
-    to it)."""
+    ``torch_compile`` and ``torch_threads`` configure the PyTorch backend, ``onnx_spin_threads`` and
+    ``onnx_threads`` the ONNX Runtime one (each also where auto ends up on it). Options for another backend
+    than the one named are ignored with a warning."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if torch_compile and backend in ("onnx", "tensorrt"):
-        log.warning("torch_compile applies to the PyTorch backend only; ignored for backend %s", backend)
+    _warn_ignored_options(
+        backend,
+        {"torch_compile": torch_compile, "torch_threads": torch_threads},
+        {"onnx_spin_threads": onnx_spin_threads, "onnx_threads": onnx_threads},
+    )
     if backend == "torch":
         return _torch_backend(model_dir, device, precision, torch_compile, torch_threads)
     if backend == "onnx":
-        return _onnx_backend(model_dir, engine_path, device, onnx_spin_threads)
+        return _onnx_backend(model_dir, engine_path, device, onnx_spin_threads, onnx_threads)
     if backend == "tensorrt":
         return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
     errors = []
@@ -122,7 +137,7 @@ def make_backend(
             errors.append(str(err))
     if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
         try:
-            return _onnx_backend(model_dir, "", device, onnx_spin_threads)
+            return _onnx_backend(model_dir, "", device, onnx_spin_threads, onnx_threads)
         except BackendError as err:
             log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
             errors.append(str(err))
@@ -160,6 +175,7 @@ def load_segmenter(
     onnx_spin_threads: bool = False,
     torch_compile: bool = False,
     torch_threads: int = 0,
+    onnx_threads: int = 0,
 ) -> Segmenter:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -175,6 +191,7 @@ def load_segmenter(
         onnx_spin_threads,
         torch_compile,
         torch_threads,
+        onnx_threads,
     )
     size = tuple(input_size) if input_size else tuple(config.input_size)
     fixed = backend_impl.image_shape

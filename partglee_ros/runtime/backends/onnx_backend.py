@@ -26,8 +26,12 @@ class OnnxBackend(Backend):
     def __init__(
         self, path: Path, device: str = "cpu", threads: int | None = None, spin_threads: bool = False
     ) -> None:
-        """``threads``: intra-op threads (default: the CPUs this process may use). ``spin_threads``: idle
+        """``threads``: intra-op threads (None or 0: the CPUs this process may use). ``spin_threads``: idle
         workers busy-wait for the next op (lower latency, docs/BENCHMARKS.md) instead of sleeping."""
+        if threads is not None and threads < 0:
+            raise BackendError(
+                f"onnx threads must be >= 0 (0 = the CPUs this process may use), got {threads}"
+            )
         try:
             import onnxruntime as ort
         except ImportError as err:
