@@ -246,3 +246,23 @@ def test_ort_profile_times_the_graphs_operators_per_thread_count(exported) -> No
         # ORT fuses and rewrites nodes, so its kernel types need not match the file's; most must
         assert len(set(times) & graph_ops) >= 0.5 * len(graph_ops), (sorted(times), sorted(graph_ops))
         assert all(n >= 1 for n in calls.values())
+
+
+def test_grid_sample_benchmark_times_the_graphs_calls_with_the_same_sampling(exported) -> None:
+    """benchmarks.grid_sample_kernels must time what the graph runs: one shape per GridSample node of the
+    export, and a one-node ORT graph that samples exactly like F.grid_sample."""
+    from benchmarks.grid_sample_kernels import THREADS, ort_grid_sample, recorded_calls, time_shape
+
+    _, _, onnx_path = exported
+    calls = recorded_calls(onnx_path.parent, k=3)
+    assert sum(calls.values()) == operator_counts(onnx.load(str(onnx_path)))["GridSample"]
+    x_shape, grid_shape = max(calls, key=lambda c: np.prod(c[1]))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    grid = rng.uniform(-1.2, 1.2, grid_shape).astype(np.float32)  # some samples off the map: zero padding
+    got = ort_grid_sample(x_shape, grid_shape, threads=1).run(None, {"x": x, "grid": grid})[0]
+    ref = torch.nn.functional.grid_sample(torch.from_numpy(x), torch.from_numpy(grid), align_corners=False)
+    np.testing.assert_allclose(got, ref.numpy(), rtol=0, atol=1e-5)
+    times = time_shape(x_shape, grid_shape, runs=2)
+    assert set(times) == {(r, t) for r in ("onnxruntime", "torch") for t in THREADS}
+    assert all(ms > 0 for ms in times.values())
