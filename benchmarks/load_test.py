@@ -56,6 +56,7 @@ def main() -> int:
     )
     parser.add_argument("--torch-threads", type=int, default=0, help="node parameter torch_threads")
     parser.add_argument("--onnx-threads", type=int, default=0, help="node parameter onnx_threads")
+    parser.add_argument("--onnx-spin-threads", action="store_true", help="node parameter onnx_spin_threads")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
@@ -72,6 +73,8 @@ def main() -> int:
         cmd += ["-p", f"torch_threads:={args.torch_threads}"]
     if args.onnx_threads:
         cmd += ["-p", f"onnx_threads:={args.onnx_threads}"]
+    if args.onnx_spin_threads:
+        cmd += ["-p", "onnx_spin_threads:=true"]
     log = open("/tmp/partglee_load_test.log", "wb")  # noqa: SIM115 - lives as long as the node
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()
@@ -142,6 +145,7 @@ def main() -> int:
     flags += " --torch-compile" if args.torch_compile else ""
     flags += f" --torch-threads {args.torch_threads}" if args.torch_threads else ""
     flags += f" --onnx-threads {args.onnx_threads}" if args.onnx_threads else ""
+    flags += " --onnx-spin-threads" if args.onnx_spin_threads else ""
     section = "load-test" + re.sub(r"[^a-z0-9]+", "-", flags).rstrip("-")  # one section per configuration
     body = (
         f"## Node load test{f' ({flags.strip()})' if flags else ''}\n\n"

@@ -21,7 +21,7 @@ from engines.export_onnx import main as export_main
 from engines.op_support import check_model, load_operator_list, operator_counts
 from partglee_ros.config import CODE_SHA256_KEY, load_checkpoint, save_checkpoint, weights_digest
 from partglee_ros.runtime.backends.base import OUTPUT_NAMES, BackendError
-from partglee_ros.runtime.backends.onnx_backend import OnnxBackend, cpu_threads
+from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US, OnnxBackend, cpu_threads
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.factory import make_backend
 from tests.checkpoints import parity_model_dir
@@ -266,3 +266,29 @@ def test_grid_sample_benchmark_times_the_graphs_calls_with_the_same_sampling(exp
     times = time_shape(x_shape, grid_shape, runs=2)
     assert set(times) == {(r, t) for r in ("onnxruntime", "torch") for t in THREADS}
     assert all(ms > 0 for ms in times.values())
+
+
+def test_spinning_workers_are_bounded_by_onnx_spin_us(exported) -> None:
+    """onnx_spin_threads lets idle workers spin for up to onnx_spin_us (default 100 us) before they sleep;
+    0 leaves ONNX Runtime's own limit; without spinning no spin time is set."""
+    _, _, onnx_path = exported
+    model_dir = onnx_path.parent
+
+    def session_entry(key: str, **options) -> str:
+        """The session's config value for ``key``, "" when it was not set."""
+        session_options = make_backend(model_dir, "onnx", **options).session.get_session_options()
+        try:
+            return session_options.get_session_config_entry(key)
+        except RuntimeError:  # ORT's answer for a key never set
+            return ""
+
+    spin, duration = "session.intra_op.allow_spinning", "session.intra_op.spin_duration_us"
+    assert (session_entry(spin), session_entry(duration)) == ("0", "")
+    assert session_entry(spin, onnx_spin_threads=True) == "1"
+    assert session_entry(duration, onnx_spin_threads=True) == str(DEFAULT_SPIN_US) == "100"
+    assert session_entry(duration, onnx_spin_threads=True, onnx_spin_us=500) == "500"
+    assert session_entry(duration, onnx_spin_threads=True, onnx_spin_us=0) == ""
+    with pytest.raises(BackendError, match="spin time must be >= 0"):
+        make_backend(model_dir, "onnx", onnx_spin_threads=True, onnx_spin_us=-1)
+    with pytest.raises(BackendError, match="unknown backend options"):
+        make_backend(model_dir, "onnx", onnx_spin=True)

@@ -124,6 +124,7 @@ class PartGleeMixin:
                 rebuild_stale_engine=self.value("rebuild_stale_engine"),
                 onnx_spin_threads=self.value("onnx_spin_threads"),
                 onnx_threads=self.value("onnx_threads"),
+                onnx_spin_us=self.value("onnx_spin_us"),
                 torch_compile=self.value("torch_compile"),
                 torch_threads=self.value("torch_threads"),
             )

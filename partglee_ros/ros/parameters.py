@@ -10,6 +10,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US
 from partglee_ros.runtime.postprocess import PostprocessConfig
 
 
@@ -40,7 +41,13 @@ PARAMS = (
     Param(
         "onnx_spin_threads",
         False,
-        "ONNX Runtime workers busy-wait between ops: lower latency, but they hold the CPU cores",
+        "ONNX Runtime workers busy-wait between ops (up to onnx_spin_us each time): lower latency",
+    ),
+    Param(
+        "onnx_spin_us",
+        DEFAULT_SPIN_US,
+        "with onnx_spin_threads: microseconds an idle worker spins before it sleeps; 0 = ONNX Runtime's own",
+        range=(0, 1_000_000),
     ),
     Param(
         "onnx_threads",

@@ -23,6 +23,7 @@ from partglee_ros.config import (
 from partglee_ros.model.preprocess import padded_size
 from partglee_ros.model.text_encoder import CachedTextEncoder, TextEncoder, build_text_encoder
 from partglee_ros.runtime.backends.base import Backend, BackendError
+from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.segmenter import Segmenter
 
@@ -42,7 +43,7 @@ def read_model_config(model_dir: Path) -> ModelConfig:
 
 
 def _torch_backend(
-    model_dir: Path, device: str, precision: str, torch_compile: bool = False, threads: int = 0
+    model_dir: Path, device: str, precision: str, torch_compile: bool, torch_threads: int
 ) -> Backend:
     from partglee_ros.runtime.backends.torch_backend import TorchBackend
 
@@ -53,16 +54,21 @@ def _torch_backend(
         model, _ = load_checkpoint(model_dir)
     except Exception as err:  # safetensors raises several types for a corrupt or mismatched file
         raise BackendError(f"cannot load {weights}: {type(err).__name__}: {err}") from err
-    return TorchBackend(model, device, precision, torch_compile, threads)
+    return TorchBackend(model, device, precision, torch_compile, torch_threads)
 
 
 def _onnx_backend(
-    model_dir: Path, onnx_path: str, device: str, spin_threads: bool, threads: int = 0
+    model_dir: Path,
+    onnx_path: str,
+    device: str,
+    onnx_threads: int,
+    onnx_spin_threads: bool,
+    onnx_spin_us: int,
 ) -> Backend:
     from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 
     path = Path(onnx_path) if onnx_path else model_dir / ONNX_FILE
-    backend = OnnxBackend(path, device, threads=threads, spin_threads=spin_threads)
+    backend = OnnxBackend(path, device, onnx_threads, onnx_spin_threads, onnx_spin_us)
     recorded = backend.metadata.get(WEIGHTS_SHA256_KEY, "")
     weights = model_dir / WEIGHTS_FILE
     if recorded and weights.is_file() and recorded != weights_digest(model_dir):
@@ -89,12 +95,25 @@ def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool, device: 
     return TensorRTBackend(Path(engine_path), model_dir / ONNX_FILE, rebuild_stale=rebuild, device=device)
 
 
-def _warn_ignored_options(backend: str, torch_options: dict, onnx_options: dict) -> None:
-    """Name the options set for a backend other than the chosen one: the user expects them to act."""
-    ignored = {"torch": onnx_options, "onnx": torch_options, "tensorrt": torch_options | onnx_options}
-    for option, value in ignored.get(backend, {}).items():
-        if value:
+# Options that tune one backend, with their defaults; make_backend and load_segmenter take them by keyword.
+TORCH_OPTIONS = {"torch_compile": False, "torch_threads": 0}
+ONNX_OPTIONS = {"onnx_threads": 0, "onnx_spin_threads": False, "onnx_spin_us": DEFAULT_SPIN_US}
+
+
+def _backend_options(backend: str, options: dict) -> tuple[dict, dict]:
+    """(torch options, onnx options) with defaults filled in. An unknown option is an error; an option set
+    for another backend than the one named is ignored with a warning, because the user expects it to act."""
+    unknown = set(options) - set(TORCH_OPTIONS) - set(ONNX_OPTIONS)
+    if unknown:
+        raise BackendError(f"unknown backend options {sorted(unknown)}")
+    torch_options = {k: options.get(k, v) for k, v in TORCH_OPTIONS.items()}
+    onnx_options = {k: options.get(k, v) for k, v in ONNX_OPTIONS.items()}
+    defaults = TORCH_OPTIONS | ONNX_OPTIONS
+    ignored = {"torch": ONNX_OPTIONS, "onnx": TORCH_OPTIONS, "tensorrt": defaults}.get(backend, {})
+    for option in sorted(set(options) & set(ignored)):
+        if options[option] != defaults[option]:
             log.warning("%s does not apply to backend %s; ignored", option, backend)
+    return torch_options, onnx_options
 
 
 def make_backend(
@@ -104,27 +123,19 @@ def make_backend(
     precision: str = "fp32",
     engine_path: str = "",
     rebuild_stale_engine: bool = False,
-    onnx_spin_threads: bool = False,
-    torch_compile: bool = False,
-    torch_threads: int = 0,
-    onnx_threads: int = 0,
+    **options,
 ) -> Backend:
     """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch.
 
-    ``torch_compile`` and ``torch_threads`` configure the PyTorch backend, ``onnx_spin_threads`` and
-    ``onnx_threads`` the ONNX Runtime one (each also where auto ends up on it). Options for another backend
-    than the one named are ignored with a warning."""
+    ``options``: TORCH_OPTIONS for the PyTorch backend, ONNX_OPTIONS for ONNX Runtime (each also where auto
+    ends up on it)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    _warn_ignored_options(
-        backend,
-        {"torch_compile": torch_compile, "torch_threads": torch_threads},
-        {"onnx_spin_threads": onnx_spin_threads, "onnx_threads": onnx_threads},
-    )
+    torch_options, onnx_options = _backend_options(backend, options)
     if backend == "torch":
-        return _torch_backend(model_dir, device, precision, torch_compile, torch_threads)
+        return _torch_backend(model_dir, device, precision, **torch_options)
     if backend == "onnx":
-        return _onnx_backend(model_dir, engine_path, device, onnx_spin_threads, onnx_threads)
+        return _onnx_backend(model_dir, engine_path, device, **onnx_options)
     if backend == "tensorrt":
         return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
     errors = []
@@ -137,12 +148,12 @@ def make_backend(
             errors.append(str(err))
     if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
         try:
-            return _onnx_backend(model_dir, "", device, onnx_spin_threads, onnx_threads)
+            return _onnx_backend(model_dir, "", device, **onnx_options)
         except BackendError as err:
             log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
             errors.append(str(err))
     try:
-        return _torch_backend(model_dir, device, precision, torch_compile, torch_threads)
+        return _torch_backend(model_dir, device, precision, **torch_options)
     except BackendError as err:
         raise BackendError("; ".join([*errors, str(err)])) from err
 
@@ -172,11 +183,9 @@ def load_segmenter(
     input_size: tuple[int, int] | None = None,
     postprocess_config: PostprocessConfig | None = None,
     rebuild_stale_engine: bool = False,
-    onnx_spin_threads: bool = False,
-    torch_compile: bool = False,
-    torch_threads: int = 0,
-    onnx_threads: int = 0,
+    **backend_options,
 ) -> Segmenter:
+    """A Segmenter on ``make_backend``'s choice (``backend_options``: TORCH_OPTIONS, ONNX_OPTIONS)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BackendError(f"model directory not found: {model_dir}")
@@ -188,10 +197,7 @@ def load_segmenter(
         precision,
         engine_path,
         rebuild_stale_engine,
-        onnx_spin_threads,
-        torch_compile,
-        torch_threads,
-        onnx_threads,
+        **backend_options,
     )
     size = tuple(input_size) if input_size else tuple(config.input_size)
     fixed = backend_impl.image_shape

@@ -14,6 +14,11 @@ import numpy as np
 
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
 
+# How long an idle worker spins for the next operator before it sleeps, when spinning is on. The gaps between
+# operators within one inference are microseconds, so 100 us gives the latency of unbounded spinning
+# (docs/BENCHMARKS.md) while a worker with nothing to do sleeps almost at once.
+DEFAULT_SPIN_US = 100
+
 
 def cpu_threads() -> int:
     """Intra-op threads: the CPUs this process may use (ORT's default counts every core of the host)."""
@@ -24,14 +29,22 @@ class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(
-        self, path: Path, device: str = "cpu", threads: int | None = None, spin_threads: bool = False
+        self,
+        path: Path,
+        device: str = "cpu",
+        threads: int | None = None,
+        spin_threads: bool = False,
+        spin_us: int = DEFAULT_SPIN_US,
     ) -> None:
         """``threads``: intra-op threads (None or 0: the CPUs this process may use). ``spin_threads``: idle
-        workers busy-wait for the next op (lower latency, docs/BENCHMARKS.md) instead of sleeping."""
+        workers busy-wait for the next op (lower latency, docs/BENCHMARKS.md) for up to ``spin_us``
+        microseconds (0: ONNX Runtime's own limit) before they sleep."""
         if threads is not None and threads < 0:
             raise BackendError(
                 f"onnx threads must be >= 0 (0 = the CPUs this process may use), got {threads}"
             )
+        if spin_us < 0:
+            raise BackendError(f"onnx spin time must be >= 0 us (0 = ONNX Runtime's own), got {spin_us}")
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -55,6 +68,8 @@ class OnnxBackend(Backend):
         # By default idle workers sleep instead of spinning: on a robot the CPU is shared with drivers and
         # other nodes, and spinning threads then steal the time the busy ones need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_threads else "0")
+        if spin_threads and spin_us:
+            options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
         # ... and when they spin, they stop when a run ends instead of burning the cores until the next frame.
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
