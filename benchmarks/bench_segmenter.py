@@ -30,7 +30,7 @@ from engines.export_onnx import export_onnx, image_shape
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model.partglee import build_model
 from partglee_ros.model.text_encoder import build_text_encoder
-from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
+from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US, OnnxBackend
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.factory import make_text_encoder
 from partglee_ros.runtime.postprocess import PostprocessConfig
@@ -289,8 +289,8 @@ def render(
         "",
         "`onnx` runs the graph `engines.export_onnx` writes (simplified by onnxsim); `onnx, traced graph` is the "
         "same export without simplification, to show what it buys. `onnx, spinning threads` is the node "
-        "parameter `onnx_spin_threads: true`: ONNX Runtime's idle workers busy-wait between operators instead "
-        "of sleeping. Off by default because on a robot those cores are shared with drivers and other nodes. "
+        "parameter `onnx_spin_threads: true`: ONNX Runtime's idle workers busy-wait between operators, up to "
+        f"`onnx_spin_us` = {DEFAULT_SPIN_US} us each time, instead of sleeping at once. "
         "`torch, compiled` is `backend: torch` with `torch_compile: true` (TorchInductor's C++ code for this "
         f"CPU); compiling it took {compile_s:.0f} s in this run (Inductor's on-disk cache makes a repeat "
         "start ~15 s, a cold one ~3 min on 2 cores).",
