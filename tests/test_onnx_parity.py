@@ -292,3 +292,24 @@ def test_spinning_workers_are_bounded_by_onnx_spin_us(exported) -> None:
         make_backend(model_dir, "onnx", onnx_spin_threads=True, onnx_spin_us=-1)
     with pytest.raises(BackendError, match="unknown backend options"):
         make_backend(model_dir, "onnx", onnx_spin=True)
+
+
+def test_module_times_places_the_kernels_on_the_models_modules(exported) -> None:
+    """benchmarks.module_times: nearly all of ORT's kernel time lands on a module, and every module it names
+    is one PyTorch timed too (so the two columns compare the same code)."""
+    from benchmarks.module_times import measure, module_of
+
+    model, config, onnx_path = exported
+    assert module_of("/model/pixel_decoder/layers.0/self_attn/GridSample", model) == "pixel_decoder.layers.0"
+    assert module_of("/model/pixel_decoder/Resize", model) == "pixel_decoder (rest)"
+    assert module_of("onnx::MatMul_123", model) is None
+    rng = np.random.default_rng(0)
+    feeds = {
+        "image": rng.standard_normal(image_shape(config)).astype(np.float32),
+        "object_text": rng.standard_normal((3, config.text_dim)).astype(np.float32),
+        "part_text": rng.standard_normal((3, config.text_dim)).astype(np.float32),
+    }
+    eager, ort_ms, totals = measure(onnx_path, model, feeds, runs=2)
+    assert ort_ms["not placed"] <= 0.05 * totals["kernels"], ort_ms
+    assert set(ort_ms) - {"not placed"} <= set(eager), (sorted(ort_ms), sorted(eager))
+    assert all(ms >= 0 for ms in eager.values()) and totals["eager"] > 0 and totals["ort"] > 0
