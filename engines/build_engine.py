@@ -7,7 +7,7 @@ TensorRT 11 removed the INT8 calibrator API used here; pin ``tensorrt-cu12>=10,<
 * one optimization profile over the vocabulary sizes K of ``object_text`` and ``part_text`` (min/opt/max;
   the image shape is fixed by the export);
 * a timing cache file, reused across builds with the same TensorRT version and GPU (it speeds up rebuilds
-  after an ONNX change; TensorRT ignores a cache from another version or GPU);
+  after an ONNX change; a cache from another version or GPU is replaced by a new one);
 * a workspace limit;
 * ``<engine>.json`` (engines.engine_metadata): ONNX sha256, TensorRT version, GPU and compute capability,
   precision and profile, which the runtime checks before it loads the engine.
@@ -51,8 +51,17 @@ def current_platform(device: int = 0) -> Platform:
     return Platform(trt.__version__, torch.cuda.get_device_name(device), f"{major}.{minor}")
 
 
-def _make_calibrator(trt: Any, cache_path: Path, batches: list[dict[str, np.ndarray]] | None) -> Any:
-    """An entropy calibrator over (image, object_text, part_text) feeds; buffers live on the GPU (torch)."""
+def fit_rows(text: np.ndarray, rows: int) -> np.ndarray:
+    """``text`` (K, D) repeated cyclically or cut to ``rows`` rows. TensorRT calibrates a dynamic input at its
+    profile's OPT shape and reads that many rows, whatever the feed holds."""
+    return np.ascontiguousarray(np.resize(text, (rows, text.shape[1])))
+
+
+def _make_calibrator(
+    trt: Any, cache_path: Path, batches: list[dict[str, np.ndarray]] | None, profiles: dict[str, Profile]
+) -> Any:
+    """An entropy calibrator over (image, object_text, part_text) feeds, the text fitted to each profile's
+    OPT size; buffers live on the current GPU (torch)."""
     import torch
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
@@ -68,7 +77,9 @@ def _make_calibrator(trt: Any, cache_path: Path, batches: list[dict[str, np.ndar
             feed = next(self.batches, None)
             if feed is None:
                 return None
-            self.buffers = {n: torch.from_numpy(np.ascontiguousarray(feed[n])).cuda() for n in names}
+            arrays = {n: fit_rows(feed[n], profiles[n].opt) if n in profiles else feed[n] for n in names}
+            self.buffers = {n: torch.from_numpy(np.ascontiguousarray(a)).cuda() for n, a in arrays.items()}
+            torch.cuda.current_stream().synchronize()  # TensorRT reads them on its own stream
             return [self.buffers[n].data_ptr() for n in names]
 
         def read_calibration_cache(self) -> bytes | None:
@@ -133,21 +144,17 @@ def _build(
         if not cache.is_file() and not calibration_batches:
             raise RuntimeError(f"int8 needs calibration images or an existing calibration cache ({cache})")
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _make_calibrator(trt, cache, calibration_batches)
+        config.int8_calibrator = _make_calibrator(trt, cache, calibration_batches, options.profiles)
         config.set_calibration_profile(profile)
 
     timing_cache = Path(options.timing_cache) if options.timing_cache else None
-    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
-    trt_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(trt_cache, ignore_mismatch=False)
+    _use_timing_cache(config, timing_cache)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     engine_path.write_bytes(bytes(serialized))
-    if timing_cache:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     metadata = EngineMetadata(
         onnx_sha256=file_sha256(onnx_path),
         platform=platform,
@@ -159,6 +166,8 @@ def _build(
         timing_cache=options.timing_cache,
     )
     write_metadata(engine_path, metadata)
+    if timing_cache and (built_cache := config.get_timing_cache()) is not None:
+        timing_cache.write_bytes(bytes(built_cache.serialize()))
     log.info(
         "built %s (%s, %s on %s)",
         engine_path,
@@ -167,6 +176,22 @@ def _build(
         platform.gpu_name,
     )
     return metadata
+
+
+def _use_timing_cache(config: Any, path: Path | None) -> None:
+    """Start from the timing cache at ``path`` when there is one. TensorRT refuses a cache from another
+    TensorRT version or GPU (the usual reason for a rebuild); the build then starts a new one."""
+    cached = path.read_bytes() if path and path.is_file() else b""
+    accepted, why = False, "it is from another TensorRT version or GPU"
+    if cached:
+        try:
+            accepted = bool(config.set_timing_cache(config.create_timing_cache(cached), False))
+        except (RuntimeError, TypeError) as err:  # a blob TensorRT cannot read at all
+            why = f"TensorRT cannot read it ({err})"
+        if not accepted:
+            log.warning("timing cache %s not used, %s; starting a new one", path, why)
+    if not accepted:
+        config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
 def calibration_feeds(model_dir: Path, images_dir: Path, limit: int) -> list[dict[str, np.ndarray]]:

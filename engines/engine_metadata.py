@@ -212,6 +212,15 @@ def decide(
                 f"engine {engine_path.name} is stale ({'; '.join(reasons)}) and cannot be rebuilt: "
                 f"ONNX model {onnx_path} not found"
             )
+        if previous is not None and previous.precision == "int8" and previous.onnx_sha256 != onnx_hash:
+            # Its calibration cache holds the old graph's ranges: under the same tensor names (new weights)
+            # TensorRT would reuse them silently, and the int8 engine would lose accuracy.
+            raise EngineStaleError(
+                f"int8 engine {engine_path.name} is stale ({'; '.join(reasons)}) and is not rebuilt "
+                f"automatically: its calibration cache {previous.int8_calibration_cache} belongs to the old "
+                f"ONNX. Recalibrate: `python -m engines.build_engine --onnx {onnx_path} --engine {engine_path} "
+                "--precision int8 --calib-images DIR --calib-cache NEW_CACHE`"
+            )
         if previous is not None:
             options = BuildOptions.from_metadata(previous)
             if precision is not None:

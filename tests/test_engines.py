@@ -165,6 +165,35 @@ def test_stale_engine_without_its_onnx_cannot_be_rebuilt(built) -> None:
         decide(engine_path, onnx_path, Platform("10.7.0", "Orin", "8.7"), rebuild_stale=True)
 
 
+def test_int8_engine_of_another_onnx_is_not_rebuilt_on_its_old_calibration(built) -> None:
+    """The calibration cache of an int8 engine holds its old graph's ranges; a rebuild from a new ONNX would
+    reuse them silently (same tensor names after retraining), so it is refused with the recalibration
+    command. A TensorRT or GPU change alone (same ONNX) is rebuilt as usual."""
+    onnx_path, engine_path = built
+    old = read_metadata(engine_path)
+    write_metadata(
+        engine_path,
+        dataclasses.replace(old, precision="int8", int8_calibration_cache="/opt/models/int8.cache"),
+    )
+    desktop = Platform("10.15.1", "NVIDIA GeForce RTX 4090", "8.9")
+    assert decide(engine_path, onnx_path, desktop, rebuild_stale=True).options.precision == "int8"
+    onnx_path.write_bytes(b"onnx graph v2, retrained weights")
+    with pytest.raises(EngineStaleError, match="int8 .* not rebuilt automatically.*/opt/models/int8.cache"):
+        decide(engine_path, onnx_path, ORIN, rebuild_stale=True)
+
+
+def test_calibration_text_is_fitted_to_the_profiles_opt_size() -> None:
+    """TensorRT calibrates a dynamic input at its OPT shape and reads that many rows from the buffer it is
+    given: fewer rows than that would be read out of bounds."""
+    from engines.build_engine import fit_rows
+
+    text = np.arange(12, dtype=np.float32).reshape(3, 4)
+    longer = fit_rows(text, 7)
+    assert longer.shape == (7, 4) and longer.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(longer, np.concatenate([text, text, text[:1]]))
+    np.testing.assert_array_equal(fit_rows(text, 2), text[:2])
+
+
 def test_build_options_are_validated() -> None:
     with pytest.raises(ValueError, match="min <= opt <= max"):
         Profile(1, 100, 10)

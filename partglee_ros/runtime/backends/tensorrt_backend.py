@@ -116,16 +116,26 @@ class TensorRTBackend(Backend):
             for name in INPUT_NAMES:
                 t = torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self.device, self.dtypes[name])
                 buffers[name] = t
-                self.context.set_input_shape(name, tuple(t.shape))
-                self.context.set_tensor_address(name, t.data_ptr())
+                if not self.context.set_input_shape(name, tuple(t.shape)):
+                    raise BackendError(
+                        f"{self.path.name} refuses {name} of shape {tuple(t.shape)} (engine: "
+                        f"{tuple(self.engine.get_tensor_shape(name))}); was it built for this model?"
+                    )
+                self._bind(name, t)
             for name in OUTPUT_NAMES:
                 shape = tuple(self.context.get_tensor_shape(name))
+                if min(shape, default=0) < 0:
+                    raise BackendError(f"{self.path.name} left output {name} shape {shape} unresolved")
                 buffers[name] = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
-                self.context.set_tensor_address(name, buffers[name].data_ptr())
+                self._bind(name, buffers[name])
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError(f"TensorRT execution of {self.path.name} failed")
         self.stream.synchronize()
         return {name: buffers[name][0].cpu().numpy() for name in OUTPUT_NAMES}
+
+    def _bind(self, name: str, tensor) -> None:
+        if not self.context.set_tensor_address(name, tensor.data_ptr()):
+            raise BackendError(f"TensorRT refused the buffer for {name} of {self.path.name}")
 
     def vocabulary_limits(self) -> tuple[int, int] | None:
         return (self.profiles["object_text"].max, self.profiles["part_text"].max)
