@@ -7,6 +7,7 @@ when it exists, else the small random checkpoint.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def test_onnx_threads_sets_the_session_threads_and_other_backends_options_warn(e
     assert one.session.get_session_options().intra_op_num_threads == 1
     assert "torch_threads does not apply to backend onnx" in caplog.text
     default = make_backend(model_dir, "onnx").session.get_session_options().intra_op_num_threads
-    assert default == cpu_threads()
+    assert default == cpu_threads() <= len(os.sched_getaffinity(0))
     with pytest.raises(BackendError, match="onnx threads must be >= 0"):
         make_backend(model_dir, "onnx", onnx_threads=-1)
 
@@ -266,6 +267,15 @@ def test_grid_sample_benchmark_times_the_graphs_calls_with_the_same_sampling(exp
     times = time_shape(x_shape, grid_shape, runs=2)
     assert set(times) == {(r, t) for r in ("onnxruntime", "torch") for t in THREADS}
     assert all(ms > 0 for ms in times.values())
+
+
+def test_default_threads_follow_the_cpu_limit_of_the_process(exported, monkeypatch) -> None:
+    """The default thread count is the CPUs the process may use (affinity, cgroup quota: joblib's count),
+    not the host's cores; joblib's LOKY_MAX_CPU_COUNT stands in for a quota here."""
+    _, _, onnx_path = exported
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
+    assert cpu_threads() == 1
+    assert make_backend(onnx_path.parent, "onnx").session.get_session_options().intra_op_num_threads == 1
 
 
 def test_spinning_workers_are_bounded_by_onnx_spin_us(exported) -> None:

@@ -7,7 +7,6 @@ graph wants rather than an ONNX Runtime stack trace.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,11 @@ DEFAULT_SPIN_US = 100
 
 
 def cpu_threads() -> int:
-    """Intra-op threads: the CPUs this process may use (ORT's default counts every core of the host)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Intra-op threads: the CPUs this process may use, by its affinity and its cgroup CPU quota (a container
+    started with ``--cpus 2`` on a 64-core host gets 2). ORT's own default counts every core of the host."""
+    import joblib
+
+    return joblib.cpu_count()
 
 
 class OnnxBackend(Backend):
