@@ -76,3 +76,5 @@ def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, 
     assert not again.loaded_from_cache and "unusable" in caplog.text
     assert torch.equal(again.encode(NAMES), first.encode(NAMES))
     assert OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache  # repaired
+    graphs[0].with_suffix(".json").write_text('{"dim": 384}')  # valid JSON, settings missing
+    assert not OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache

@@ -107,7 +107,6 @@ class OnnxSentenceTextEncoder(TextEncoder):
     ) -> None:
         """``cache_dir`` None: export at every start, cache nothing."""
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         model_path = Path(model_path) if model_path else default_model_path()
         options = ort.SessionOptions()
@@ -126,8 +125,7 @@ class OnnxSentenceTextEncoder(TextEncoder):
         self.loaded_from_cache = False
         if cache_dir is not None and graph_file.is_file() and info_file.is_file():
             try:
-                info = json.loads(info_file.read_text())
-                self.session = session(graph_file.read_bytes())
+                self._use(session(graph_file.read_bytes()), json.loads(info_file.read_text()))
                 self.loaded_from_cache = True
             except Exception as err:  # a damaged cache is exported again, never fatal
                 log.warning(
@@ -138,18 +136,23 @@ class OnnxSentenceTextEncoder(TextEncoder):
                 )
         if not self.loaded_from_cache:
             graph, info = export_sentence_encoder(model_path)
-            self.session = session(graph)
+            self._use(session(graph), info)
             if cache_dir is not None:
                 try:
                     graph_file.parent.mkdir(parents=True, exist_ok=True)
                     _write_atomically(graph_file, graph)
-                    _write_atomically(info_file, json.dumps(info).encode())
+                    _write_atomically(info_file, json.dumps(info).encode())  # last: marks the pair complete
                 except OSError as err:
                     log.warning("cannot cache the text encoder in %s: %s", graph_file.parent, err)
-        self.tokenizer = Tokenizer.from_str(info["tokenizer"])
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(int(info["max_length"]))  # as sentence-transformers truncates
-        self.dim = int(info["dim"])
+
+    def _use(self, session, info: dict) -> None:
+        """Adopt a session and the tokenizer settings ``export_sentence_encoder`` recorded."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(info["tokenizer"])
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(int(info["max_length"]))  # as sentence-transformers truncates
+        self.session, self.tokenizer, self.dim = session, tokenizer, int(info["dim"])
 
     def encode(self, names: list[str]) -> Tensor:
         if not names:
