@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engines.engine_metadata import Action, EngineStaleError, Profile, decide, read_metadata
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,7 @@ class TensorRTBackend(Backend):
         self.stream.synchronize()
         return {name: buffers[name][0].cpu().numpy() for name in OUTPUT_NAMES}
 
-    def _bind(self, name: str, tensor) -> None:
+    def _bind(self, name: str, tensor: torch.Tensor) -> None:
         if not self.context.set_tensor_address(name, tensor.data_ptr()):
             raise BackendError(f"TensorRT refused the buffer for {name} of {self.path.name}")
 
