@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import yaml
@@ -206,6 +208,7 @@ def test_diagnostics_count_frames(client) -> None:
     assert int(values["frames_received"]) >= int(values["frames_processed"])
     assert float(values["latency_ms_p95"]) > 0
     assert values["backend"] == "torch/cpu"  # auto: the test model has no model.onnx next to it
+    assert 1 <= int(values["cpu_threads"]) <= len(os.sched_getaffinity(0))
 
 
 def test_debug_image_only_while_subscribed(client) -> None:

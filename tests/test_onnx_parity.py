@@ -184,7 +184,7 @@ def test_onnx_threads_sets_the_session_threads_and_other_backends_options_warn(e
     model_dir = onnx_path.parent
     with caplog.at_level(logging.WARNING):
         one = make_backend(model_dir, "onnx", onnx_threads=1, torch_threads=1)
-    assert one.session.get_session_options().intra_op_num_threads == 1
+    assert one.session.get_session_options().intra_op_num_threads == one.threads == 1
     assert "torch_threads does not apply to backend onnx" in caplog.text
     default = make_backend(model_dir, "onnx").session.get_session_options().intra_op_num_threads
     assert default == cpu_threads() <= len(os.sched_getaffinity(0))

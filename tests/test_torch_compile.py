@@ -81,8 +81,8 @@ def test_torch_threads_sets_pytorch_intra_op_threads(segmenters) -> None:
     model_dir, _, _ = segmenters
     before = torch.get_num_threads()
     try:
-        load_segmenter(model_dir, backend="torch", torch_threads=1)
-        assert torch.get_num_threads() == 1
+        segmenter = load_segmenter(model_dir, backend="torch", torch_threads=1)
+        assert torch.get_num_threads() == segmenter.backend.threads == 1
     finally:
         torch.set_num_threads(before)
     with pytest.raises(BackendError, match="threads must be >= 0"):

@@ -258,6 +258,8 @@ class PartGleeMixin:
         backend = self.segmenter.backend if self.segmenter else None
         status.values = [
             KeyValue(key="backend", value=f"{backend.name}/{backend.device}" if backend else ""),
+            # "" for a GPU backend; on a CPU, a count far above the cores a container got shows misconfiguration
+            KeyValue(key="cpu_threads", value=str(backend.threads or "") if backend else ""),
             KeyValue(key="frames_received", value=str(self._slot.received)),
             KeyValue(key="frames_processed", value=str(self._processed)),
             KeyValue(key="frames_dropped", value=str(self._slot.dropped)),

@@ -30,6 +30,7 @@ class Backend(ABC):
     name: str
     device: str
     image_shape: tuple[int, ...] | None = None  # the one image shape a compiled graph/engine takes
+    threads: int | None = None  # intra-op CPU threads it runs with (diagnostics); None: it runs on a GPU
 
     @abstractmethod
     def infer(

@@ -75,7 +75,7 @@ class OnnxBackend(Backend):
         # ... and when they spin, they stop when a run ends instead of burning the cores until the next frame.
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.path, self.device = path, device
+        self.path, self.device, self.threads = path, device, options.intra_op_num_threads
         self._session_args = (options, providers)
         self.session = None
         self.open()

@@ -61,6 +61,7 @@ class TorchBackend(Backend):
         if threads:
             torch.set_num_threads(threads)
         self.device, self.precision = device, precision
+        self.threads = None if device.startswith("cuda") else torch.get_num_threads()
         self.model = model.eval().to(device)
         self.forward = self.model
         if torch_compile:
