@@ -78,3 +78,14 @@ def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, 
     assert OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache  # repaired
     graphs[0].with_suffix(".json").write_text('{"dim": 384}')  # valid JSON, settings missing
     assert not OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache
+
+
+def test_the_runtime_imports_neither_the_network_nor_sentence_transformers() -> None:
+    """What every node start imports: the factory, not timm, the PyTorch network or sentence-transformers
+    (they load only for backend torch, or for the text encoder's first export)."""
+    probe = (
+        "import sys, partglee_ros.runtime.factory; "
+        "print(*(m in sys.modules for m in ('timm', 'partglee_ros.model.partglee', 'sentence_transformers')))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.stdout.split() == ["False", "False", "False"], run.stdout + run.stderr
