@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# What the runtime derives once and keeps across reboots (compiled code, exported text encoder).
+CACHE_ROOT = Path.home() / ".cache" / "partglee_ros"
 WEIGHTS_SHA256_KEY = "partglee.weights_sha256"  # ONNX metadata: the weights a graph was exported from
 CODE_SHA256_KEY = "partglee.model_code_sha256"  # ... and the model code it was traced from
 

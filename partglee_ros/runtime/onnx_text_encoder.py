@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from engines.engine_metadata import file_sha256
+from partglee_ros.config import CACHE_ROOT
 from partglee_ros.model.text_encoder import (
     SentenceTextEncoder,
     TextEncoder,
@@ -36,7 +37,7 @@ from partglee_ros.runtime.backends.onnx_backend import cpu_threads
 
 log = logging.getLogger(__name__)
 _EXPECTED_MODULES = ("Transformer", "Pooling", "Normalize")
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "partglee_ros" / "text_encoder"
+DEFAULT_CACHE_DIR = CACHE_ROOT / "text_encoder"
 EXPORT_VERSION = 1  # part of the cache key: bump when _MeanPooledEncoder or the export settings change
 
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from partglee_ros.config import CACHE_ROOT
 from partglee_ros.model.partglee import PartGLEE
 from partglee_ros.runtime.backends.base import OUTPUT_NAMES, Backend, BackendError
 
 log = logging.getLogger(__name__)
 # Inductor's default cache is /tmp/torchinductor_<user>, gone after a reboot: a robot would recompile at
 # every boot. TORCHINDUCTOR_CACHE_DIR, when set, wins.
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "partglee_ros" / "torchinductor"
+DEFAULT_CACHE_DIR = CACHE_ROOT / "torchinductor"
 
 
 def use_persistent_inductor_cache() -> str:
