@@ -3,7 +3,7 @@
 Each start runs in a fresh Python process with its own HOME, so the on-disk caches (the exported text
 encoder, Inductor's code) start empty: the first start in a HOME is a robot's first boot, the next ones
 are every later boot. Reports wall time (imports; load_segmenter plus the first set_vocabulary) and the
-process's resident memory after it. Prints a table and, with --write, replaces this script's section of
+process's resident memory after it, and which of PyTorch and sentence-transformers it imported. Prints a table and, with --write, replaces this script's section of
 docs/BENCHMARKS.md.
 
     python -m benchmarks.startup [--model models/default] [--backend onnx] [--starts 3] [--write]
@@ -34,8 +34,8 @@ seg = load_segmenter(sys.argv[1], backend=sys.argv[2])
 seg.set_vocabulary(["mug", "kettle"], ["handle", "lid"])
 t2 = time.perf_counter()
 rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
-print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1, "rss_mib": rss,
-                  "sentence_transformers": "sentence_transformers" in sys.modules}))
+heavy = [m for m in ("torch", "sentence_transformers") if m in sys.modules]
+print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1, "rss_mib": rss, "heavy": heavy}))
 """
 
 
@@ -71,14 +71,14 @@ def main() -> None:
         f"{platform.machine()} ({len(os.sched_getaffinity(0))} CPU cores); `{args.model.name}`; each start is "
         "a fresh process (imports, `load_segmenter`, a first 2+2-name vocabulary), all in one new HOME.",
         "",
-        "| start | imports (s) | load + first vocabulary (s) | RSS after (MiB) | sentence-transformers imported |",
+        "| start | imports (s) | load + first vocabulary (s) | RSS after (MiB) | imported |",
         "|---|---|---|---|---|",
     ]
     for i, s in enumerate(starts):
         label = "first (empty caches)" if i == 0 else f"{i + 1}"
         lines.append(
             f"| {label} | {s['imports_s']:.1f} | {s['load_s']:.1f} | {s['rss_mib']:.0f} | "
-            f"{'yes' if s['sentence_transformers'] else 'no'} |"
+            f"{', '.join(s['heavy']) or 'neither torch nor sentence_transformers'} |"
         )
     body = "\n".join(lines)
     print(body)

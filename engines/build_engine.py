@@ -207,8 +207,8 @@ def calibration_feeds(model_dir: Path, images_dir: Path, limit: int) -> list[dic
     encoder = make_text_encoder(config)
     objects = sorted(CATEGORIES)
     parts = sorted({p for ps in CATEGORIES.values() for p in ps})
-    object_text = encoder.encode(objects).numpy()
-    part_text = encoder.encode(parts).numpy()
+    object_text = encoder.encode(objects)
+    part_text = encoder.encode(parts)
     preprocess = Segmenter(None, encoder, tuple(config.input_size)).preprocess  # type: ignore[arg-type]
     feeds = []
     for path in sorted(images_dir.iterdir())[:limit]:

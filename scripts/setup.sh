@@ -35,6 +35,15 @@ fi
 stamp="$venv/.partglee-packages"
 want=$(cat env/requirements.in env/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # The packages take ~6 GB and pip unpacks wheels in the temporary folder too: say so before pip fails halfway.
+  need_gb=8
+  for dir in "$venv" "${TMPDIR:-/tmp}"; do
+    free_gb=$(($(df -Pk "$dir" | awk 'NR == 2 {print $4}') / 1048576))
+    if [ "$free_gb" -lt "$need_gb" ]; then
+      echo "setup: only $free_gb GB free for $dir; installing the pinned packages needs ~$need_gb GB" >&2
+      exit 1
+    fi
+  done
   echo "setup: installing pinned packages into $venv (first time: a few minutes, ~6 GB)"
   PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= "$venv/bin/pip" install --quiet \
     -r env/requirements.in -c env/constraints.txt

@@ -64,7 +64,7 @@ def test_small_config_overfits_two_synthparts_scenes() -> None:
     object_vocab = list(CATEGORIES)
     part_vocab = sorted({p for parts in CATEGORIES.values() for p in parts})
     encoder = build_text_encoder("minilm")
-    object_text, part_text = encoder.encode(object_vocab), encoder.encode(part_vocab)
+    object_text, part_text = (torch.from_numpy(encoder.encode(v)) for v in (object_vocab, part_vocab))
     images = images_to_tensor([s.image for s in scenes])
     size = tuple(images.shape[-2:])
     targets = [build_targets(s, object_vocab, part_vocab, size) for s in scenes]

@@ -30,7 +30,14 @@ from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.factory import ONNX_FILE, load_segmenter, make_backend
-from partglee_ros.runtime.postprocess import Letterbox, PostprocessConfig, _masks_to_input, postprocess
+from partglee_ros.runtime.postprocess import (
+    Letterbox,
+    PostprocessConfig,
+    _masks_to_input,
+    _select,
+    _sigmoid,
+    postprocess,
+)
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
 from partglee_ros.runtime.segmenter import ImageError, Segmenter
 from partglee_ros.runtime.vocabulary import MAX_NAME_LENGTH, MAX_NAMES_PER_LEVEL, Vocabulary, VocabularyError
@@ -140,6 +147,34 @@ def test_nms_keeps_overlapping_boxes_below_the_iou_threshold() -> None:
     out["obj_logits"][:, 0] = [logit(0.9), logit(0.8)]
     assert len(run_postprocess(out, objects=("mug",), parts=("handle",), nms_iou=0.7)) == 1
     assert len(run_postprocess(out, objects=("mug",), parts=("handle",), nms_iou=0.9)) == 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_duplicate_suppression_is_torchvisions_batched_nms(seed: int) -> None:
+    """OpenCV's NMS, which the runtime uses to run without PyTorch, keeps what torchvision's would: the same
+    queries in the same order, over crowded boxes of a few labels (positive areas; the two differ on
+    zero-area boxes, whose IoU is undefined)."""
+    from torchvision.ops import batched_nms
+
+    rng = np.random.default_rng(seed)
+    n = 200
+    x1y1 = rng.uniform(0, 500, (n, 2))
+    boxes = np.concatenate([x1y1, x1y1 + rng.uniform(1, 150, (n, 2))], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    labels = rng.integers(0, 4, n)
+    for iou, threshold, k in [(0.5, 0.3, 1000), (0.7, 0.0, 15), (0.3, 0.9, 5)]:
+        got = _select(scores, labels, boxes, iou, threshold, k)
+        cand = torch.nonzero(torch.from_numpy(scores) >= threshold).flatten()
+        ref = cand[batched_nms(*(torch.from_numpy(a)[cand] for a in (boxes, scores, labels)), iou)][:k]
+        assert got.tolist() == ref.tolist()
+
+
+def test_sigmoid_matches_pytorch_without_overflow() -> None:
+    logits = np.linspace(-120, 120, 2001, dtype=np.float32)
+    with np.errstate(all="raise"):
+        probs = _sigmoid(logits)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs, torch.sigmoid(torch.from_numpy(logits)).numpy(), rtol=0, atol=1e-6)
 
 
 def test_max_objects_keeps_the_best_in_order() -> None:

@@ -99,8 +99,8 @@ class Trainer:
         self.sources = [build_source(d) for d in cfg.datasets]
         self.text = [
             (
-                self.text_encoder.encode(s.object_vocab).to(ctx.device),
-                self.text_encoder.encode(s.part_vocab).to(ctx.device),
+                torch.from_numpy(self.text_encoder.encode(s.object_vocab)).to(ctx.device),
+                torch.from_numpy(self.text_encoder.encode(s.part_vocab)).to(ctx.device),
             )
             for s in self.sources
         ]

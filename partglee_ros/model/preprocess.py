@@ -1,11 +1,17 @@
-"""Image normalisation and padding the model expects (ImageNet statistics on 0..255 RGB, like GLEE/MaskDINO)."""
+"""Image normalisation and padding the model expects (ImageNet statistics on 0..255 RGB, like GLEE/MaskDINO).
+
+The constants and ``padded_size`` are shared with the runtime, whose ONNX Runtime path runs without PyTorch,
+so PyTorch is imported only by ``images_to_tensor``.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -21,6 +27,9 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
 def images_to_tensor(images: list[np.ndarray]) -> Tensor:
     """HxWx3 uint8 RGB images -> (B, 3, H, W) normalised float, zero-padded bottom/right to a common size
     divisible by 32. Boxes normalised by the padded size match the model's normalised outputs."""
+    import torch
+    import torch.nn.functional as F
+
     h = max(im.shape[0] for im in images)
     w = max(im.shape[1] for im in images)
     ph, pw = padded_size(h, w)

@@ -1,4 +1,4 @@
-"""Text encoders behind one interface: ``encode(list[str]) -> Tensor (K, D)``.
+"""Text encoders behind one interface: ``encode(list[str]) -> ndarray (K, D) float32``.
 
 Text is encoded once per vocabulary, outside the model's forward (the official code re-encodes every
 frame); ``CachedTextEncoder`` keeps the embedding of each name it has seen.
@@ -7,6 +7,9 @@ frame); ``CachedTextEncoder`` keeps the embedding of each name it has seen.
   (384-d, mean-pooled tokens as the paper describes), loaded with HF_HUB_OFFLINE=1 so nothing is fetched.
 * ``OpenClipTextEncoder``: an open_clip text tower from an architecture name and a local weights file.
   Random initialisation only with ``allow_random_init=True`` (tests) - never silently.
+
+Embeddings are NumPy arrays and PyTorch is imported only by the encoders that run on it, so the runtime's
+ONNX Runtime path (``partglee_ros.runtime.onnx_text_encoder``) starts without PyTorch.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
-from torch import Tensor
+import numpy as np
 
 
 def category_prompt(name: str) -> str:
@@ -33,8 +35,8 @@ class TextEncoder(ABC):
     dim: int
 
     @abstractmethod
-    def encode(self, names: list[str]) -> Tensor:
-        """Embed category names (prompted with ``category_prompt``) -> (K, D) float32 on CPU."""
+    def encode(self, names: list[str]) -> np.ndarray:
+        """Embed category names (prompted with ``category_prompt``) -> (K, D) float32."""
 
 
 def default_sentence_model_path() -> Path:
@@ -59,12 +61,11 @@ class SentenceTextEncoder(TextEncoder):
         )
         self.dim = int(get_dim())
 
-    @torch.no_grad()
-    def encode(self, names: list[str]) -> Tensor:
+    def encode(self, names: list[str]) -> np.ndarray:
         # One batch for a whole vocabulary: sentence-transformers' default of 32 costs an extra pass.
         prompts = [category_prompt(n) for n in names]
-        emb = self.model.encode(prompts, convert_to_tensor=True, batch_size=max(len(prompts), 1))
-        return emb.float().cpu().reshape(len(names), self.dim)
+        emb = self.model.encode(prompts, convert_to_numpy=True, batch_size=max(len(prompts), 1))
+        return emb.astype(np.float32, copy=False).reshape(len(names), self.dim)
 
 
 class OpenClipTextEncoder(TextEncoder):
@@ -91,10 +92,12 @@ class OpenClipTextEncoder(TextEncoder):
         if not self.dim:
             self.dim = int(self.encode(["probe"]).shape[-1])
 
-    @torch.no_grad()
-    def encode(self, names: list[str]) -> Tensor:
+    def encode(self, names: list[str]) -> np.ndarray:
+        import torch
+
         tokens = self.tokenizer([category_prompt(n) for n in names]).to(self.device)
-        return self.model.encode_text(tokens).float().cpu()
+        with torch.no_grad():
+            return self.model.encode_text(tokens).float().cpu().numpy()
 
 
 class CachedTextEncoder(TextEncoder):
@@ -104,16 +107,16 @@ class CachedTextEncoder(TextEncoder):
     def __init__(self, encoder: TextEncoder, max_names: int = 20000) -> None:
         self.encoder, self.dim = encoder, encoder.dim
         self.max_names = max_names
-        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def encode(self, names: list[str]) -> Tensor:
+    def encode(self, names: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(n for n in names if n not in self._cache))
         if missing:
             for name, emb in zip(missing, self.encoder.encode(missing), strict=True):
                 self._cache[name] = emb
         for name in names:
             self._cache.move_to_end(name)
-        out = torch.stack([self._cache[n] for n in names]) if names else torch.zeros(0, self.dim)
+        out = np.stack([self._cache[n] for n in names]) if names else np.zeros((0, self.dim), np.float32)
         while len(self._cache) > self.max_names:
             self._cache.popitem(last=False)
         return out

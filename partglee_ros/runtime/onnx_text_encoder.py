@@ -13,7 +13,6 @@ importing sentence-transformers or loading the PyTorch weights (~5 s and ~300 MB
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -22,36 +21,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from engines.engine_metadata import file_sha256
 from partglee_ros.config import CACHE_ROOT
-from partglee_ros.model.text_encoder import (
-    SentenceTextEncoder,
-    TextEncoder,
-    category_prompt,
-    default_sentence_model_path,
-)
+from partglee_ros.model.text_encoder import TextEncoder, category_prompt, default_sentence_model_path
 from partglee_ros.runtime.backends.onnx_backend import cpu_threads
 
 log = logging.getLogger(__name__)
-_EXPECTED_MODULES = ("Transformer", "Pooling", "Normalize")
 DEFAULT_CACHE_DIR = CACHE_ROOT / "text_encoder"
-EXPORT_VERSION = 1  # part of the cache key: bump when _MeanPooledEncoder or the export settings change
-
-
-class _MeanPooledEncoder(nn.Module):
-    """Transformer -> mean over tokens -> L2 normalisation, i.e. the sentence-transformers pipeline of
-    all-MiniLM-L6-v2 for a batch of equally long token sequences (no padding, so no mask)."""
-
-    def __init__(self, transformer: nn.Module) -> None:
-        super().__init__()
-        self.transformer = transformer
-
-    def forward(self, input_ids: Tensor) -> Tensor:
-        tokens = self.transformer(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
-        return nn.functional.normalize(tokens.last_hidden_state.mean(dim=1), dim=-1)
+# Part of the cache key: bump when engines/export_text_encoder.py changes the exported graph or its settings.
+EXPORT_VERSION = 1
 
 
 def cache_key(model_path: Path) -> str:
@@ -60,32 +39,6 @@ def cache_key(model_path: Path) -> str:
     for path in sorted(p for p in model_path.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(model_path)}\0{file_sha256(path)}\0".encode())
     return digest.hexdigest()
-
-
-def export_sentence_encoder(model_path: Path) -> tuple[bytes, dict]:
-    """(ONNX graph, {"dim", "max_length", "tokenizer"}) from the sentence-transformers model."""
-    encoder = SentenceTextEncoder(model_path)
-    sentence = encoder.model
-    kinds = tuple(type(module).__name__ for module in sentence)
-    if kinds != _EXPECTED_MODULES or sentence[1].get_config_dict().get("pooling_mode") != "mean":
-        raise ValueError(f"only mean-pooled, normalised sentence encoders are exported, not {kinds}")
-    graph = io.BytesIO()
-    torch.onnx.export(
-        _MeanPooledEncoder(sentence[0].auto_model).eval(),
-        (torch.ones(2, 4, dtype=torch.long),),
-        graph,
-        dynamo=False,
-        opset_version=17,
-        input_names=["input_ids"],
-        output_names=["embedding"],
-        dynamic_axes={"input_ids": {0: "names", 1: "tokens"}},
-    )
-    info = {
-        "dim": encoder.dim,
-        "max_length": int(sentence.max_seq_length),
-        "tokenizer": sentence.tokenizer.backend_tokenizer.to_str(),
-    }
-    return graph.getvalue(), info
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -133,6 +86,8 @@ class OnnxSentenceTextEncoder(TextEncoder):
                     err,
                 )
         if not self.loaded_from_cache:
+            from engines.export_text_encoder import export_sentence_encoder  # imports PyTorch
+
             graph, info = export_sentence_encoder(model_path)
             self._use(session(graph), info)
             if cache_dir is not None:
@@ -152,9 +107,9 @@ class OnnxSentenceTextEncoder(TextEncoder):
         tokenizer.enable_truncation(int(info["max_length"]))  # as sentence-transformers truncates
         self.session, self.tokenizer, self.dim = session, tokenizer, int(info["dim"])
 
-    def encode(self, names: list[str]) -> Tensor:
+    def encode(self, names: list[str]) -> np.ndarray:
         if not names:
-            return torch.zeros(0, self.dim)
+            return np.zeros((0, self.dim), np.float32)
         tokens = [e.ids for e in self.tokenizer.encode_batch([category_prompt(n) for n in names])]
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, ids in enumerate(tokens):
@@ -163,4 +118,4 @@ class OnnxSentenceTextEncoder(TextEncoder):
         for rows in by_length.values():
             ids = np.array([tokens[i] for i in rows], dtype=np.int64)
             out[rows] = self.session.run(None, {"input_ids": ids})[0]
-        return torch.from_numpy(out)
+        return out

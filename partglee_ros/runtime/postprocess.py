@@ -1,10 +1,13 @@
 """Raw network outputs -> objects with parts at the input image's resolution.
 
 Steps: per-query best label and score, score threshold, duplicate suppression (class-wise box NMS,
-torchvision), top-k; parts only under surviving parents, restricted to the parts the vocabulary allows for
+OpenCV's), top-k; parts only under surviving parents, restricted to the parts the vocabulary allows for
 the parent's label, thresholded, suppressed and top-k'd per object; masks upsampled from stride 4 to the
 input resolution only for the instances that survive. With ``clip_parts_to_parent`` a part's mask and box
 are cut to its parent's; a part left with no mask pixels is dropped.
+
+NumPy and OpenCV only: every backend returns NumPy arrays, and the ONNX Runtime path then runs without
+importing PyTorch (~0.6 GB and seconds less per node process, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
-from torchvision.ops import batched_nms, box_convert
 
 from partglee_ros.runtime.result import ObjectResult, PartResult
 
@@ -49,11 +50,18 @@ class Letterbox:
     padded_width: int
 
 
-def _boxes_to_input(boxes_cxcywh: torch.Tensor, lb: Letterbox) -> torch.Tensor:
-    xyxy = box_convert(boxes_cxcywh, "cxcywh", "xyxy")
-    xyxy = xyxy * torch.tensor([lb.padded_width, lb.padded_height] * 2) / lb.scale
-    xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, lb.width)
-    xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, lb.height)
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logistic function in the tanh form, which cannot overflow (``1 / (1 + exp(-x))`` warns below -88)."""
+    return 0.5 * np.tanh(0.5 * logits) + 0.5
+
+
+def _boxes_to_input(boxes_cxcywh: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """(n, 4) normalised cx, cy, w, h over the padded network input -> x1, y1, x2, y2 in input pixels."""
+    centre, half = boxes_cxcywh[:, :2], boxes_cxcywh[:, 2:] / 2
+    xyxy = np.concatenate([centre - half, centre + half], axis=1)
+    xyxy *= np.array([lb.padded_width, lb.padded_height] * 2, np.float32) / np.float32(lb.scale)
+    np.clip(xyxy[:, 0::2], 0, lb.width, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, lb.height, out=xyxy[:, 1::2])
     return xyxy
 
 
@@ -82,14 +90,21 @@ def _masks_to_input(mask_logits: np.ndarray, lb: Letterbox) -> np.ndarray:
 
 
 def _select(
-    scores: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, cfg_iou: float, threshold: float, k: int
-) -> torch.Tensor:
-    """Indices of the kept queries, best first."""
-    candidates = torch.nonzero(scores >= threshold).flatten()
-    if candidates.numel() == 0:
+    scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, cfg_iou: float, threshold: float, k: int
+) -> np.ndarray:
+    """Indices of the kept queries, best first: class-wise NMS (a box goes when its IoU with a better one of
+    the same label exceeds ``cfg_iou``), then the ``k`` best."""
+    candidates = np.flatnonzero(scores >= threshold)
+    if candidates.size == 0:
         return candidates
-    keep = batched_nms(boxes[candidates], scores[candidates], labels[candidates], cfg_iou)
-    return candidates[keep[:k]]
+    xyxy = boxes[candidates].astype(np.float64)
+    rects = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)  # OpenCV's x, y, w, h
+    # Every candidate passed the threshold already (scores are >= 0 there), so OpenCV's own score filter
+    # (strictly above) is set below them all. Its top_k would cut before suppression, hence the slice after.
+    keep = cv2.dnn.NMSBoxesBatched(
+        rects, scores[candidates].astype(np.float32), labels[candidates].astype(np.int32), -1.0, cfg_iou
+    )
+    return candidates[np.asarray(keep, np.int64).reshape(-1)[:k]]
 
 
 def postprocess(
@@ -101,29 +116,27 @@ def postprocess(
     cfg: PostprocessConfig,
 ) -> list[ObjectResult]:
     """`allowed` (K_obj, K_part) bool: which parts the vocabulary allows under each object label."""
-    obj_scores, obj_labels = torch.from_numpy(outputs["obj_logits"]).sigmoid().max(-1)
-    obj_boxes = _boxes_to_input(torch.from_numpy(outputs["obj_boxes"]), lb)
+    obj_probs = _sigmoid(outputs["obj_logits"])
+    obj_scores, obj_labels = obj_probs.max(-1), obj_probs.argmax(-1)
+    obj_boxes = _boxes_to_input(outputs["obj_boxes"], lb)
     kept = _select(obj_scores, obj_labels, obj_boxes, cfg.nms_iou, cfg.object_threshold, cfg.max_objects)
-    obj_masks = _masks_to_input(outputs["obj_masks"][kept.numpy()], lb)
+    obj_masks = _masks_to_input(outputs["obj_masks"][kept], lb)
 
-    part_probs = torch.from_numpy(outputs["part_logits"]).sigmoid()
-    part_boxes = _boxes_to_input(torch.from_numpy(outputs["part_boxes"]), lb)
-    part_parent = torch.from_numpy(outputs["part_parent"])
-    allowed_t = torch.from_numpy(allowed)
+    part_probs = _sigmoid(outputs["part_logits"])
+    part_boxes = _boxes_to_input(outputs["part_boxes"], lb)
+    part_parent = outputs["part_parent"]
 
     results: list[ObjectResult] = []
     next_id = 1
     for rank, q in enumerate(kept.tolist()):
         label = int(obj_labels[q])
-        obj = ObjectResult(
-            next_id, objects[label], float(obj_scores[q]), obj_boxes[q].numpy(), obj_masks[rank]
-        )
+        obj = ObjectResult(next_id, objects[label], float(obj_scores[q]), obj_boxes[q], obj_masks[rank])
         next_id += 1
-        children = torch.nonzero(part_parent == q).flatten()
-        if children.numel() and parts and cfg.max_parts_per_object:
+        children = np.flatnonzero(part_parent == q)
+        if children.size and parts and cfg.max_parts_per_object:
             # Disallowed names score -1, below any threshold (0 included), never 0.
-            probs = torch.where(allowed_t[label], part_probs[children], -1.0)
-            scores, labels = probs.max(-1)
+            probs = np.where(allowed[label], part_probs[children], np.float32(-1))
+            scores, labels = probs.max(-1), probs.argmax(-1)
             keep = children[
                 _select(
                     scores,
@@ -135,7 +148,7 @@ def postprocess(
                 )
             ]
             lookup = {int(c): i for i, c in enumerate(children)}
-            masks = _masks_to_input(outputs["part_masks"][keep.numpy()], lb)
+            masks = _masks_to_input(outputs["part_masks"][keep], lb)
             if cfg.clip_parts_to_parent:
                 masks &= obj.mask
             for mask, p in zip(masks, keep.tolist(), strict=True):
@@ -143,7 +156,7 @@ def postprocess(
                     continue
                 i = lookup[p]
                 part_name = parts[int(labels[i])]
-                box = part_boxes[p].numpy()
+                box = part_boxes[p]
                 if cfg.clip_parts_to_parent:
                     box = np.concatenate([np.maximum(box[:2], obj.box[:2]), np.minimum(box[2:], obj.box[2:])])
                     if (box[2:] <= box[:2]).any():  # predicted boxes disjoint: the mask's own extent

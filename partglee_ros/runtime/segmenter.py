@@ -104,7 +104,7 @@ class Segmenter:
             )
         # The network needs K_part >= 1; with no parts a single name is encoded and every part is disallowed.
         part_names = list(vocab.parts) or ["part"]
-        text = self.text_encoder.encode([*vocab.objects, *part_names]).numpy().astype(np.float32)
+        text = self.text_encoder.encode([*vocab.objects, *part_names]).astype(np.float32, copy=False)
         object_text, part_text = text[: len(vocab.objects)], text[len(vocab.objects) :]
         allowed = np.zeros((len(vocab.objects), len(part_names)), dtype=bool)
         index = {p: i for i, p in enumerate(vocab.parts)}

@@ -1,0 +1,57 @@
+"""ONNX export of the MiniLM sentence encoder, for ``partglee_ros.runtime.onnx_text_encoder``.
+
+A change to the exported graph must bump the runtime's ``EXPORT_VERSION`` (its cache key). Kept apart from the
+runtime module so that a node loading the cached graph imports neither PyTorch nor
+sentence-transformers: only a cache miss (first start, or new encoder files) runs this.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from partglee_ros.model.text_encoder import SentenceTextEncoder
+
+_EXPECTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+class _MeanPooledEncoder(nn.Module):
+    """Transformer -> mean over tokens -> L2 normalisation, i.e. the sentence-transformers pipeline of
+    all-MiniLM-L6-v2 for a batch of equally long token sequences (no padding, so no mask)."""
+
+    def __init__(self, transformer: nn.Module) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        tokens = self.transformer(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+        return nn.functional.normalize(tokens.last_hidden_state.mean(dim=1), dim=-1)
+
+
+def export_sentence_encoder(model_path: Path) -> tuple[bytes, dict]:
+    """(ONNX graph, {"dim", "max_length", "tokenizer"}) from the sentence-transformers model."""
+    encoder = SentenceTextEncoder(model_path)
+    sentence = encoder.model
+    kinds = tuple(type(module).__name__ for module in sentence)
+    if kinds != _EXPECTED_MODULES or sentence[1].get_config_dict().get("pooling_mode") != "mean":
+        raise ValueError(f"only mean-pooled, normalised sentence encoders are exported, not {kinds}")
+    graph = io.BytesIO()
+    torch.onnx.export(
+        _MeanPooledEncoder(sentence[0].auto_model).eval(),
+        (torch.ones(2, 4, dtype=torch.long),),
+        graph,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input_ids"],
+        output_names=["embedding"],
+        dynamic_axes={"input_ids": {0: "names", 1: "tokens"}},
+    )
+    info = {
+        "dim": encoder.dim,
+        "max_length": int(sentence.max_seq_length),
+        "tokenizer": sentence.tokenizer.backend_tokenizer.to_str(),
+    }
+    return graph.getvalue(), info
