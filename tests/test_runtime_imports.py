@@ -2,7 +2,8 @@
 
 PyTorch and torchvision take ~0.6 GB and seconds of every node start (docs/BENCHMARKS.md, start-up), so
 the ONNX Runtime path (model load, text encoder from its cache, pre- and post-processing) must not import
-them. Each probe runs in a fresh process, where ``sys.modules`` shows what the code path really loaded.
+them. Each probe runs in a fresh process, where ``sys.modules`` shows what the code path really loaded; the
+node probe runs with PyTorch made unimportable, so no fallback may reach for it either.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from tests.conftest import REPO
 HEAVY = ("torch", "torchvision", "timm", "sentence_transformers", "partglee_ros.model.partglee")
 
 
-def _imported_after(code: str) -> list[str]:
-    probe = f"{code}\nimport sys\nprint(*(m for m in {HEAVY!r} if m in sys.modules))"
+def _imported_after(code: str, blocked: tuple[str, ...] = ()) -> list[str]:
+    """Heavy modules a fresh process imported running ``code``, with ``blocked`` ones unimportable."""
+    block = f"import sys\nsys.modules.update(dict.fromkeys({blocked!r}))\n"  # None: ImportError
+    probe = f"{block}{code}\nprint(*(m for m in {HEAVY!r} if sys.modules.get(m) is not None))"
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout.split()
@@ -40,4 +43,4 @@ def test_a_node_on_onnx_runtime_segments_without_pytorch() -> None:
         "result = seg.segment(image)\n"
         "assert (result.height, result.width) == (480, 640) and 'inference' in result.timings_ms\n"
     )
-    assert _imported_after(code) == []
+    assert _imported_after(code, blocked=("torch", "torchvision", "sentence_transformers")) == []
