@@ -29,7 +29,7 @@ from std_msgs.msg import Header
 
 from benchmarks.markdown_section import write_section
 from partglee_ros.ros.conversions import rgb_to_image_msg
-from partglee_ros.ros.launch_arguments import node_command
+from partglee_ros.ros.launch_arguments import dds_environment, node_command
 from training.data.synthparts import load_split_config, split_scenes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,10 +57,17 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=0, help="node parameter torch_threads")
     parser.add_argument("--onnx-threads", type=int, default=0, help="node parameter onnx_threads")
     parser.add_argument("--onnx-spin-threads", action="store_true", help="node parameter onnx_spin_threads")
+    parser.add_argument(
+        "--dds-profile",
+        default="",
+        help="Fast DDS profile for the publisher and the node, e.g. config/fastdds_large_data.xml "
+        "(default: Fast DDS's own settings)",
+    )
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     args = parser.parse_args()
+    os.environ.update(dds_environment(args.dds_profile))  # before rclpy.init; the node inherits it
 
     cmd = node_command(
         str(EXECUTABLE),
@@ -146,6 +153,7 @@ def main() -> int:
     flags += f" --torch-threads {args.torch_threads}" if args.torch_threads else ""
     flags += f" --onnx-threads {args.onnx_threads}" if args.onnx_threads else ""
     flags += " --onnx-spin-threads" if args.onnx_spin_threads else ""
+    flags += f" --dds-profile {args.dds_profile}" if args.dds_profile else ""
     section = "load-test" + re.sub(r"[^a-z0-9]+", "-", flags).rstrip("-")  # one section per configuration
     body = (
         f"## Node load test{f' ({flags.strip()})' if flags else ''}\n\n"

@@ -2,18 +2,20 @@
 
 A thin wrapper: every argument maps to one node parameter or one topic remap, from the table in
 partglee_ros/ros/launch_arguments.py (the tests start the equivalent command line, since `ros2 launch` is not
-installable from PyPI). Parameters set by arguments override the params file.
+installable from PyPI). Parameters set by arguments override the params file. `dds_profile` is the Fast DDS
+profile the node runs with (config/fastdds_large_data.xml unless $FASTDDS_DEFAULT_PROFILES_FILE names one;
+'' for Fast DDS's defaults).
 """
 
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from launch import LaunchDescription
-from partglee_ros.ros.launch_arguments import ARGUMENTS
+from launch import LaunchContext, LaunchDescription
+from partglee_ros.ros.launch_arguments import ARGUMENTS, dds_environment, default_dds_profile
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -26,6 +28,11 @@ def generate_launch_description() -> LaunchDescription:
             "params_file",
             default_value=str(share / "config" / "partglee.yaml"),
             description="node parameters",
+        ),
+        DeclareLaunchArgument(
+            "dds_profile",
+            default_value=default_dds_profile(share),
+            description="Fast DDS XML profile of the node process ('' = Fast DDS's defaults)",
         ),
     ]
     arguments += [
@@ -40,13 +47,19 @@ def generate_launch_description() -> LaunchDescription:
         for name, (kind, target, _) in ARGUMENTS.items()
         if kind == "remap"
     ]
-    node = Node(
-        package="partglee_ros",
-        executable="partglee_node",
-        name="partglee",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("params_file"), params],
-        remappings=remaps,
-        output="screen",
-    )
-    return LaunchDescription([*arguments, node])
+
+    def node(context: LaunchContext) -> list[Node]:
+        return [
+            Node(
+                package="partglee_ros",
+                executable="partglee_node",
+                name="partglee",
+                namespace=LaunchConfiguration("namespace"),
+                parameters=[LaunchConfiguration("params_file"), params],
+                remappings=remaps,
+                additional_env=dds_environment(LaunchConfiguration("dds_profile").perform(context)),
+                output="screen",
+            )
+        ]
+
+    return LaunchDescription([*arguments, OpaqueFunction(function=node)])

@@ -58,10 +58,13 @@ def spin_until(node, predicate: Callable[[], bool], timeout: float) -> bool:
 class RosProcess:
     """A node in its own process; output goes to a log file that failing tests print."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        """``env``: variables added to this process's environment."""
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ | (env or {})
+        )
 
     def output(self) -> str:
         self._log.flush()
@@ -82,8 +85,8 @@ class RosProcess:
 def _process_starter(log_dir: Path) -> Iterator[Callable[..., RosProcess]]:
     started: list[RosProcess] = []
 
-    def start(*args: str, name: str = "proc") -> RosProcess:
-        proc = RosProcess([*args], log_dir / f"{name}-{len(started)}.log")
+    def start(*args: str, name: str = "proc", env: dict[str, str] | None = None) -> RosProcess:
+        proc = RosProcess([*args], log_dir / f"{name}-{len(started)}.log", env)
         started.append(proc)
         return proc
 

@@ -42,7 +42,9 @@ def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
         and node.args
         and isinstance(node.args[0], ast.Constant)
     }
-    assert declared == {"namespace", "params_file"}, "other arguments must come from the ARGUMENTS table"
+    assert declared == {"namespace", "params_file", "dds_profile"}, (
+        "other arguments come from the ARGUMENTS table"
+    )
     assert "ARGUMENTS.items()" in source and 'executable="partglee_node"' in source
 
 
