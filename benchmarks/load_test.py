@@ -29,7 +29,8 @@ from std_msgs.msg import Header
 
 from benchmarks.markdown_section import write_section
 from partglee_ros.ros.conversions import rgb_to_image_msg
-from partglee_ros.ros.launch_arguments import dds_environment, node_command
+from partglee_ros.ros.dds_profile import dds_environment
+from partglee_ros.ros.launch_arguments import node_command
 from training.data.synthparts import load_split_config, split_scenes
 
 REPO = Path(__file__).resolve().parents[1]

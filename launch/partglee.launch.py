@@ -31,7 +31,7 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "dds_profile",
-            default_value=default_dds_profile(share),
+            default_value=default_dds_profile(),
             description="Fast DDS XML profile of the node process ('' = Fast DDS's defaults)",
         ),
     ]

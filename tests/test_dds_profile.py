@@ -8,18 +8,23 @@ fragments and best-effort delivery loses most of them (docs/BENCHMARKS.md); that
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+import tomllib
 from diagnostic_msgs.msg import DiagnosticArray
 
-from partglee_ros.ros.launch_arguments import (
+from partglee_ros.ros.dds_profile import (
     DDS_PROFILE_ENV,
+    bundled_dds_profile,
     dds_environment,
     default_dds_profile,
-    node_command,
+    use_bundled_dds_profile,
 )
+from partglee_ros.ros.launch_arguments import node_command
 from tests.checkpoints import DEFAULT_MODEL
 from tests.conftest import spin_until
 from tests.ros_testing import NODE_EXECUTABLE, REPO, params_file
@@ -46,10 +51,33 @@ def test_dds_environment(monkeypatch, tmp_path) -> None:
     assert dds_environment("") == {}
     with pytest.raises(FileNotFoundError, match="dds_profile"):
         dds_environment(str(tmp_path / "missing.xml"))
+    bundled = bundled_dds_profile()  # the colcon install's copy of this file
+    assert bundled is not None and bundled.read_bytes() == PROFILE.read_bytes()
     monkeypatch.delenv(DDS_PROFILE_ENV, raising=False)
-    assert default_dds_profile(REPO) == str(PROFILE)
+    assert default_dds_profile() == str(bundled)
+    use_bundled_dds_profile()
+    assert os.environ[DDS_PROFILE_ENV] == str(bundled)
     monkeypatch.setenv(DDS_PROFILE_ENV, "/etc/robot/fastdds.xml")  # a user's own profile wins
-    assert default_dds_profile(REPO) == "/etc/robot/fastdds.xml"
+    assert default_dds_profile() == "/etc/robot/fastdds.xml"
+    use_bundled_dds_profile()
+    assert os.environ[DDS_PROFILE_ENV] == "/etc/robot/fastdds.xml"
+
+
+def test_bag_eval_command_line_replays_through_the_profile() -> None:
+    """The console script and ``python -m`` both go through ``cli``, which sets the profile; ``main`` (what
+    the tests call in-process) leaves the environment alone."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["partglee-bag-eval"] == "partglee_ros.bag.evaluate:cli"
+    probe = (
+        "import os, runpy, sys\n"
+        "sys.argv = ['partglee-bag-eval', '--help']\n"
+        "try:\n    runpy.run_module('partglee_ros.bag.evaluate', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        f"print(os.environ.get({DDS_PROFILE_ENV!r}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != DDS_PROFILE_ENV}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO)
+    assert run.stdout.strip().splitlines()[-1] == str(bundled_dds_profile()), run.stdout + run.stderr
 
 
 @pytest.mark.ros

@@ -26,6 +26,7 @@ from partglee_ros.bag.bag_writer import STORAGES, BagWriter
 from partglee_ros.bag.outcome import EvaluationRun, ReplayError
 from partglee_ros.bag.reader import Bag, BagError
 from partglee_ros.bag.report import score, write_report
+from partglee_ros.ros.dds_profile import use_bundled_dds_profile
 from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.vocabulary import Vocabulary, make_vocabulary, parse_object_parts
@@ -215,5 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The command line: replayed raw images go through the bundled Fast DDS profile unless one is named
+    (docs/BAG_EVAL.md), set before the replay's first participant; ``main`` leaves the environment alone."""
+    use_bundled_dds_profile()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

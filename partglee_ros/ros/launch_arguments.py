@@ -7,9 +7,7 @@ command line (`--ros-args --params-file ... -r ... -p ...`), which is what the t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
 # argument -> (kind, target, default); kind "param" sets a node parameter, "remap" remaps a relative topic
 ARGUMENTS: dict[str, tuple[str, str, str]] = {
@@ -21,29 +19,11 @@ ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "use_debug_image": ("param", "publish_debug_image", "true"),
     "use_depth": ("param", "use_depth", "false"),
 }
-DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS reads its default XML profile from here
 SPECIAL = {
     "namespace": "",
     "params_file": "<share>/config/partglee.yaml",
-    "dds_profile": f"${DDS_PROFILE_ENV} when set, else <share>/config/fastdds_large_data.xml",
+    "dds_profile": "$FASTDDS_DEFAULT_PROFILES_FILE when set, else <share>/config/fastdds_large_data.xml",
 }  # the node's namespace, YAML file and Fast DDS profile
-
-
-def default_dds_profile(share: Path) -> str:
-    """The user's own Fast DDS profile when the environment names one, else the bundled large-data one."""
-    return os.environ.get(DDS_PROFILE_ENV) or str(share / "config" / "fastdds_large_data.xml")
-
-
-def dds_environment(profile: str) -> dict[str, str]:
-    """Environment for the node process: ``profile`` as Fast DDS's default profile ('' leaves Fast DDS's own
-    defaults). A missing file is an error here: Fast DDS would only log it and run with its defaults."""
-    if not profile:
-        return {}
-    if not Path(profile).is_file():
-        raise FileNotFoundError(
-            f"dds_profile {profile!r} not found (dds_profile:='' keeps Fast DDS's defaults)"
-        )
-    return {DDS_PROFILE_ENV: profile}
 
 
 def node_command(
