@@ -15,7 +15,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchContext, LaunchDescription
-from partglee_ros.ros.launch_arguments import ARGUMENTS, dds_environment, default_dds_profile
+from partglee_ros.ros.dds_profile import dds_environment, default_dds_profile
+from partglee_ros.ros.launch_arguments import ARGUMENTS
 
 
 def generate_launch_description() -> LaunchDescription:

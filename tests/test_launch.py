@@ -4,6 +4,7 @@ line the launch file stands for places the node in a namespace with remapped top
 from __future__ import annotations
 
 import ast
+import importlib
 
 import cv2
 import numpy as np
@@ -46,6 +47,19 @@ def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
         "other arguments come from the ARGUMENTS table"
     )
     assert "ARGUMENTS.items()" in source and 'executable="partglee_node"' in source
+
+
+def test_launch_file_imports_names_this_package_defines() -> None:
+    """`ros2 launch` cannot run here (no PyPI wheel), so at least its imports from this package must resolve."""
+    tree = ast.parse((REPO / "launch" / "partglee.launch.py").read_text())
+    imports = [
+        n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("partglee_ros")
+    ]
+    assert imports
+    for node in imports:
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+            assert hasattr(module, alias.name), f"launch file: {node.module} has no {alias.name}"
 
 
 def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process, tmp_path) -> None:
