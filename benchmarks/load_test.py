@@ -1,8 +1,10 @@
 """Load test of partglee_node: images at a fixed rate (30 Hz by default) for N minutes.
 
 Reports the processed rate, frames dropped (latest frame wins, so drops are expected whenever inference is
-slower than the camera), latency p50/p95 (receive -> publish, from the node's messages) and the node's
-resident memory at start and end, and writes the table into docs/BENCHMARKS.md.
+slower than the camera), latency p50/p95 (receive -> publish, from the node's messages), the age of each
+result (the frame's stamp, taken when it was published, to the result's arrival here: what a planner waits
+for, DDS transfer and the wait for the frame in progress included) and the node's resident memory at start
+and end, and writes the table into docs/BENCHMARKS.md.
 
     . scripts/env.sh && python benchmarks/load_test.py --minutes 2 --rate 30
 """
@@ -88,11 +90,18 @@ def main() -> int:
     rclpy.init()
     node = Node("load_test")
     results: list[HierarchicalSegmentation] = []
+    ages_ms: list[float] = []
+
+    def on_result(msg: HierarchicalSegmentation) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        ages_ms.append((node.get_clock().now().nanoseconds * 1e-9 - stamp) * 1e3)
+        results.append(msg)
+
     diagnostics: list[DiagnosticArray] = []
     node.create_subscription(
         HierarchicalSegmentation,
         "/segmentation",
-        results.append,
+        on_result,
         QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
     )
     node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
@@ -145,6 +154,10 @@ def main() -> int:
         (
             "latency receive -> publish p50 / p95 (ms)",
             f"{np.percentile(latency, 50):.0f} / {np.percentile(latency, 95):.0f}",
+        ),
+        (
+            "result age, frame stamp -> result received p50 / p95 (ms)",
+            f"{np.percentile(ages_ms, 50):.0f} / {np.percentile(ages_ms, 95):.0f}" if ages_ms else "-",
         ),
         ("node RSS at start / end (MiB)", f"{rss_start:.0f} / {rss_end:.0f}"),
     ]
