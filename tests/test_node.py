@@ -14,6 +14,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import msg_to_result, rgb_to_image_msg
+from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.parameters import BY_NAME, postprocess_config
 from partglee_ros.runtime.factory import load_segmenter
 from tests.conftest import spin_until
@@ -200,15 +201,31 @@ def test_thresholds_reconfigure_with_validation(client) -> None:
 def test_diagnostics_count_frames(client) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
 
+    now_stamped = frame(8, 0)
+    now_stamped.header.stamp = client.node.get_clock().now().to_msg()  # the node's clock: same machine
+    client.send(now_stamped)
     seen: list[DiagnosticArray] = []
     client.node.create_subscription(DiagnosticArray, "/diagnostics", seen.append, 10)
-    assert spin_until(client.node, lambda: bool(seen), 10)
+    assert spin_until(client.node, lambda: len(seen) >= 2, 10)  # the second one surely counts that frame
     values = {kv.key: kv.value for kv in seen[-1].status[0].values}
     assert int(values["frames_processed"]) >= 3 and int(values["frame_errors"]) >= 5
+    # only the frame stamped now has an age; the earlier ones (sec = 100, 200, ...) are decades old
+    assert 0 < float(values["frame_age_ms_p50"]) == float(values["frame_age_ms_p95"]) < 10_000
+    assert int(values["frames_stamped_off_clock"]) == int(values["frames_processed"]) - 1
     assert int(values["frames_received"]) >= int(values["frames_processed"])
     assert float(values["latency_ms_p95"]) > 0
     assert values["backend"] == "torch/cpu"  # auto: the test model has no model.onnx next to it
     assert 1 <= int(values["cpu_threads"]) <= len(os.sched_getaffinity(0))
+
+
+def test_frame_age_only_for_stamps_on_the_nodes_clock() -> None:
+    second = 1_000_000_000
+    header = Header()
+    header.stamp.sec, header.stamp.nanosec = 1000, 250_000_000
+    assert frame_age_ms(1000 * second + 250_000_000, header) == 0.0
+    assert frame_age_ms(1001 * second, header) == 750.0
+    assert frame_age_ms(999 * second, header) is None  # stamped in the future: another clock
+    assert frame_age_ms(1011 * second, header) is None  # older than MAX_FRAME_AGE_S: a replay or a fake stamp
 
 
 def test_debug_image_only_while_subscribed(client) -> None:

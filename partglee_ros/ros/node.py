@@ -43,6 +43,7 @@ from partglee_ros.ros.conversions import (
     rgb_to_image_msg,
 )
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
+from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
 from partglee_ros.ros.parameters import BY_NAME, DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
 from partglee_ros.ros.vocabulary_services import VocabularyServices
@@ -81,6 +82,8 @@ class PartGleeMixin:
         self._last_error = ""
         self._last_logged: dict[str, float] = {}
         self._latencies: deque[float] = deque(maxlen=200)
+        self._ages: deque[float] = deque(maxlen=200)
+        self._stamps_off_clock = 0
         self._depth = NearestStampBuffer()
         self._camera_info = NearestStampBuffer()
         self._subscriptions_made: list = []
@@ -236,6 +239,11 @@ class PartGleeMixin:
         self.seg_pub.publish(result_to_msg(result, msg.header))
         self._processed += 1
         self._latencies.append(result.timings_ms["total"])
+        age = frame_age_ms(self.get_clock().now().nanoseconds, msg.header)
+        if age is None:
+            self._stamps_off_clock += 1
+        else:
+            self._ages.append(age)
         if self.value("use_depth"):
             t = stamp_seconds(msg.header)
             depth = self._depth.nearest(t, self.value("depth_slop"))
@@ -248,6 +256,7 @@ class PartGleeMixin:
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self._latencies) if self._latencies else np.zeros(1)
+        ages = np.array(self._ages)
         status = DiagnosticStatus(
             name=f"{self.get_name()}: inference", hardware_id=self.get_fully_qualified_name()
         )
@@ -267,6 +276,10 @@ class PartGleeMixin:
             KeyValue(key="last_error", value=self._last_error),
             KeyValue(key="latency_ms_p50", value=f"{np.percentile(lat, 50):.1f}"),
             KeyValue(key="latency_ms_p95", value=f"{np.percentile(lat, 95):.1f}"),
+            # capture to publish; "" until a frame stamped on this node's clock (partglee_ros/ros/frame_age.py)
+            KeyValue(key="frame_age_ms_p50", value=f"{np.percentile(ages, 50):.1f}" if ages.size else ""),
+            KeyValue(key="frame_age_ms_p95", value=f"{np.percentile(ages, 95):.1f}" if ages.size else ""),
+            KeyValue(key="frames_stamped_off_clock", value=str(self._stamps_off_clock)),
             KeyValue(key="vocabulary_revision", value=str(vocab.revision if vocab else 0)),
         ]
         self.diag_pub.publish(DiagnosticArray(header=self._header_now(), status=[status]))
