@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.markdown_section import write_section
+from benchmarks.markdown_section import BENCHMARKS_DOC, report
 from engines.export_onnx import export_onnx, image_shape
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model.partglee import build_model
@@ -38,7 +38,6 @@ from partglee_ros.runtime.segmenter import Segmenter
 from training.data.synthparts import CATEGORIES, generate_scene
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "BENCHMARKS.md"
 SECTION = "bench-segmenter"
 STAGES = ("preprocess", "inference", "postprocess", "total")
 IMAGE_SIZE = (640, 480)  # W, H
@@ -335,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--k", type=int, nargs="+", default=[5, 50])
-    parser.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(REPO)}")
+    parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_DOC.relative_to(REPO)}")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -385,9 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         flops = {k: model_flops(setup, k) for k in args.k}
     gflops = matmul_gflops()
     section = render(setup, results, vocab_times, flops, gflops, compile_s, args, environment())
-    print(section)
-    if args.write:
-        write_section(DOC, SECTION, section)
+    report(section, SECTION, args.write)
     return 0
 
 

@@ -13,16 +13,15 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.markdown_section import report
 from training.data.synthparts import CATEGORIES, generate_scene
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "DATA.md"
-START, END = "<!-- bench_synthparts:start -->", "<!-- bench_synthparts:end -->"
 
 
 def _render(args: tuple[int, int, int]) -> int:
@@ -89,7 +88,6 @@ def main() -> None:
         rows.append(f"| {width}x{height} | {num} | {single:.1f} | {multi:.1f} ({cores} processes) |")
     table = "\n".join(
         [
-            START,
             f"Machine: {cores}-core CPU container, no GPU ({platform.processor() or platform.machine()}, "
             f"Python {platform.python_version()}); load average {os.getloadavg()[0]:.1f} at the end of the run "
             "(other jobs share these cores, so numbers are lower bounds).",
@@ -100,16 +98,9 @@ def main() -> None:
             *rows,
             "",
             *scene_statistics(args.stats_scenes),
-            END,
         ]
     )
-    print(table)
-    if not args.no_write:
-        text = DOC.read_text()
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"{DOC} has no {START} ... {END} block to update")
-        DOC.write_text(pattern.sub(lambda _: table, text))
+    report(table, "bench-synthparts", not args.no_write, path=DOC)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
-from benchmarks.markdown_section import write_section
+from benchmarks.markdown_section import report
 from engines.export_onnx import image_shape
 from partglee_ros.config import load_checkpoint
 
@@ -139,10 +139,7 @@ def main() -> None:
         f"{totals['onnxruntime', 2]:.2f} | {totals['torch', 1]:.2f} | {totals['torch', 2]:.2f} | "
         f"{totals['onnxruntime', 2] / totals['torch', 2]:.1f}x |"
     )
-    body = "\n".join(lines)
-    print(body)
-    if args.write:
-        write_section(REPO / "docs" / "BENCHMARKS.md", "grid-sample", body)
+    report("\n".join(lines), "grid-sample", args.write)
 
 
 if __name__ == "__main__":

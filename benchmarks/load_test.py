@@ -29,7 +29,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from benchmarks.markdown_section import write_section
+from benchmarks.markdown_section import BENCHMARKS_DOC, report
 from partglee_ros.ros.conversions import rgb_to_image_msg
 from partglee_ros.ros.dds_profile import dds_environment
 from partglee_ros.ros.launch_arguments import node_command
@@ -68,7 +68,7 @@ def main() -> int:
     )
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_DOC)
     args = parser.parse_args()
     os.environ.update(dds_environment(args.dds_profile))  # before rclpy.init; the node inherits it
 
@@ -176,8 +176,7 @@ def main() -> int:
         f"{flags}`\n\n"
         f"| measure | value |\n|---|---|\n{table}\n"
     )
-    write_section(args.out, section, body)
-    print(body)
+    report(body, section, write=True, path=args.out)
     return 0
 
 

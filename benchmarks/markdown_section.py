@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+BENCHMARKS_DOC = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+
 
 def write_section(path: Path, name: str, body: str) -> None:
     """Put `body` between `<!-- BEGIN name -->` and `<!-- END name -->`, appending the markers if absent."""
@@ -16,3 +18,10 @@ def write_section(path: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def report(body: str, name: str, write: bool, path: Path = BENCHMARKS_DOC) -> None:
+    """What every benchmark script ends with: print its table, and with --write put it in its section."""
+    print(body)
+    if write:
+        write_section(path, name, body)

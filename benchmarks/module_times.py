@@ -30,7 +30,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from benchmarks.markdown_section import write_section
+from benchmarks.markdown_section import report
 from engines.export_onnx import image_shape
 from partglee_ros.config import load_checkpoint
 
@@ -185,10 +185,7 @@ def main() -> None:
         f"{totals['kernels']:.1f} ms, so its column is ~{totals['kernels'] / totals['ort']:.2f}x its real "
         "share and the ratios understate ORT's gain by about that factor.",
     ]
-    body = "\n".join(lines)
-    print(body)
-    if args.write:
-        write_section(REPO / "docs" / "BENCHMARKS.md", "module-times", body)
+    report("\n".join(lines), "module-times", args.write)
 
 
 if __name__ == "__main__":

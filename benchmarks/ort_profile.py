@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.markdown_section import write_section
+from benchmarks.markdown_section import report
 
 REPO = Path(__file__).resolve().parents[1]
 THREADS = (1, 2)
@@ -113,10 +113,7 @@ def main() -> None:
         f"Wall-clock per run without the profiler (median of {args.runs}): 1 thread {wall[1]:.1f} ms, "
         f"2 threads {wall[2]:.1f} ms ({wall[1] / wall[2]:.2f}x from the second core).",
     ]
-    body = "\n".join(lines)
-    print(body)
-    if args.write:
-        write_section(REPO / "docs" / "BENCHMARKS.md", "ort-profile", body)
+    report("\n".join(lines), "ort-profile", args.write)
 
 
 if __name__ == "__main__":

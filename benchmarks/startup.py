@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.markdown_section import write_section
+from benchmarks.markdown_section import report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,10 +81,7 @@ def main() -> None:
             f"{', '.join(s['heavy']) or 'neither torch nor sentence_transformers'} |"
         )
     body = "\n".join(lines)
-    print(body)
-    if args.write:
-        section = "startup" if args.backend == "onnx" else f"startup-{args.backend}"
-        write_section(REPO / "docs" / "BENCHMARKS.md", section, body)
+    report(body, "startup" if args.backend == "onnx" else f"startup-{args.backend}", args.write)
 
 
 if __name__ == "__main__":
