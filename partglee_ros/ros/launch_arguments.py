@@ -19,11 +19,7 @@ ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "use_debug_image": ("param", "publish_debug_image", "true"),
     "use_depth": ("param", "use_depth", "false"),
 }
-SPECIAL = {
-    "namespace": "",
-    "params_file": "<share>/config/partglee.yaml",
-    "dds_profile": "$FASTDDS_DEFAULT_PROFILES_FILE when set, else <share>/config/fastdds_large_data.xml",
-}  # the node's namespace, YAML file and Fast DDS profile
+# namespace, params_file and dds_profile are declared in the launch file itself: they are not one parameter
 
 
 def node_command(
