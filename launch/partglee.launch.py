@@ -13,10 +13,11 @@ from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchContext, LaunchDescription
 from partglee_ros.ros.dds_profile import dds_environment, default_dds_profile
-from partglee_ros.ros.launch_arguments import ARGUMENTS
+from partglee_ros.ros.launch_arguments import ARGUMENTS, parameter_type
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -40,8 +41,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(name, default_value=default, description=f"{kind} {target}")
         for name, (kind, target, default) in ARGUMENTS.items()
     ]
+    # typed: launch_ros reads a bare substitution as YAML, and the default model_path '' would become null
     params = {
-        target: LaunchConfiguration(name) for name, (kind, target, _) in ARGUMENTS.items() if kind == "param"
+        target: ParameterValue(LaunchConfiguration(name), value_type=parameter_type(target))
+        for name, (kind, target, _) in ARGUMENTS.items()
+        if kind == "param"
     }
     remaps = [
         (target, LaunchConfiguration(name))

@@ -125,3 +125,12 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
     msg.header.stamp.sec = 44
     pub.publish(msg)
     assert spin_until(ros_node, lambda: any(r.header.stamp.sec == 44 for r in results), 60), proc.output()
+
+
+def test_launch_defaults_start_the_bundled_model(ros_node, start_process, tmp_path) -> None:
+    """No model_path: its default '' must reach the node as an empty string (the bundled model), not null."""
+    cmd = node_command(str(NODE_EXECUTABLE), str(params_file(tmp_path)), {}, namespace="/defaults")
+    proc = start_process(*cmd, name="defaults")
+    assert spin_until(ros_node, lambda: "loaded " in proc.output() or proc.proc.poll() is not None, 90)
+    assert proc.proc.poll() is None, proc.output()
+    assert "share/partglee_ros/models/default" in proc.output()

@@ -7,7 +7,10 @@ command line (`--ros-args --params-file ... -r ... -p ...`), which is what the t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+
+from partglee_ros.ros.parameters import BY_NAME
 
 # argument -> (kind, target, default); kind "param" sets a node parameter, "remap" remaps a relative topic
 ARGUMENTS: dict[str, tuple[str, str, str]] = {
@@ -20,6 +23,17 @@ ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "use_depth": ("param", "use_depth", "false"),
 }
 # namespace, params_file and dds_profile are declared in the launch file itself: they are not one parameter
+
+
+def parameter_type(target: str) -> type:
+    """The declared type of a parameter argument. Launch and rcl read untyped values as YAML, so an empty
+    model_path would become null (launch_ros: TypeError; rcl: `-p model_path:=` does not parse)."""
+    return type(BY_NAME[target].default)
+
+
+def _override(target: str, value: str) -> str:
+    # a YAML double-quoted scalar keeps any text a string: '', 'true', '123', 'a: b'
+    return json.dumps(value) if parameter_type(target) is str else value
 
 
 def node_command(
@@ -35,5 +49,8 @@ def node_command(
     for name, (kind, target, default) in ARGUMENTS.items():
         value = values.get(name, default)
         # launch always sets these (with their defaults), so they override the params file's values
-        cmd += ["-r" if kind == "remap" else "-p", f"{target}:={value}"]
+        if kind == "remap":
+            cmd += ["-r", f"{target}:={value}"]
+        else:
+            cmd += ["-p", f"{target}:={_override(target, value)}"]
     return cmd
