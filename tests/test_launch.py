@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import yaml
 from partglee_ros.msg import HierarchicalSegmentation
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -89,7 +89,8 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
 
     # depth + camera_info 10 ms after the frame's stamp: matched within depth_slop and passed through
     depth_pub = ros_node.create_publisher(Image, "/robot/cam/depth", qos)
-    info_pub = ros_node.create_publisher(CameraInfo, "/robot/cam/info", qos)
+    # best effort, as image_transport publishes camera_info for a sensor-data camera
+    info_pub = ros_node.create_publisher(CameraInfo, "/robot/cam/info", qos_profile_sensor_data)
     passed: list[Image] = []
     ros_node.create_subscription(Image, "/perception/segmentation/depth", passed.append, qos)
     assert spin_until(

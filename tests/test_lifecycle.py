@@ -89,3 +89,28 @@ def test_corrupt_weights_exit_cleanly(start_process, tmp_path) -> None:
     assert proc.proc.wait(timeout=120) == 2
     log = proc.output()
     assert "cannot load" in log and "model.safetensors" in log and "Traceback" not in log, log
+
+
+def test_bad_parameter_override_exits_cleanly(start_process, tmp_path) -> None:
+    cmd = partglee_command(params_file(tmp_path), small_checkpoint(tmp_path / "model"))
+    proc = start_process(*cmd, "-p", "max_objects:=5000", name="bad_param")  # declared range: 1-1000
+    assert proc.proc.wait(timeout=120) == 2
+    log = proc.output()
+    assert "cannot start" in log and "max_objects" in log and "Traceback" not in log, log
+
+
+def test_failed_configure_is_logged_and_leaves_nothing(ros_node, start_process, tmp_path) -> None:
+    cmd = partglee_command(params_file(tmp_path), tmp_path / "no_such_model", image_topic="/lcbad/image")
+    proc = start_process(cmd[0], "--lifecycle", *cmd[1:], "-r", "__ns:=/lcbad", name="lifecycle_bad")
+    change = ros_node.create_client(ChangeState, "/lcbad/partglee/change_state")
+    response = _call(
+        ros_node, change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE))
+    )
+    assert response is not None and not response.success, proc.output()
+    assert "configure failed: model directory not found" in proc.output()
+    get = ros_node.create_client(GetState, "/lcbad/partglee/get_state")
+    state = _call(ros_node, get, GetState.Request())
+    assert state is not None and state.current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+    services = dict(ros_node.get_service_names_and_types())
+    assert "/lcbad/set_vocabulary" not in services, sorted(services)
+    assert proc.proc.poll() is None

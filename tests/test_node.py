@@ -218,6 +218,30 @@ def test_diagnostics_count_frames(client) -> None:
     assert 1 <= int(values["cpu_threads"]) <= len(os.sched_getaffinity(0))
 
 
+def test_diagnostics_level_follows_recent_frames(client) -> None:
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    seen: list[DiagnosticArray] = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", seen.append, 10)
+
+    def level_becomes(level: bytes, timeout: float) -> DiagnosticStatus:
+        start = len(seen)
+        assert spin_until(
+            client.node, lambda: any(d.status[0].level == level for d in seen[start:]), timeout
+        ), [(d.status[0].level, d.status[0].message) for d in seen]
+        return next(d.status[0] for d in seen[start:] if d.status[0].level == level)
+
+    broken = frame(9, 600)
+    broken.encoding = "not_an_encoding"
+    client.pub.publish(broken)
+    status = level_becomes(DiagnosticStatus.ERROR, 10)  # after many good frames, only this one failed lately
+    assert "unsupported encoding" in status.message
+    client.send(frame(9, 601))
+    level_becomes(DiagnosticStatus.OK, 10)
+    status = level_becomes(DiagnosticStatus.WARN, 15)  # then no input at all
+    assert "no input frames" in status.message
+
+
 def test_frame_age_only_for_stamps_on_the_nodes_clock() -> None:
     second = 1_000_000_000
     header = Header()

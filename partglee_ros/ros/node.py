@@ -8,13 +8,15 @@ never blocked by inference and services/parameters stay responsive. Bad frames a
 Topics (relative, so namespaces and remaps place them):
   in:  image (sensor_msgs/Image) or <image>/compressed (after remapping `image`); optional depth (Image) + camera_info (CameraInfo)
   out: segmentation (partglee_ros/HierarchicalSegmentation), debug_image (Image, only while subscribed),
-       segmentation/depth + segmentation/camera_info (the matched depth, same stamps), /diagnostics
+       segmentation/depth + segmentation/camera_info (the depth and camera_info nearest to the frame's stamp
+       within depth_slop, republished unchanged with their own stamps), /diagnostics
 Services: set_vocabulary, get_vocabulary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
@@ -45,13 +48,22 @@ from partglee_ros.ros.conversions import (
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
-from partglee_ros.ros.parameters import BY_NAME, DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
+from partglee_ros.ros.parameters import DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
 from partglee_ros.ros.vocabulary_services import VocabularyServices
 from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.overlay import draw_overlay
 from partglee_ros.runtime.segmenter import ImageError, Segmenter
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary, parse_object_parts
+
+NO_INPUT_WARNING_S = 5.0  # diagnostics warn when an active node has had no frame for this long
+
+
+def closest(t: float, *msgs: Any) -> Any | None:
+    """The message stamped nearest to `t` among those given (None where a lookup found nothing)."""
+    return min(
+        (m for m in msgs if m is not None), key=lambda m: abs(stamp_seconds(m.header) - t), default=None
+    )
 
 
 class StartupError(RuntimeError):
@@ -80,7 +92,9 @@ class PartGleeMixin:
         self._processed = 0
         self._errors = 0
         self._last_error = ""
-        self._last_logged: dict[str, float] = {}
+        self._last_logged: dict[str, float] = {}  # error kind -> when it was last logged
+        self._diag_counts = (0, 0, 0)  # frames received, processed, failed at the previous diagnostics
+        self._last_input = time.monotonic()  # when a new frame was last seen by the diagnostics
         self._latencies: deque[float] = deque(maxlen=200)
         self._ages: deque[float] = deque(maxlen=200)
         self._stamps_off_clock = 0
@@ -102,11 +116,10 @@ class PartGleeMixin:
 
     def configure(self) -> None:
         """Load the model and vocabulary and create the interfaces; raises StartupError on bad setup."""
-        for name in ("backend", "device", "precision", "qos_reliability"):
-            if not isinstance(self.value(name), str):
-                raise StartupError(f"parameter {name} must be a string")
         if self.value("qos_reliability") not in ("best_effort", "reliable"):
             raise StartupError("qos_reliability must be best_effort or reliable")
+        if (self.value("input_width") == 0) != (self.value("input_height") == 0):
+            raise StartupError("set both input_width and input_height, or neither (0 = the model's own)")
         values = {p.name: self.value(p.name) for p in PARAMS}
         try:
             post = postprocess_config(values)
@@ -131,9 +144,14 @@ class PartGleeMixin:
                 torch_compile=self.value("torch_compile"),
                 torch_threads=self.value("torch_threads"),
             )
-            self.segmenter.apply_vocabulary(vocab)
         except BackendError as err:
             raise StartupError(str(err)) from err
+        try:
+            self.segmenter.apply_vocabulary(vocab)
+        except (BackendError, VocabularyError) as err:  # e.g. more names than a TensorRT engine was built for
+            self.segmenter.backend.close()
+            self.segmenter = None
+            raise StartupError(f"default vocabulary: {err}") from err
         self.get_logger().info(
             f"loaded {model_dir} on {self.segmenter.backend.name}/{self.segmenter.backend.device}; "
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}; vocabulary {vocab.describe()}"
@@ -147,13 +165,20 @@ class PartGleeMixin:
         self._diag_timer = self.create_timer(self.value("diagnostics_period"), self._publish_diagnostics)
 
     def release(self) -> None:
-        """Undo configure(): drop the model and the interfaces (lifecycle cleanup)."""
-        self.vocabulary_services.destroy()
-        for pub in (self.seg_pub, self.debug_pub, self.depth_pub, self.info_pub, self.diag_pub):
-            self.destroy_publisher(pub)
-        self.destroy_timer(self._diag_timer)
-        self.segmenter.backend.close()
-        self.segmenter = None
+        """Undo configure(), or as much of it as happened: drop the interfaces and the model."""
+        if getattr(self, "vocabulary_services", None) is not None:
+            self.vocabulary_services.destroy()
+            self.vocabulary_services = None
+        for name in ("seg_pub", "debug_pub", "depth_pub", "info_pub", "diag_pub"):
+            if getattr(self, name, None) is not None:
+                self.destroy_publisher(getattr(self, name))
+                setattr(self, name, None)
+        if getattr(self, "_diag_timer", None) is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self.segmenter is not None:
+            self.segmenter.backend.close()
+            self.segmenter = None
 
     def activate(self) -> None:
         """Subscribe and start the inference thread."""
@@ -173,10 +198,19 @@ class PartGleeMixin:
         if self.value("use_depth"):
             self._subscriptions_made += [
                 self.create_subscription(Image, "depth", self._depth.add, qos),
-                self.create_subscription(CameraInfo, "camera_info", self._camera_info.add, 10),
+                # the camera's QoS too: image_transport publishes camera_info like the image (best effort
+                # for sensor data), and a reliable subscriber never matches a best-effort publisher
+                self.create_subscription(
+                    CameraInfo,
+                    "camera_info",
+                    self._camera_info.add,
+                    QoSProfile(depth=10, reliability=reliability),
+                ),
             ]
         self._running = True
         self._slot = LatestFrameSlot()
+        self._diag_counts = (0, self._processed, self._errors)  # the new slot counts from 0
+        self._last_input = time.monotonic()
         self._worker = threading.Thread(target=self._work, name="partglee-inference", daemon=True)
         self._worker.start()
 
@@ -195,12 +229,8 @@ class PartGleeMixin:
         self._slot.put((msg, time.monotonic()))
 
     def _on_parameters(self, params: list) -> SetParametersResult:
+        # rclpy has already refused read-only parameters, wrong types and out-of-range values
         updates = {p.name: p.value for p in params}
-        for name in updates:
-            if name in BY_NAME and not BY_NAME[name].dynamic:
-                return SetParametersResult(
-                    successful=False, reason=f"{name} is read-only; restart the node to change it"
-                )
         values = {p.name: self.value(p.name) for p in PARAMS} | updates
         try:
             new_config = postprocess_config(values)
@@ -224,16 +254,24 @@ class PartGleeMixin:
                 self._report_error(f"segmentation failed: {type(err).__name__}: {err}")
 
     def _report_error(self, text: str) -> None:
-        """Count and log; a flood of the same error is logged once per 5 s, a new kind of error at once."""
+        """Count and log; each kind of error is logged once per 5 s, a new kind at once. The kind is the text
+        with its numbers masked: the text carries per-frame sizes and byte counts."""
         self._errors += 1
         self._last_error = text
+        kind = re.sub(r"\d+", "#", text)
         now = time.monotonic()
-        if now - self._last_logged.get(text, -1e9) >= 5.0:
-            self._last_logged[text] = now
+        if now - self._last_logged.get(kind, -1e9) >= 5.0:
+            if len(self._last_logged) >= 100:  # bounded, whatever the errors' texts
+                self._last_logged.clear()
+            self._last_logged[kind] = now
             self.get_logger().warning(f"{text} (frame errors so far: {self._errors})")
 
     def _process(self, msg: Image | CompressedImage, received: float) -> None:
         rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
+        use_depth = self.value("use_depth")
+        if use_depth:  # matched now too: a slow frame's depth may have left the buffer when it is done
+            t, slop = stamp_seconds(msg.header), self.value("depth_slop")
+            early = (self._depth.nearest(t, slop), self._camera_info.nearest(t, slop))
         result = self.segmenter.segment(rgb)
         result.timings_ms["total"] = (time.monotonic() - received) * 1e3
         self.seg_pub.publish(result_to_msg(result, msg.header))
@@ -244,10 +282,9 @@ class PartGleeMixin:
             self._stamps_off_clock += 1
         else:
             self._ages.append(age)
-        if self.value("use_depth"):
-            t = stamp_seconds(msg.header)
-            depth = self._depth.nearest(t, self.value("depth_slop"))
-            info = self._camera_info.nearest(t, self.value("depth_slop"))
+        if use_depth:  # ... and again: depth that arrived during inference may be closer
+            depth = closest(t, early[0], self._depth.nearest(t, slop))
+            info = closest(t, early[1], self._camera_info.nearest(t, slop))
             if depth is not None and info is not None:
                 self.depth_pub.publish(depth)
                 self.info_pub.publish(info)
@@ -260,9 +297,7 @@ class PartGleeMixin:
         status = DiagnosticStatus(
             name=f"{self.get_name()}: inference", hardware_id=self.get_fully_qualified_name()
         )
-        failing = self._errors > 0 and self._processed == 0
-        status.level = DiagnosticStatus.WARN if failing else DiagnosticStatus.OK
-        status.message = "running" if self._running else "inactive"
+        status.level, status.message = self._health()
         vocab = self.segmenter.vocabulary if self.segmenter else None
         backend = self.segmenter.backend if self.segmenter else None
         status.values = [
@@ -284,6 +319,31 @@ class PartGleeMixin:
         ]
         self.diag_pub.publish(DiagnosticArray(header=self._header_now(), status=[status]))
 
+    def _health(self) -> tuple[bytes, str]:
+        """Level and message from the frames since the previous diagnostics, so a failure that starts after
+        hours of good frames, or a camera that stops, shows at once."""
+        counts = (self._slot.received, self._processed, self._errors)
+        received, processed, failed = (
+            c - before for c, before in zip(counts, self._diag_counts, strict=True)
+        )
+        self._diag_counts = counts
+        now = time.monotonic()
+        if received:
+            self._last_input = now
+        if not self._running:
+            return DiagnosticStatus.OK, "inactive"
+        if failed and not processed:
+            return DiagnosticStatus.ERROR, f"every frame failed lately ({failed}): {self._last_error}"
+        if failed:
+            return (
+                DiagnosticStatus.WARN,
+                f"{failed} of {failed + processed} frames failed lately: {self._last_error}",
+            )
+        silent = now - self._last_input
+        if silent > NO_INPUT_WARNING_S:
+            return DiagnosticStatus.WARN, f"no input frames for {silent:.0f} s"
+        return DiagnosticStatus.OK, "running"
+
     def _header_now(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg())
 
@@ -296,17 +356,26 @@ class PartGleeLifecycleNode(PartGleeMixin, LifecycleNode):
     """Managed: configure loads the model, activate starts processing, deactivate stops it and frees the
     accelerator's memory (the model moves back on activate), cleanup drops the model."""
 
+    # rclpy turns an exception in a transition into ERROR without logging it, and its default on_error
+    # leaves whatever configure created; so every failure is logged, undone and reported as FAILURE.
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             self.configure()
-        except StartupError as err:
-            self.get_logger().error(f"configure failed: {err}")
+        except Exception as err:
+            detail = str(err) if isinstance(err, StartupError) else f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"configure failed: {detail}")
+            self.release()
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self.segmenter.backend.open()
-        self.activate()
+        try:
+            self.segmenter.backend.open()
+            self.activate()
+        except Exception as err:  # e.g. the accelerator's memory is taken by now
+            self.get_logger().error(f"activate failed: {type(err).__name__}: {err}")
+            self.deactivate()
+            return TransitionCallbackReturn.FAILURE
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -323,6 +392,13 @@ class PartGleeLifecycleNode(PartGleeMixin, LifecycleNode):
             self.deactivate()
         return TransitionCallbackReturn.SUCCESS
 
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        """Back to unconfigured with nothing left over, so configure can be tried again."""
+        if self._running:
+            self.deactivate()
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
 
 def _spin(node: Node) -> None:
     with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
@@ -335,13 +411,17 @@ def main(args: list[str] | None = None) -> int:
     lifecycle = "--lifecycle" in argv
     argv = [a for a in argv if a != "--lifecycle"]
     rclpy.init(args=argv)
+    try:  # declaring the parameters checks the overrides' types and ranges
+        node = PartGleeLifecycleNode() if lifecycle else PartGleeNode()
+    except ParameterException as err:
+        rclpy.logging.get_logger("partglee").fatal(f"cannot start: {err}")
+        rclpy.try_shutdown()
+        return 2
     if lifecycle:
-        node = PartGleeLifecycleNode()
         _spin(node)
         node.destroy_node()
         rclpy.try_shutdown()
         return 0
-    node = PartGleeNode()
     try:
         node.configure()
         node.activate()
