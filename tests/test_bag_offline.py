@@ -11,13 +11,13 @@ import pytest
 
 from partglee_ros.bag import ground_truth
 from partglee_ros.bag.evaluate import main as bag_eval
-from partglee_ros.bag.images import FrameDecodeError, raw_image_to_rgb
 from partglee_ros.bag.make_sample import sample_scenes, write_scene_bag
 from partglee_ros.bag.offline import run_offline
 from partglee_ros.bag.reader import Bag, BagError, TopicError, read_frames
 from partglee_ros.bag.report import score
 from partglee_ros.bag.segmentation_msgs import bag_msg_to_result, deserialize
 from partglee_ros.bag.typestore import bag_typestore
+from partglee_ros.sensor_images import ImageDecodeError, raw_image_to_rgb
 from tests.bag_testing import (
     GT_TOPIC,
     SAMPLE_BAG,
@@ -149,9 +149,9 @@ def test_bayer_mono16_and_bad_images() -> None:
 
     bad = _image_msg(smooth, "rgb8")
     bad.step -= 1
-    with pytest.raises(FrameDecodeError, match="step"):
+    with pytest.raises(ImageDecodeError, match="step"):
         raw_image_to_rgb(bad)
-    with pytest.raises(FrameDecodeError, match="unsupported encoding 'yuv"):
+    with pytest.raises(ImageDecodeError, match="unsupported encoding 'yuv"):
         raw_image_to_rgb(_image_msg(smooth, "yuv422"))
 
 

@@ -160,6 +160,23 @@ def test_bad_input_gets_clear_errors_and_node_keeps_working(client) -> None:
     assert client.proc.proc.poll() is None
 
 
+def test_bayer_and_16_bit_frames_are_decoded_like_recorded_ones(client) -> None:
+    """The node and the bag tools share one decoder (partglee_ros/sensor_images.py)."""
+    grey = noise_image(10)[..., 0]
+    bayer = Image(
+        header=Header(frame_id="camera_optical"), height=240, width=320, encoding="bayer_rggb8", step=320
+    )
+    bayer.header.stamp.sec = 350
+    bayer.data = grey.tobytes()
+    assert client.send(bayer).image_width == 320
+    mono16 = Image(
+        header=Header(frame_id="camera_optical"), height=240, width=320, encoding="mono16", step=640
+    )
+    mono16.header.stamp.sec = 351
+    mono16.data = (grey.astype("<u2") * 200).tobytes()
+    assert client.send(mono16).image_height == 240
+
+
 def test_vocabulary_change_applies_to_next_frame(client) -> None:
     before = client.send(frame(3, 200))
     assert before.vocabulary_revision == 1

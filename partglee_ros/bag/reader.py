@@ -24,9 +24,9 @@ from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 from rosbags.rosbag2 import Reader, ReaderError
 
-from partglee_ros.bag.images import FrameDecodeError, image_to_rgb
 from partglee_ros.bag.segmentation_msgs import deserialize, stamp_ns
 from partglee_ros.bag.typestore import IMAGE_TYPES
+from partglee_ros.sensor_images import ImageDecodeError, image_to_rgb
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
 # What rosbags, sqlite3 and the mcap stream reader raise for damaged data.
@@ -235,7 +235,7 @@ def decode_frame(index: int, message: RawMessage) -> Frame:
     frame.stamp_ns, frame.frame_id = stamp_ns(msg.header), str(msg.header.frame_id)
     try:
         frame.rgb = image_to_rgb(msg, message.msgtype)
-    except FrameDecodeError as err:
+    except ImageDecodeError as err:
         frame.error = str(err)
     return frame
 

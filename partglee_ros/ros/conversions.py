@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, ObjectParts, PartInstance
@@ -16,56 +16,10 @@ from partglee_ros.msg import Vocabulary as VocabularyMsg
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from partglee_ros.runtime.vocabulary import Vocabulary
 
-MAX_IMAGE_PIXELS = 8192 * 8192
-
-# encoding -> (channels, dtype, conversion to RGB or None)
-_ENCODINGS: dict[str, tuple[int, np.dtype, int | None]] = {
-    "rgb8": (3, np.dtype(np.uint8), None),
-    "bgr8": (3, np.dtype(np.uint8), cv2.COLOR_BGR2RGB),
-    "rgba8": (4, np.dtype(np.uint8), cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, np.dtype(np.uint8), cv2.COLOR_BGRA2RGB),
-    "mono8": (1, np.dtype(np.uint8), cv2.COLOR_GRAY2RGB),
-    "8UC3": (3, np.dtype(np.uint8), None),
-}
-
 
 class ImageConversionError(ValueError):
-    """An image message cannot be turned into an RGB frame; the message says why."""
-
-
-def image_msg_to_rgb(msg: Image) -> np.ndarray:
-    """Validate a sensor_msgs/Image and return it as an HxWx3 uint8 RGB array (a copy)."""
-    enc = msg.encoding
-    if enc not in _ENCODINGS:
-        raise ImageConversionError(f"unsupported encoding {enc!r}; supported: {', '.join(_ENCODINGS)}")
-    channels, dtype, conversion = _ENCODINGS[enc]
-    h, w = int(msg.height), int(msg.width)
-    if h == 0 or w == 0:
-        raise ImageConversionError(f"empty image ({w}x{h})")
-    if h * w > MAX_IMAGE_PIXELS:
-        raise ImageConversionError(f"image of {w}x{h} exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
-    row_bytes = w * channels * dtype.itemsize
-    if msg.step < row_bytes:
-        raise ImageConversionError(f"step {msg.step} is smaller than width*channels ({row_bytes}) for {enc}")
-    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if data.size != msg.step * h:
-        raise ImageConversionError(f"data has {data.size} bytes, expected step*height = {msg.step * h}")
-    rows = data.reshape(h, msg.step)[:, :row_bytes]
-    array = rows.reshape(h, w, channels) if channels > 1 else rows.reshape(h, w)
-    if conversion is None:
-        return np.ascontiguousarray(array)
-    return cv2.cvtColor(np.ascontiguousarray(array), conversion)
-
-
-def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (jpeg/png) to HxWx3 uint8 RGB."""
-    buffer = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if bgr is None:
-        raise ImageConversionError(
-            f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes)"
-        )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """A mask crop or depth image message cannot be converted; the message says why. (Camera frames are
+    decoded by partglee_ros.sensor_images.)"""
 
 
 def rgb_to_image_msg(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Image:

@@ -38,13 +38,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from partglee_ros.msg import HierarchicalSegmentation
-from partglee_ros.ros.conversions import (
-    ImageConversionError,
-    compressed_msg_to_rgb,
-    image_msg_to_rgb,
-    result_to_msg,
-    rgb_to_image_msg,
-)
+from partglee_ros.ros.conversions import result_to_msg, rgb_to_image_msg
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
@@ -55,6 +49,7 @@ from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.overlay import draw_overlay
 from partglee_ros.runtime.segmenter import ImageError, Segmenter
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary, parse_object_parts
+from partglee_ros.sensor_images import ImageDecodeError, compressed_image_to_rgb, raw_image_to_rgb
 
 NO_INPUT_WARNING_S = 5.0  # diagnostics warn when an active node has had no frame for this long
 
@@ -248,7 +243,7 @@ class PartGleeMixin:
             msg, received = item
             try:
                 self._process(msg, received)
-            except (ImageConversionError, ImageError) as err:
+            except (ImageDecodeError, ImageError) as err:
                 self._report_error(f"bad image: {err}")
             except Exception as err:  # keep serving good frames whatever one frame did
                 self._report_error(f"segmentation failed: {type(err).__name__}: {err}")
@@ -267,7 +262,7 @@ class PartGleeMixin:
             self.get_logger().warning(f"{text} (frame errors so far: {self._errors})")
 
     def _process(self, msg: Image | CompressedImage, received: float) -> None:
-        rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
+        rgb = compressed_image_to_rgb(msg) if isinstance(msg, CompressedImage) else raw_image_to_rgb(msg)
         use_depth = self.value("use_depth")
         if use_depth:  # matched now too: a slow frame's depth may have left the buffer when it is done
             t, slop = stamp_seconds(msg.header), self.value("depth_slop")

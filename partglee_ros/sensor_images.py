@@ -1,8 +1,11 @@
-"""Decode recorded camera messages (rosbags' sensor_msgs Image / CompressedImage) to HxWx3 uint8 RGB.
+"""Decode camera messages (sensor_msgs Image / CompressedImage) to HxWx3 uint8 RGB: the live node's
+subscriptions (rclpy messages) and recorded bags (rosbags' messages) share this, so a replay into the node
+and an offline evaluation accept the same frames.
 
-Covers what robot cameras record: 8-bit colour and grey, 16-bit grey (scaled to 8 bit), Bayer mosaics
-(demosaiced like cv_bridge) and JPEG/PNG compressed images. Every failure is a `FrameDecodeError` that says
-which field is wrong, so one bad frame is reported and skipped instead of ending the evaluation.
+Covers what robot cameras send: 8-bit colour and grey, 16-bit grey (scaled to 8 bit), Bayer mosaics
+(demosaiced like cv_bridge) and JPEG/PNG compressed images. Every failure is an `ImageDecodeError` that says
+which field is wrong, so one bad frame is reported and skipped instead of stopping the node or the evaluation.
+No ROS imports: messages are read by their fields.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ ENCODINGS: dict[str, tuple[int, int, int | None]] = {
 }
 
 
-class FrameDecodeError(ValueError):
+class ImageDecodeError(ValueError):
     """A recorded image cannot be turned into an RGB frame; the message says why."""
 
 
@@ -41,19 +44,19 @@ def raw_image_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/Image (any object with its fields) -> HxWx3 uint8 RGB, a new array."""
     encoding = str(msg.encoding)
     if encoding not in ENCODINGS:
-        raise FrameDecodeError(f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+        raise ImageDecodeError(f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
     channels, depth, conversion = ENCODINGS[encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
-        raise FrameDecodeError(f"empty image ({w}x{h})")
+        raise ImageDecodeError(f"empty image ({w}x{h})")
     if h * w > MAX_PIXELS:
-        raise FrameDecodeError(f"image of {w}x{h} exceeds {MAX_PIXELS} pixels")
+        raise ImageDecodeError(f"image of {w}x{h} exceeds the limit of {MAX_PIXELS} pixels")
     row_bytes = w * channels * depth
     if step < row_bytes:
-        raise FrameDecodeError(f"step {step} < width*channels*bytes = {row_bytes} for {encoding}")
+        raise ImageDecodeError(f"step {step} < width*channels*bytes = {row_bytes} for {encoding}")
     data = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
     if data.size != step * h:
-        raise FrameDecodeError(f"data has {data.size} bytes, expected step*height = {step * h}")
+        raise ImageDecodeError(f"data has {data.size} bytes, expected step*height = {step * h}")
     rows = data.reshape(h, step)[:, :row_bytes]
     if depth == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
@@ -71,7 +74,7 @@ def compressed_image_to_rgb(msg: Any) -> np.ndarray:
     buffer = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
     if bgr is None:
-        raise FrameDecodeError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes)")
+        raise ImageDecodeError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
