@@ -82,3 +82,24 @@ def image_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
     if msgtype.endswith("CompressedImage"):
         return compressed_image_to_rgb(msg)
     return raw_image_to_rgb(msg)
+
+
+def paste_mask_crop(roi: Any, crop: Any, height: int, width: int) -> np.ndarray:
+    """A mask as the node sends it (mono8 crop + its box, msg/ObjectInstance.msg) -> bool HxW mask."""
+    mask = np.zeros((height, width), dtype=bool)
+    if roi.width == 0 or roi.height == 0:
+        return mask
+    if crop.encoding != "mono8" or crop.height != roi.height or crop.width != roi.width:
+        raise ImageDecodeError(
+            f"mask crop ({crop.encoding} {crop.width}x{crop.height}) does not match its box"
+        )
+    if roi.x_offset + roi.width > width or roi.y_offset + roi.height > height:
+        raise ImageDecodeError(
+            f"mask box {roi.x_offset},{roi.y_offset},{roi.width}x{roi.height} leaves the {width}x{height} image"
+        )
+    data = np.frombuffer(memoryview(crop.data).cast("B"), dtype=np.uint8)
+    if crop.step < crop.width or data.size != crop.step * crop.height:
+        raise ImageDecodeError(f"mask crop has {data.size} bytes for step {crop.step} x {crop.height} rows")
+    rows = data.reshape(crop.height, crop.step)[:, : crop.width]
+    mask[roi.y_offset : roi.y_offset + roi.height, roi.x_offset : roi.x_offset + roi.width] = rows > 0
+    return mask

@@ -12,6 +12,7 @@ from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import msg_to_result, result_to_msg
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
+from partglee_ros.sensor_images import ImageDecodeError, paste_mask_crop
 from tests.conftest import PYTHON, REPO, spin_until
 
 RELIABLE = QoSProfile(
@@ -126,3 +127,20 @@ def test_vocabulary_services(ros_node, peer) -> None:
 
     now = _call(ros_node, get_client, GetVocabulary.Request(), peer).vocabulary
     assert now.revision == 1 and list(now.parts) == ["handle", "lid", "spout"]
+
+
+def test_malformed_mask_crops_are_refused() -> None:
+    """A box leaving the image or a crop of the wrong size is a clear error, not an IndexError or a wrong mask."""
+    sent = result_to_msg(_one_object_two_parts(), Header())
+    obj = sent.objects[0]
+    assert np.array_equal(
+        paste_mask_crop(obj.box, obj.mask, sent.image_height, sent.image_width),
+        msg_to_result(sent).objects[0].mask,
+    )
+    obj.box.x_offset = sent.image_width - obj.box.width + 1
+    with pytest.raises(ImageDecodeError, match="leaves the"):
+        paste_mask_crop(obj.box, obj.mask, sent.image_height, sent.image_width)
+    obj.box.x_offset = 0
+    obj.mask.data = bytes(obj.mask.data)[:-1]
+    with pytest.raises(ImageDecodeError, match="bytes for step"):
+        paste_mask_crop(obj.box, obj.mask, sent.image_height, sent.image_width)

@@ -13,6 +13,7 @@ import numpy as np
 
 from partglee_ros.bag.typestore import SEGMENTATION_TYPE, bag_typestore
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
+from partglee_ros.sensor_images import paste_mask_crop
 from training.data.hierarchy import ImageAnnotation, ObjectAnnotation, PartAnnotation, part_label
 
 
@@ -48,19 +49,6 @@ def _crop(mask: np.ndarray, hdr: Any) -> tuple[Any, Any]:
         data=crop.reshape(-1),
     )
     return roi, image
-
-
-def _paste(roi: Any, crop: Any, height: int, width: int) -> np.ndarray:
-    mask = np.zeros((height, width), dtype=bool)
-    if roi.width == 0 or roi.height == 0:
-        return mask
-    if crop.encoding != "mono8" or crop.height != roi.height or crop.width != roi.width:
-        raise ValueError(f"mask crop ({crop.encoding} {crop.width}x{crop.height}) does not match its box")
-    if roi.x_offset + roi.width > width or roi.y_offset + roi.height > height:
-        raise ValueError(f"mask box {roi.x_offset},{roi.y_offset},{roi.width}x{roi.height} leaves the image")
-    rows = np.asarray(crop.data, dtype=np.uint8).reshape(crop.height, crop.step)[:, : crop.width]
-    mask[roi.y_offset : roi.y_offset + roi.height, roi.x_offset : roi.x_offset + roi.width] = rows > 0
-    return mask
 
 
 def _box(roi: Any) -> np.ndarray:
@@ -140,13 +128,15 @@ def bag_msg_to_result(msg: Any) -> SegmentationResult:
                 p.object_label,
                 float(p.score),
                 _box(p.box),
-                _paste(p.box, p.mask, h, w),
+                paste_mask_crop(p.box, p.mask, h, w),
                 int(p.parent_id),
             )
             for p in o.parts
         ]
         objects.append(
-            ObjectResult(int(o.id), o.label, float(o.score), _box(o.box), _paste(o.box, o.mask, h, w), parts)
+            ObjectResult(
+                int(o.id), o.label, float(o.score), _box(o.box), paste_mask_crop(o.box, o.mask, h, w), parts
+            )
         )
     return SegmentationResult(
         h, w, int(msg.vocabulary_revision), objects, {"total": float(msg.processing_time_ms)}

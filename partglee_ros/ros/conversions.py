@@ -15,6 +15,7 @@ from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, ObjectPar
 from partglee_ros.msg import Vocabulary as VocabularyMsg
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from partglee_ros.runtime.vocabulary import Vocabulary
+from partglee_ros.sensor_images import paste_mask_crop
 
 
 class ImageConversionError(ValueError):
@@ -44,19 +45,6 @@ def mask_to_crop(mask: np.ndarray, header: Header) -> tuple[RegionOfInterest, Im
     image = Image(header=header, height=y1 - y0, width=x1 - x0, encoding="mono8", step=x1 - x0)
     image.data = crop.tobytes()
     return roi, image
-
-
-def crop_to_mask(roi: RegionOfInterest, crop: Image, height: int, width: int) -> np.ndarray:
-    """Inverse of mask_to_crop: paste the crop into a bool HxW mask."""
-    mask = np.zeros((height, width), dtype=bool)
-    if roi.width == 0 or roi.height == 0:
-        return mask
-    if crop.encoding != "mono8" or crop.height != roi.height or crop.width != roi.width:
-        raise ImageConversionError("mask crop does not match its box or is not mono8")
-    rows = np.frombuffer(bytes(crop.data), dtype=np.uint8).reshape(crop.height, crop.step)[:, : crop.width]
-    y0, x0 = roi.y_offset, roi.x_offset
-    mask[y0 : y0 + roi.height, x0 : x0 + roi.width] = rows > 0
-    return mask
 
 
 def _box_of(roi: RegionOfInterest) -> np.ndarray:
@@ -106,12 +94,12 @@ def msg_to_result(msg: HierarchicalSegmentation) -> SegmentationResult:
                 object_label=p.object_label,
                 score=p.score,
                 box=_box_of(p.box),
-                mask=crop_to_mask(p.box, p.mask, h, w),
+                mask=paste_mask_crop(p.box, p.mask, h, w),
                 parent_id=p.parent_id,
             )
             for p in obj.parts
         ]
-        mask = crop_to_mask(obj.box, obj.mask, h, w)
+        mask = paste_mask_crop(obj.box, obj.mask, h, w)
         objects.append(ObjectResult(obj.id, obj.label, obj.score, _box_of(obj.box), mask, parts))
     timings = {"total": float(msg.processing_time_ms)}
     return SegmentationResult(h, w, msg.vocabulary_revision, objects, timings)

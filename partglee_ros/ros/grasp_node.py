@@ -26,8 +26,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from partglee_ros.geometry import GraspPose, plan_grasp
 from partglee_ros.msg import HierarchicalSegmentation
-from partglee_ros.ros.conversions import ImageConversionError, crop_to_mask, depth_msg_to_array
+from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
+from partglee_ros.sensor_images import paste_mask_crop
 
 
 def pose_msg(grasp: GraspPose) -> Pose:
@@ -139,10 +140,10 @@ class GraspNode(Node):
             for part in obj.parts:
                 if part.label not in wanted:
                     continue
-                mask = crop_to_mask(part.box, part.mask, msg.image_height, msg.image_width)
                 try:
+                    mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
                     result = plan_grasp(mask, depth, k, encoding)
-                except ValueError as err:  # bad intrinsics
+                except ValueError as err:  # a malformed mask (ImageDecodeError), bad intrinsics
                     self.get_logger().warning(f"{part.object_label}: {err}", throttle_duration_sec=5.0)
                     continue
                 if result.pose is None:
