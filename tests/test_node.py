@@ -269,10 +269,9 @@ def test_frame_age_only_for_stamps_on_the_nodes_clock() -> None:
     assert frame_age_ms(1011 * second, header) is None  # older than MAX_FRAME_AGE_S: a replay or a fake stamp
 
 
-def test_debug_image_only_while_subscribed(client) -> None:
+def test_debug_image_while_subscribed(client) -> None:
     images: list[Image] = []
-    sub = client.node.create_subscription(Image, "/debug_image", images.append, QOS)
-    assert spin_until(client.node, lambda: client.proc.proc.poll() is None and sub is not None, 1)
+    client.node.create_subscription(Image, "/debug_image", images.append, QOS)
     spin_until(client.node, lambda: False, 1.0)  # let discovery match the new subscription
     client.send(frame(7, 500))
     assert spin_until(client.node, lambda: bool(images), 10)

@@ -79,7 +79,9 @@ def run(out: Path, model: Path, frames: int, executable: Path, threshold: float)
         request = SetVocabulary.Request(objects=OBJECTS, parts=PARTS)
         request.object_parts = [ObjectParts(object="mug", parts=["handle", "body"])]
         future = client.call_async(request)
-        spin_until(node, future.done, 60)
+        if not spin_until(node, future.done, 60):
+            print(f"demo: set_vocabulary did not answer in 60 s; see {log_path}", file=sys.stderr)
+            return 1
         response = future.result()
         print(f"demo: set_vocabulary -> success={response.success}: {response.message}")
         spin_until(node, lambda: pub.get_subscription_count() > 0, 30)

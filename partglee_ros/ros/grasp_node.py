@@ -1,8 +1,8 @@
 """grasp_node: 3D grasp targets for requested parts (e.g. "handle") from segmentations + depth.
 
 Inputs (relative topics): segmentation (HierarchicalSegmentation), depth (16UC1 mm or 32FC1 m, aligned to the
-colour image) and camera_info; by default remapped to what partglee_node republishes with each result
-(segmentation/depth, segmentation/camera_info), matched to each segmentation by nearest stamp within
+colour image) and camera_info; remap them to what partglee_node republishes with each result
+(segmentation/depth, segmentation/camera_info; README), matched to each segmentation by nearest stamp within
 `depth_slop`. Outputs, all in the image's frame with the image's stamp: grasp_targets (PoseArray, best
 first), grasp_target (PoseStamped, the best), grasp_markers (MarkerArray for RViz). Each pose: position =
 the part's estimated centre, z axis = approach along the camera ray, y axis = closing direction across the
@@ -87,8 +87,8 @@ class GraspNode(Node):
 
     def _check_parameters(self, params: list) -> SetParametersResult:
         for p in params:
-            if p.name == "min_quality" and not 0.0 <= float(p.value) <= 1.0:
-                return SetParametersResult(successful=False, reason="min_quality must be in [0, 1]")
+            if p.name in ("min_quality", "depth_slop") and not 0.0 <= float(p.value) <= 1.0:
+                return SetParametersResult(successful=False, reason=f"{p.name} must be in [0, 1]")
         return SetParametersResult(successful=True)
 
     def _on_segmentation(self, msg: HierarchicalSegmentation) -> None:

@@ -1,8 +1,8 @@
 """The SetVocabulary / GetVocabulary services, shared by every node that has a vocabulary.
 
 Validation is the runtime's (partglee_ros.runtime.vocabulary); this class only maps requests to it,
-applies an accepted vocabulary through a callback (e.g. Segmenter.set_vocabulary, which encodes the
-text once) and never lets an exception escape into the executor: a bad request gets success=False and
+applies an accepted vocabulary, numbered by this class, through a callback (Segmenter.apply_vocabulary,
+which encodes the text once) and never lets an exception escape into the executor: a bad request gets success=False and
 the reason, and the previous vocabulary stays active.
 """
 
