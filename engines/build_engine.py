@@ -33,9 +33,9 @@ from engines.engine_metadata import (
     EngineMetadata,
     Platform,
     Profile,
-    file_sha256,
     write_metadata,
 )
+from partglee_ros.config import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def calibration_feeds(model_dir: Path, images_dir: Path, limit: int) -> list[dic
     import cv2
 
     from partglee_ros.runtime.factory import make_text_encoder, read_model_config
-    from partglee_ros.runtime.segmenter import Segmenter
+    from partglee_ros.runtime.segmenter import letterbox
     from training.data.synthparts import CATEGORIES
 
     config = read_model_config(model_dir)
@@ -209,13 +209,12 @@ def calibration_feeds(model_dir: Path, images_dir: Path, limit: int) -> list[dic
     parts = sorted({p for ps in CATEGORIES.values() for p in ps})
     object_text = encoder.encode(objects)
     part_text = encoder.encode(parts)
-    preprocess = Segmenter(None, encoder, tuple(config.input_size)).preprocess  # type: ignore[arg-type]
     feeds = []
     for path in sorted(images_dir.iterdir())[:limit]:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             continue
-        tensor, _ = preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        tensor, _ = letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), config.input_size)
         feeds.append({"image": tensor, "object_text": object_text, "part_text": part_text})
     if not feeds:
         raise RuntimeError(f"no readable images in {images_dir}")

@@ -9,12 +9,14 @@ and tests can check that decision on machines without it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from partglee_ros.config import file_sha256
 
 METADATA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -43,11 +45,22 @@ class Profile:
     max: int
 
     def __post_init__(self) -> None:
+        if not all(type(v) is int for v in (self.min, self.opt, self.max)):
+            raise ValueError(f"profile sizes must be integers, got {self}")
         if not 1 <= self.min <= self.opt <= self.max:
             raise ValueError(f"profile must satisfy 1 <= min <= opt <= max, got {self}")
 
     def contains(self, k: int) -> bool:
         return self.min <= k <= self.max
+
+
+def _check_profiles(profiles: Mapping[str, Profile]) -> None:
+    """One Profile per vocabulary input: what a build needs and what the runtime's limits read."""
+    if not isinstance(profiles, Mapping) or set(profiles) != set(VOCABULARY_INPUTS):
+        names = sorted(profiles) if isinstance(profiles, Mapping) else profiles
+        raise ValueError(f"profiles must be given for {VOCABULARY_INPUTS}, got {names!r}")
+    if not all(isinstance(p, Profile) for p in profiles.values()):
+        raise ValueError(f"profiles must be Profile(min, opt, max), got {dict(profiles)!r}")
 
 
 @dataclass(frozen=True)
@@ -61,11 +74,20 @@ class EngineMetadata:
     int8_calibration_cache: str | None = None
     timing_cache: str | None = None  # the file the build read and updated; a rebuild uses it again
     metadata_version: int = METADATA_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Checks what a comparison, the runtime's limits or a rebuild reads, so a corrupt file is found
+        here (and the engine counted stale) rather than as a crash later."""
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _check_profiles(self.profiles)
+        if not isinstance(self.onnx_sha256, str):
+            raise ValueError(f"onnx_sha256 must be a string, got {self.onnx_sha256!r}")
+        if type(self.workspace_mib) is not int or self.workspace_mib < 0:
+            raise ValueError(f"workspace_mib must be an integer >= 0, got {self.workspace_mib!r}")
+        for name in ("int8_calibration_cache", "timing_cache"):
+            if not isinstance(getattr(self, name), str | None):
+                raise ValueError(f"{name} must be a path or null, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,6 +95,8 @@ class EngineMetadata:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineMetadata:
         data = dict(data)
+        # Written (always empty) by earlier versions of this module; dropped so their engines stay valid.
+        data.pop("extra", None)
         data["platform"] = Platform(**data["platform"])
         data["profiles"] = {name: Profile(**p) for name, p in data["profiles"].items()}
         data["image_shape"] = tuple(data["image_shape"])
@@ -82,14 +106,6 @@ class EngineMetadata:
 def metadata_path(engine_path: Path) -> Path:
     """``model.engine`` -> ``model.engine.json`` (a suffix, so two engines in one folder never collide)."""
     return engine_path.with_name(engine_path.name + ".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_metadata(engine_path: Path, metadata: EngineMetadata) -> Path:
@@ -106,17 +122,15 @@ def read_metadata(engine_path: Path) -> EngineMetadata:
         raise EngineStaleError(f"engine metadata {path} is missing, so {engine_path.name} cannot be verified")
     try:
         return EngineMetadata.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # AttributeError: a list for a dict
         raise EngineStaleError(f"engine metadata {path} is unreadable: {type(err).__name__}: {err}") from err
 
 
-def mismatches(
-    found: EngineMetadata, onnx_sha256: str | None, platform: Platform, precision: str | None = None
-) -> list[str]:
+def mismatches(found: EngineMetadata, onnx_sha256: str | None, platform: Platform) -> list[str]:
     """Human-readable differences between what the engine was built for and what is here now.
 
-    ``onnx_sha256`` None skips the model check (no ONNX next to the engine); ``precision`` None accepts the
-    engine's own precision.
+    ``onnx_sha256`` None skips the model check (no ONNX next to the engine). Precision is not compared: an
+    engine runs in the precision it was built with.
     """
     problems = []
     if found.metadata_version != METADATA_VERSION:
@@ -137,8 +151,6 @@ def mismatches(
             f"GPU changed (built for {built.gpu_name} sm_{built.compute_capability}, "
             f"running on {platform.gpu_name} sm_{platform.compute_capability})"
         )
-    if precision is not None and found.precision != precision:
-        problems.append(f"precision differs (engine is {found.precision}, {precision} was requested)")
     return problems
 
 
@@ -157,8 +169,7 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if set(self.profiles) != set(VOCABULARY_INPUTS):
-            raise ValueError(f"profiles must be given for {VOCABULARY_INPUTS}, got {sorted(self.profiles)}")
+        _check_profiles(self.profiles)
         if self.precision == "int8" and not self.int8_calibration_cache:
             raise ValueError("int8 needs a calibration cache path (written by the first calibrated build)")
 
@@ -190,7 +201,6 @@ def decide(
     onnx_path: Path | None,
     platform: Platform,
     rebuild_stale: bool,
-    precision: str | None = None,
 ) -> Decision:
     """Load a fresh engine, rebuild a stale one when allowed, otherwise raise EngineStaleError naming
     every mismatch and how to fix it."""
@@ -201,7 +211,7 @@ def decide(
     else:
         try:
             previous = read_metadata(engine_path)
-            reasons = mismatches(previous, onnx_hash, platform, precision)
+            reasons = mismatches(previous, onnx_hash, platform)
         except EngineStaleError as err:
             reasons = [str(err)]
     if not reasons:
@@ -221,12 +231,13 @@ def decide(
                 f"ONNX. Recalibrate: `python -m engines.build_engine --onnx {onnx_path} --engine {engine_path} "
                 "--precision int8 --calib-images DIR --calib-cache NEW_CACHE`"
             )
-        if previous is not None:
-            options = BuildOptions.from_metadata(previous)
-            if precision is not None:
-                options = dataclasses.replace(options, precision=precision)
-        else:
-            options = BuildOptions(precision=precision or "fp16")
+        try:
+            options = BuildOptions.from_metadata(previous) if previous is not None else BuildOptions()
+        except ValueError as err:  # e.g. int8 recorded without its calibration cache
+            raise EngineStaleError(
+                f"engine {engine_path.name} is stale ({'; '.join(reasons)}) and cannot be rebuilt with the "
+                f"options its metadata records: {err}"
+            ) from err
         return Decision(Action.REBUILD, tuple(reasons), options)
     raise EngineStaleError(
         f"refusing TensorRT engine {engine_path}: {'; '.join(reasons)}. Rebuild it with "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from partglee_ros.config import (
     CODE_SHA256_KEY,
+    ONNX_FILE,
     WEIGHTS_SHA256_KEY,
     ModelConfig,
     load_checkpoint,
@@ -39,7 +41,6 @@ from partglee_ros.model.partglee import PartGLEE
 from partglee_ros.model.preprocess import padded_size
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES
 
-ONNX_FILE = "model.onnx"
 MIN_OPSET = 17  # LayerNormalization is a single op from 17 on; GridSample needs 16
 DYNAMIC_AXES = {
     "object_text": {0: "k_obj"},
@@ -78,6 +79,10 @@ def export_onnx(
 ) -> Path:
     """Trace ``model`` (eval mode, on CPU) to ``out``; returns ``out`` after checking the graph.
 
+    The graph is built in a temporary file next to ``out`` and replaces it only once simplified, annotated
+    and checked: a failed export leaves the previous ``out`` as it was, never an unchecked graph without
+    the metadata the runtime verifies (``auto`` would pick it up).
+
     ``weights_sha256``: ``weights_digest`` of the checkpoint the model was loaded from ("" if none)."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
@@ -93,26 +98,33 @@ def export_onnx(
         torch.randn(7, dim, generator=generator),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Gradients stay enabled: under no_grad nn.MultiheadAttention takes its fused fast path
-    # (aten::_native_multi_head_attention), which has no ONNX export.
-    with torch.inference_mode(False), torch.enable_grad():
-        torch.onnx.export(
-            wrapper,
-            example,
-            str(out),
-            dynamo=False,
-            opset_version=opset,
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=DYNAMIC_AXES,
-            do_constant_folding=True,
-        )
-    graph = onnx.load(str(out))
-    if simplify:
-        graph = _simplified(graph)
-    _annotate(graph, config, weights_sha256)
-    onnx.checker.check_model(graph, full_check=True)
-    onnx.save(graph, str(out))
+    # Not tempfile.mkstemp: its file is private (0600), and a node running as another user reads the graph.
+    tmp = str(out.with_name(f".{out.name}.{os.getpid()}.tmp"))
+    try:
+        # Gradients stay enabled: under no_grad nn.MultiheadAttention takes its fused fast path
+        # (aten::_native_multi_head_attention), which has no ONNX export.
+        with torch.inference_mode(False), torch.enable_grad():
+            torch.onnx.export(
+                wrapper,
+                example,
+                tmp,
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=DYNAMIC_AXES,
+                do_constant_folding=True,
+            )
+        graph = onnx.load(tmp)
+        if simplify:
+            graph = _simplified(graph)
+        _annotate(graph, config, weights_sha256)
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.save(graph, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return out
 
 

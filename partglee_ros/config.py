@@ -20,10 +20,34 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"  # engines.export_onnx writes it, the runtime's onnx and auto backends read it
+# The encoder levels the model code has (model/partglee.py ENCODER_STRIDES: 32, 16, 8); not configurable.
+NUM_FEATURE_LEVELS = 3
 # What the runtime derives once and keeps across reboots (compiled code, exported text encoder).
 CACHE_ROOT = Path.home() / ".cache" / "partglee_ros"
 WEIGHTS_SHA256_KEY = "partglee.weights_sha256"  # ONNX metadata: the weights a graph was exported from
 CODE_SHA256_KEY = "partglee.model_code_sha256"  # ... and the model code it was traced from
+
+
+# Field annotations (strings, from __future__) -> the types a value read from JSON/YAML may have.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "bool": (bool,),
+    "dict[str, Any]": (dict,),
+}
+
+
+def _check_field_types(config: Any) -> None:
+    """A value of the wrong type fails here, naming its key, rather than later with a puzzling message."""
+    for f in dataclasses.fields(config):
+        allowed = _FIELD_TYPES.get(f.type, ())
+        value = getattr(config, f.name)
+        is_bool = isinstance(value, bool)  # bool is an int to isinstance, but 'true' is no layer count
+        if allowed and (not isinstance(value, allowed) or (is_bool and bool not in allowed)):
+            raise ValueError(f"{f.name} must be {f.type}, got {value!r}")
 
 
 @dataclass
@@ -50,6 +74,9 @@ class LossConfig:
     dn_box_noise: float = 0.4
     dn_label_noise: float = 0.2
 
+    def __post_init__(self) -> None:
+        _check_field_types(self)
+
 
 @dataclass
 class ModelConfig:
@@ -65,7 +92,7 @@ class ModelConfig:
     mask_dim: int = 256
     num_heads: int = 8
     ffn_dim: int = 2048
-    num_feature_levels: int = 3  # strides 8, 16, 32 go through the deformable encoder
+    num_feature_levels: int = NUM_FEATURE_LEVELS  # strides 8, 16, 32; recorded in checkpoints, must be 3
     enc_layers: int = 6
     enc_points: int = 4
     dropout: float = 0.0
@@ -92,8 +119,26 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
+            unknown = set(self.loss) - {f.name for f in dataclasses.fields(LossConfig)}
+            if unknown:
+                raise ValueError(f"unknown loss config keys: {sorted(unknown)}")
             self.loss = LossConfig(**self.loss)
-        self.input_size = tuple(self.input_size)  # JSON/YAML give a list
+        if not isinstance(self.loss, LossConfig):
+            raise ValueError(f"loss must be a mapping of loss settings, got {self.loss!r}")
+        _check_field_types(self)
+        size = self.input_size
+        if (
+            not isinstance(size, list | tuple)
+            or len(size) != 2
+            or not all(type(v) is int and v > 0 for v in size)
+        ):
+            raise ValueError(f"input_size must be two positive integers [width, height], got {size!r}")
+        self.input_size = tuple(size)  # JSON/YAML give a list
+        if self.num_feature_levels != NUM_FEATURE_LEVELS:
+            raise ValueError(
+                f"num_feature_levels must be {NUM_FEATURE_LEVELS} (the model's encoder uses strides 8, 16 "
+                f"and 32), got {self.num_feature_levels!r}"
+            )
         if self.architecture not in ("hierarchical", "flat"):
             raise ValueError(f"architecture must be 'hierarchical' or 'flat', got {self.architecture!r}")
         if self.qformer_mode not in ("faithful", "box_features"):
@@ -110,6 +155,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config must be a mapping of keys to values, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -118,9 +165,14 @@ class ModelConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
-        """Read a YAML or JSON file (YAML is a superset of JSON, so one parser serves both)."""
+        """Read a YAML or JSON file (YAML is a superset of JSON, so one parser serves both).
+
+        Raises ValueError for a file that is not YAML/JSON or not a valid config, like every other check."""
         with open(path) as f:
-            data = yaml.safe_load(f)
+            try:
+                data = yaml.safe_load(f)
+            except yaml.YAMLError as err:
+                raise ValueError(f"{path} is not valid YAML/JSON: {err}") from err
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
@@ -158,9 +210,19 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[PartGLEE, Mo
     return model, config
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in blocks: weights and engines are hundreds of MB. (Not hashlib.file_digest:
+    it needs Python 3.11, and ROS 2 Humble runs 3.10.)"""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def weights_digest(model_dir: str | Path) -> str:
     """SHA-256 of a checkpoint's weights file: ties an exported graph to the weights it came from."""
-    return hashlib.sha256((Path(model_dir) / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return file_sha256(Path(model_dir) / WEIGHTS_FILE)
 
 
 def model_code_digest() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,13 @@ from engines.engine_metadata import (
     Platform,
     Profile,
     decide,
-    file_sha256,
     metadata_path,
     read_metadata,
     write_metadata,
 )
 from engines.op_support import check_model, load_operator_list
-from partglee_ros.runtime.backends.base import BackendError
-from partglee_ros.runtime.backends.tensorrt_backend import cuda_index
+from partglee_ros.config import file_sha256
+from partglee_ros.runtime.backends.base import BackendError, parse_device
 from partglee_ros.runtime.factory import make_backend
 
 ORIN = Platform("10.3.0", "Orin", "8.7")
@@ -89,34 +89,30 @@ def test_fresh_engine_is_loaded(built) -> None:
     onnx_path, engine_path = built
     decision = decide(engine_path, onnx_path, ORIN, rebuild_stale=False)
     assert decision.action is Action.LOAD and decision.reasons == ()
-    assert decide(engine_path, onnx_path, ORIN, False, precision="fp16").action is Action.LOAD
 
 
 @pytest.mark.parametrize(
-    ("change", "platform", "precision", "message"),
+    ("change", "platform", "message"),
     [
-        ("onnx", ORIN, None, r"ONNX model changed \(engine built from sha256 [0-9a-f]{12}"),
+        ("onnx", ORIN, r"ONNX model changed \(engine built from sha256 [0-9a-f]{12}"),
         (
             "",
             Platform("10.7.0", "Orin", "8.7"),
-            None,
             r"TensorRT version changed \(built with 10.3.0, running 10.7.0\)",
         ),
         (
             "",
             Platform("10.3.0", "NVIDIA GeForce RTX 4090", "8.9"),
-            None,
             r"GPU changed \(built for Orin sm_8.7",
         ),
-        ("", ORIN, "fp32", r"precision differs \(engine is fp16, fp32 was requested\)"),
     ],
 )
-def test_stale_engine_is_refused_naming_what_changed(built, change, platform, precision, message) -> None:
+def test_stale_engine_is_refused_naming_what_changed(built, change, platform, message) -> None:
     onnx_path, engine_path = built
     if change == "onnx":
         onnx_path.write_bytes(b"onnx graph v2")
     with pytest.raises(EngineStaleError, match=message) as info:
-        decide(engine_path, onnx_path, platform, rebuild_stale=False, precision=precision)
+        decide(engine_path, onnx_path, platform, rebuild_stale=False)
     assert "refusing TensorRT engine" in str(info.value) and "rebuild_stale_engine:=true" in str(info.value)
 
 
@@ -124,11 +120,9 @@ def test_every_mismatch_is_listed_at_once(built) -> None:
     onnx_path, engine_path = built
     onnx_path.write_bytes(b"onnx graph v2")
     with pytest.raises(EngineStaleError) as info:
-        decide(engine_path, onnx_path, Platform("10.7.0", "Thor", "11.0"), False, precision="int8")
+        decide(engine_path, onnx_path, Platform("10.7.0", "Thor", "11.0"), False)
     text = str(info.value)
-    assert all(
-        s in text for s in ("ONNX model changed", "TensorRT version", "GPU changed", "precision differs")
-    )
+    assert all(s in text for s in ("ONNX model changed", "TensorRT version", "GPU changed"))
 
 
 def test_missing_or_corrupt_metadata_or_engine_is_stale(built) -> None:
@@ -144,6 +138,69 @@ def test_missing_or_corrupt_metadata_or_engine_is_stale(built) -> None:
         decide(engine_path, onnx_path, ORIN, False)
 
 
+def _corrupt(engine_path: Path, change: Callable[[dict], object]) -> None:
+    data = json.loads(metadata_path(engine_path).read_text())
+    change(data)
+    metadata_path(engine_path).write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(profiles=[]), "AttributeError"),
+        (lambda d: d["profiles"].pop("part_text"), r"profiles must be given for .* got \['object_text'\]"),
+        (lambda d: d["profiles"].update(image={"min": 1, "opt": 1, "max": 1}), "profiles must be given"),
+        (lambda d: d["profiles"].update(part_text=5), "TypeError"),
+        (lambda d: d["profiles"]["part_text"].update(max=2.5), "profile sizes must be integers"),
+        (lambda d: d["profiles"]["part_text"].update(min=0), "1 <= min <= opt <= max"),
+        (lambda d: d.update(platform="Orin"), "TypeError"),
+        (lambda d: d.update(onnx_sha256=3), "onnx_sha256 must be a string"),
+        (lambda d: d.update(workspace_mib="lots"), "workspace_mib must be an integer"),
+        (lambda d: d.update(timing_cache=7), "timing_cache must be a path or null"),
+        (lambda d: d.update(precision="bf16"), "precision must be one of"),
+        (lambda d: d.clear(), "KeyError"),
+    ],
+    ids=[
+        "profiles-a-list",
+        "profile-missing",
+        "profile-extra",
+        "profile-not-a-mapping",
+        "profile-float",
+        "profile-zero",
+        "platform-a-string",
+        "sha-not-a-string",
+        "workspace-not-an-int",
+        "timing-cache-not-a-path",
+        "precision-unknown",
+        "empty",
+    ],
+)
+def test_corrupt_metadata_makes_the_engine_stale_not_a_crash(built, change, message) -> None:
+    """Whatever the file holds, reading it gives EngineStaleError (refused, or rebuilt with the defaults),
+    never an exception of another type, now or later when the runtime reads the profiles or rebuilds."""
+    onnx_path, engine_path = built
+    _corrupt(engine_path, change)
+    with pytest.raises(EngineStaleError, match=f"unreadable: .*{message}"):
+        read_metadata(engine_path)
+    with pytest.raises(EngineStaleError, match="unreadable"):
+        decide(engine_path, onnx_path, ORIN, rebuild_stale=False)
+    assert decide(engine_path, onnx_path, ORIN, rebuild_stale=True).options == BuildOptions()
+
+
+def test_metadata_of_earlier_versions_with_an_extra_field_is_still_read(built) -> None:
+    _, engine_path = built
+    _corrupt(engine_path, lambda d: d.update(extra={}))
+    assert read_metadata(engine_path).profiles == PROFILES
+
+
+def test_stale_engine_whose_options_cannot_be_rebuilt_is_refused_with_the_reason(built) -> None:
+    """int8 recorded without its calibration cache: a valid record of an engine, but no build options."""
+    onnx_path, engine_path = built
+    write_metadata(engine_path, dataclasses.replace(read_metadata(engine_path), precision="int8"))
+    with pytest.raises(EngineStaleError, match="cannot be rebuilt with the options .* calibration cache"):
+        decide(engine_path, onnx_path, Platform("10.7.0", "Orin", "8.7"), rebuild_stale=True)
+
+
 def test_stale_engine_is_rebuilt_with_its_own_settings_when_configured(built) -> None:
     onnx_path, engine_path = built
     desktop = Platform("10.15.1", "NVIDIA GeForce RTX 4090", "8.9")
@@ -152,8 +209,7 @@ def test_stale_engine_is_rebuilt_with_its_own_settings_when_configured(built) ->
     assert any("TensorRT version changed" in r for r in decision.reasons)
     # the same precision, profiles, workspace and timing cache as the stale engine's build
     assert decision.options == BuildOptions("fp16", PROFILES, 1024, timing_cache="/opt/models/timing.cache")
-    # a requested precision overrides the old one; missing metadata falls back to the defaults
-    assert decide(engine_path, onnx_path, desktop, True, precision="fp32").options.precision == "fp32"
+    # missing metadata falls back to the defaults
     metadata_path(engine_path).unlink()
     assert decide(engine_path, onnx_path, ORIN, True).options == BuildOptions()
 
@@ -192,6 +248,25 @@ def test_calibration_text_is_fitted_to_the_profiles_opt_size() -> None:
     assert longer.shape == (7, 4) and longer.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(longer, np.concatenate([text, text, text[:1]]))
     np.testing.assert_array_equal(fit_rows(text, 2), text[:2])
+
+
+def test_calibration_feeds_are_the_segmenters_network_inputs(tmp_path: Path) -> None:
+    """int8 ranges must be calibrated on what the runtime feeds: the same letterbox, the model's text."""
+    import cv2
+
+    from engines.build_engine import calibration_feeds
+    from partglee_ros.config import CONFIG_FILE, ModelConfig
+    from partglee_ros.runtime.segmenter import letterbox
+
+    ModelConfig(input_size=(320, 240)).save(tmp_path / CONFIG_FILE)
+    images = tmp_path / "images"
+    images.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    cv2.imwrite(str(images / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (images / "notes.txt").write_text("not an image")
+    [feed] = calibration_feeds(tmp_path, images, limit=10)
+    np.testing.assert_array_equal(feed["image"], letterbox(rgb, (320, 240))[0])
+    assert feed["object_text"].shape[1] == feed["part_text"].shape[1] == 384
 
 
 def test_build_options_are_validated() -> None:
@@ -238,12 +313,12 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(tmp_path: Path) -> N
 
 
 def test_tensorrt_device_parameter_names_a_cuda_device(tmp_path: Path) -> None:
-    assert [cuda_index(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3")] == [0, 0, 0, 3]
+    assert [parse_device(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3")] == [None, 0, 0, 3]
     for bad in ("cuda:x", "gpu1", "cuda:", "cuda:-1"):
-        with pytest.raises(BackendError, match="runs on a CUDA device"):
-            cuda_index(bad)
+        with pytest.raises(BackendError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+            parse_device(bad)
     # checked before anything is imported or loaded, so the message is about the device, not TensorRT
-    with pytest.raises(BackendError, match="got device 'cuda:one'"):
+    with pytest.raises(BackendError, match="got 'cuda:one'"):
         make_backend(tmp_path, "tensorrt", device="cuda:one", engine_path=str(tmp_path / "model.engine"))
 
 

@@ -16,11 +16,19 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from engines.export_onnx import export_onnx, image_shape, is_current
 from engines.export_onnx import main as export_main
 from engines.op_support import check_model, load_operator_list, operator_counts
-from partglee_ros.config import CODE_SHA256_KEY, load_checkpoint, save_checkpoint, weights_digest
+from partglee_ros.config import (
+    CODE_SHA256_KEY,
+    WEIGHTS_SHA256_KEY,
+    ModelConfig,
+    load_checkpoint,
+    save_checkpoint,
+    weights_digest,
+)
 from partglee_ros.runtime.backends.base import OUTPUT_NAMES, BackendError
 from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US, OnnxBackend, cpu_threads
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
@@ -120,6 +128,35 @@ def test_graph_traced_from_other_model_code_is_flagged(exported, tmp_path: Path,
     assert is_current(onnx_path, onnx_path.parent)
 
 
+def _trace_a_tiny_graph(module: torch.nn.Module, args: tuple, path: str, **options: object) -> None:
+    """Stands in for torch.onnx.export: writes a valid little graph where the export would write."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_failed_export_leaves_the_previous_graph_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """The graph is written next to ``out`` and moved onto it only once annotated and checked: a failing
+    step must not leave an unchecked graph without metadata where ``auto`` would load it, nor a temp file."""
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the previous, checked graph")
+    monkeypatch.setattr(torch.onnx, "export", _trace_a_tiny_graph)
+
+    def check_fails(graph: onnx.ModelProto, full_check: bool = False) -> None:
+        raise onnx.checker.ValidationError("made to fail")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(onnx.checker, "check_model", check_fails)
+        with pytest.raises(onnx.checker.ValidationError, match="made to fail"):
+            export_onnx(torch.nn.Identity(), ModelConfig(), out, simplify=False, weights_sha256="ab")
+    assert out.read_bytes() == b"the previous, checked graph"
+    assert list(tmp_path.iterdir()) == [out]
+    assert export_onnx(torch.nn.Identity(), ModelConfig(), out, simplify=False, weights_sha256="ab") == out
+    assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}[WEIGHTS_SHA256_KEY] == "ab"
+    assert list(tmp_path.iterdir()) == [out]
+
+
 def test_export_cli_skips_a_graph_already_exported_from_these_weights(exported, capsys) -> None:
     model_dir = exported[2].parent
     assert export_main(["--model", str(model_dir), "--if-stale"]) == 0
@@ -141,7 +178,7 @@ def test_onnx_backend_refuses_missing_corrupt_and_wrong_shapes(exported, tmp_pat
         backend.infer(np.zeros((n, c, h + 32, w), np.float32), text, text)
     with pytest.raises(BackendError, match="object_text must be"):
         backend.infer(np.zeros((n, c, h, w), np.float32), np.zeros((0, config.text_dim), np.float32), text)
-    with pytest.raises(BackendError, match="unknown device 'tpu'"):
+    with pytest.raises(BackendError, match="device must be 'cpu', 'cuda' or 'cuda:N' .* got 'tpu'"):
         OnnxBackend(onnx_path, device="tpu")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(BackendError, match="no CUDA provider"):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from partglee_ros.model.text_encoder import SentenceTextEncoder
+from partglee_ros.runtime import onnx_text_encoder
 from partglee_ros.runtime.factory import make_text_encoder, read_model_config
-from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder
+from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder, _write_atomically
 from tests.checkpoints import DEFAULT_MODEL
 from tests.conftest import REPO
 
@@ -78,3 +80,18 @@ def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, 
     assert OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache  # repaired
     graphs[0].with_suffix(".json").write_text('{"dim": 384}')  # valid JSON, settings missing
     assert not OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "graph.onnx"
+    _write_atomically(target, b"v1")
+    with pytest.raises(TypeError):
+        _write_atomically(target, "not bytes")  # type: ignore[arg-type]
+
+    def replace_fails(src: str, dst: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx_text_encoder.os, "replace", replace_fails)
+    with pytest.raises(OSError, match="disk full"):
+        _write_atomically(target, b"v2")
+    assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"v1"

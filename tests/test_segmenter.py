@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +28,12 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
-from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE
-from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
+from partglee_ros.config import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE
+from partglee_ros.model.preprocess import padded_size
+from partglee_ros.model.text_encoder import TextEncoder
+from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError, SizeRange
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
-from partglee_ros.runtime.factory import ONNX_FILE, load_segmenter, make_backend
+from partglee_ros.runtime.factory import load_segmenter, make_backend
 from partglee_ros.runtime.postprocess import (
     Letterbox,
     PostprocessConfig,
@@ -39,12 +43,26 @@ from partglee_ros.runtime.postprocess import (
     postprocess,
 )
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
-from partglee_ros.runtime.segmenter import ImageError, Segmenter
-from partglee_ros.runtime.vocabulary import MAX_NAME_LENGTH, MAX_NAMES_PER_LEVEL, Vocabulary, VocabularyError
+from partglee_ros.runtime.segmenter import (
+    MAX_IMAGE_PIXELS,
+    ImageError,
+    Segmenter,
+    letterbox,
+    validate_image,
+)
+from partglee_ros.runtime.vocabulary import (
+    MAX_NAME_LENGTH,
+    MAX_NAMES_PER_LEVEL,
+    Vocabulary,
+    VocabularyError,
+    make_vocabulary,
+    parse_object_parts,
+)
 from tests.ros_testing import noise_image, small_checkpoint
 
-NET_W, NET_H = 320, 240  # the small model's input_size; padded size equals it (multiples of 32)
-MASK_H, MASK_W = NET_H // 4, NET_W // 4  # masks come at stride 4 over the padded input
+NET_W, NET_H = 320, 240  # the small model's input_size
+PAD_H, PAD_W = padded_size(NET_H, NET_W)  # (256, 320): the network input, padded to multiples of 32
+MASK_H, MASK_W = PAD_H // 4, PAD_W // 4  # masks come at stride 4 over the padded input
 LOW = -12.0  # a logit that is "off" everywhere
 HIGH = 12.0
 
@@ -57,9 +75,16 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def letterbox(height: int, width: int) -> Letterbox:
-    """The letterbox the Segmenter builds for an image of this size (same formula as Segmenter.preprocess)."""
-    return Letterbox(height, width, min(NET_W / width, NET_H / height), NET_H, NET_W)
+def image_letterbox(height: int, width: int) -> Letterbox:
+    """Where an image of this size lies in the network input: scaled to fit NET_W x NET_H, padded to
+    PAD_W x PAD_H (the segmenter's ``letterbox``, which test_letterbox_helper_is_the_segmenters checks)."""
+    return Letterbox(height, width, min(NET_W / width, NET_H / height), PAD_H, PAD_W)
+
+
+@pytest.mark.parametrize("size", [(240, 320), (300, 500), (500, 300), (333, 517), (8, 99)])
+def test_letterbox_helper_is_the_segmenters(size: tuple[int, int]) -> None:
+    tensor, lb = letterbox(np.zeros((*size, 3), np.uint8), (NET_W, NET_H))
+    assert tensor.shape == (1, 3, PAD_H, PAD_W) and lb == image_letterbox(*size)
 
 
 def raw_outputs(n_obj: int, k_obj: int, n_part: int, k_part: int) -> dict[str, np.ndarray]:
@@ -100,7 +125,7 @@ def run_postprocess(
         allowed = np.ones((len(objects), len(parts)), bool)
     cfg = PostprocessConfig(**config)
     cfg.validate()
-    return postprocess(out, letterbox(*size), objects, parts, allowed, cfg)
+    return postprocess(out, image_letterbox(*size), objects, parts, allowed, cfg)
 
 
 def scores(objects: list[ObjectResult]) -> list[float]:
@@ -298,7 +323,8 @@ def test_ids_parent_ids_and_labels() -> None:
 
 
 def test_boxes_in_input_pixels_and_clamped() -> None:
-    """300x500 into 320x240: scale 0.64, the image covers padded rows 0..192; boxes are relative to 320x240."""
+    """300x500 into 320x240: scale 0.64, the image covers padded rows 0..192; boxes are relative to the
+    padded 320x256, i.e. 500x400 image pixels."""
     out = raw_outputs(3, 1, 1, 1)
     out["obj_logits"][:, 0] = [logit(0.9), logit(0.8), logit(0.7)]
     out["obj_boxes"][:] = [
@@ -315,14 +341,15 @@ def test_boxes_in_input_pixels_and_clamped() -> None:
     boxes = np.stack([o.box for o in objs])
     np.testing.assert_allclose(
         boxes,
-        [[187.5, 93.75, 312.5, 281.25], [350.0, 262.5, 500.0, 300.0], [0.0, 0.0, 75.0, 112.5]],
+        [[187.5, 100.0, 312.5, 300.0], [350.0, 280.0, 500.0, 300.0], [0.0, 0.0, 75.0, 120.0]],
         atol=1e-3,
     )
-    np.testing.assert_allclose(objs[0].parts[0].box, [100.0, 75.0, 150.0, 112.5], atol=1e-3)
+    np.testing.assert_allclose(objs[0].parts[0].box, [100.0, 80.0, 150.0, 120.0], atol=1e-3)
 
 
 def test_clipped_parts_are_cut_to_the_parent_box_and_dropped_when_empty() -> None:
-    """320x240, no letterbox: parent box x 80..240, y 60..180; parent mask = its left half."""
+    """240x320 at scale 1 (padded to 256x320): parent box x 80..240, y 64..192; parent mask = the left half
+    of x 80..160, y 60..180."""
     out = raw_outputs(1, 1, 2, 1)
     out["obj_logits"][0, 0] = logit(0.9)
     out["obj_boxes"][0] = [0.5, 0.5, 0.5, 0.5]
@@ -333,11 +360,11 @@ def test_clipped_parts_are_cut_to_the_parent_box_and_dropped_when_empty() -> Non
     out["part_masks"][1] = _box_logits((15, 45), (50, 60))  # only right of the parent mask
     clipped = run_postprocess(out, objects=("mug",), parts=("handle",))[0]
     assert [round(p.score, 4) for p in clipped.parts] == [0.8]  # the part outside the parent mask is gone
-    np.testing.assert_allclose(clipped.parts[0].box, [80.0, 90.0, 160.0, 150.0], atol=1e-3)
+    np.testing.assert_allclose(clipped.parts[0].box, [80.0, 96.0, 160.0, 160.0], atol=1e-3)
     assert not (clipped.parts[0].mask & ~clipped.mask).any()
     unclipped = run_postprocess(out, objects=("mug",), parts=("handle",), clip_parts_to_parent=False)[0]
     assert [round(p.score, 4) for p in unclipped.parts] == [0.8, 0.7]
-    np.testing.assert_allclose(unclipped.parts[0].box, [0.0, 90.0, 160.0, 150.0], atol=1e-3)
+    np.testing.assert_allclose(unclipped.parts[0].box, [0.0, 96.0, 160.0, 160.0], atol=1e-3)
 
 
 def _box_logits(rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
@@ -368,7 +395,7 @@ def test_masks_map_to_the_letterboxed_pixels(
     out["obj_masks"][0] = _box_logits(rows, cols)
     (obj,) = run_postprocess(out, objects=("mug",), parts=("handle",), size=size)
     assert obj.mask.shape == (h, w) and obj.mask.dtype == bool
-    s = letterbox(h, w).scale
+    s = image_letterbox(h, w).scale
     top, bottom, left, right = (4 * v / s for v in (*rows, *cols))
     bottom_in, right_in = min(bottom, h), min(right, w)  # where the image ends inside the block
     assert bottom_in - top > 8 and right_in - left > 8, "test setup: the block must be visible in the image"
@@ -391,7 +418,7 @@ def test_masks_map_to_the_letterboxed_pixels(
 def test_mask_upsampling_equals_pytorch_bilinear_interpolation(size: tuple[int, int]) -> None:
     """The OpenCV resize samples where ``F.interpolate(scale_factor=letterbox scale, align_corners=False)``
     over the padded logits does: same pixels except where the logit is within rounding of 0."""
-    lb = letterbox(*size)
+    lb = image_letterbox(*size)
     logits = np.random.default_rng(0).standard_normal((3, MASK_H, MASK_W)).astype(np.float32) * 4
     sy, sx = lb.padded_height / (MASK_H * lb.scale), lb.padded_width / (MASK_W * lb.scale)
     padded = F.pad(torch.from_numpy(logits)[None], (0, 1, 0, 1), mode="replicate")
@@ -536,8 +563,10 @@ def test_segment_is_deterministic_and_sees_the_image(segmenter: Segmenter) -> No
         (np.zeros((8, 7, 3), np.uint8), "7x8 is too small"),
         (np.zeros((240, 320, 3), np.uint8).tolist(), "must be a numpy array, got list"),
         (np.zeros((10, 9000, 3), np.uint8), "9000x10 exceeds 8192 pixels per side"),
+        # a view of one pixel: no memory for 16.8 MP
+        (np.broadcast_to(np.zeros(3, np.uint8), (4097, 4096, 3)), "4096x4097 has 16781312 pixels, more than"),
     ],
-    ids=["float", "2d", "rgba", "4x4", "7x8", "list", "9000px"],
+    ids=["float", "2d", "rgba", "4x4", "7x8", "list", "9000px", "over-16.8MP"],
 )
 def test_bad_images_raise_image_error_and_the_segmenter_still_works(
     segmenter: Segmenter, image: object, message: str
@@ -558,6 +587,19 @@ def test_segment_without_vocabulary_is_refused(segmenter: Segmenter) -> None:
 
 def _too_many() -> list[str]:
     return [f"thing {i}" for i in range(MAX_NAMES_PER_LEVEL + 1)]
+
+
+def _endless() -> Iterator[str]:
+    """Names without end: validation must stop at the limit, not try to collect them all."""
+    return (f"thing {i}" for i in itertools.count())
+
+
+def test_image_pixel_limit_is_4096_squared() -> None:
+    assert MAX_IMAGE_PIXELS == 4096 * 4096
+    validate_image(np.broadcast_to(np.zeros(3, np.uint8), (4096, 4096, 3)))
+    validate_image(np.broadcast_to(np.zeros(3, np.uint8), (8192, 2048, 3)))
+    with pytest.raises(ImageError, match="more than 16777216"):
+        validate_image(np.broadcast_to(np.zeros(3, np.uint8), (8192, 2049, 3)))
 
 
 @pytest.mark.parametrize(
@@ -587,13 +629,27 @@ def _too_many() -> list[str]:
             _too_many(),
             [],
             None,
-            f"{MAX_NAMES_PER_LEVEL + 1} object names; the limit is {MAX_NAMES_PER_LEVEL}",
+            f"more than {MAX_NAMES_PER_LEVEL} object names; the limit is {MAX_NAMES_PER_LEVEL}",
         ),
         (
             ["mug"],
             _too_many(),
             None,
-            f"{MAX_NAMES_PER_LEVEL + 1} part names; the limit is {MAX_NAMES_PER_LEVEL}",
+            f"more than {MAX_NAMES_PER_LEVEL} part names; the limit is {MAX_NAMES_PER_LEVEL}",
+        ),
+        (_endless(), [], None, f"more than {MAX_NAMES_PER_LEVEL} object names"),
+        (["mug"], _endless(), None, f"more than {MAX_NAMES_PER_LEVEL} part names"),
+        (None, [], None, "object names must be a list of strings, got NoneType"),
+        (["mug"], None, None, "part names must be a list of strings, got NoneType"),
+        (["mug"], ["handle"], [("mug", ["handle"])], "object_parts must map object names .* got list"),
+        (["mug"], ["handle"], {"mug": None}, "'mug' part names must be a list of strings, got NoneType"),
+        (["mug"], ["handle"], {"mug": "handle"}, "'mug' part names must be a list of strings, not one"),
+        (["mug"], ["handle"], {3: ["handle"]}, "object_parts key 3 is int, not an object name"),
+        (
+            ["mug"],
+            ["handle", "lid"],
+            {"mug": ["handle"], " mug ": []},
+            "object_parts names object 'mug' twice",
         ),
     ],
     ids=[
@@ -614,6 +670,15 @@ def _too_many() -> list[str]:
         "mapping-unknown-part",
         "too-many-objects",
         "too-many-parts",
+        "endless-objects",
+        "endless-parts",
+        "objects-none",
+        "parts-none",
+        "mapping-not-a-mapping",
+        "mapping-parts-none",
+        "mapping-parts-one-string",
+        "mapping-key-not-a-string",
+        "mapping-object-twice",
     ],
 )
 def test_bad_vocabularies_are_rejected_and_the_previous_one_stays(
@@ -652,41 +717,88 @@ def test_set_vocabulary_returns_increasing_revisions_carried_by_results(segmente
 
 
 def test_objects_only_vocabulary(segmenter: Segmenter) -> None:
-    """No part names: the network still gets one placeholder part, which is never reported (default 0.3)."""
-    seg = Segmenter(segmenter.backend, segmenter.text_encoder, segmenter.input_size, PostprocessConfig(0.0))
+    """No part names: the network still gets one placeholder part, which is never reported, even with both
+    thresholds at 0 (with which the same model reports parts for a vocabulary that has them)."""
+    seg = Segmenter(segmenter.backend, segmenter.text_encoder, segmenter.input_size, segmenter.config)
+    assert (seg.config.object_threshold, seg.config.part_threshold) == (0.0, 0.0)
     vocab = seg.set_vocabulary(["mug", "bottle"])
     result = seg.segment(noise_image(6))
     check_result(result, vocab, 240, 320)
     assert result.parts() == []
+    assert seg.set_vocabulary(["mug", "bottle"], ["part"]) and seg.segment(noise_image(6)).parts()
+
+
+def test_object_parts_lines_are_parsed_once_per_object() -> None:
+    assert parse_object_parts(["mug: handle, body", "  big   kettle : lid", "cup:"]) == {
+        "mug": ["handle", "body"],
+        "big kettle": ["lid"],
+        "cup": [],
+    }
+    for lines, message in [
+        (["mug: handle", "mug: lid"], "two entries for 'mug'"),
+        (["mug: handle", " mug :lid"], "two entries for 'mug'"),
+        (["mug handle"], "not of the form"),
+        (["mug: handle", 3], "entry #1 is int"),
+        ("mug: handle", "must be a list"),
+        (None, "must be a list"),
+        ((f"thing {i}: x" for i in itertools.count()), f"more than {MAX_NAMES_PER_LEVEL}"),
+    ]:
+        with pytest.raises(VocabularyError, match=message):
+            parse_object_parts(lines)  # type: ignore[arg-type]
 
 
 class LimitedBackend(Backend):
-    """Wraps a backend and reports a vocabulary size limit, as a TensorRT engine's profile does."""
+    """Wraps a backend and reports vocabulary size ranges, as a TensorRT engine's profiles do."""
 
     name = "limited"
 
-    def __init__(self, inner: Backend, limits: tuple[int, int]) -> None:
-        self.inner, self.device, self.limits = inner, inner.device, limits
+    def __init__(self, inner: Backend, objects: SizeRange, parts: SizeRange) -> None:
+        self.inner, self.device, self.limits = inner, inner.device, (objects, parts)
 
     def infer(
         self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
     ) -> dict[str, np.ndarray]:
-        assert object_text.shape[0] <= self.limits[0] and part_text.shape[0] <= self.limits[1]
+        (objects, parts), k_obj, k_part = self.limits, object_text.shape[0], part_text.shape[0]
+        assert objects.min <= k_obj <= objects.max and parts.min <= k_part <= parts.max
         return self.inner.infer(image, object_text, part_text)
 
-    def vocabulary_limits(self) -> tuple[int, int] | None:
+    def vocabulary_limits(self) -> tuple[SizeRange, SizeRange] | None:
         return self.limits
 
 
-def test_vocabulary_beyond_the_backend_limits_is_refused(segmenter: Segmenter) -> None:
-    seg = Segmenter(LimitedBackend(segmenter.backend, (2, 2)), segmenter.text_encoder, segmenter.input_size)
+@pytest.mark.parametrize(
+    ("objects", "parts", "message"),
+    [
+        (["a", "b", "c", "d"], ["x", "y"], "built for 2 to 3 object names, this vocabulary has 4;"),
+        (["a"], ["x", "y"], "built for 2 to 3 object names, this vocabulary has 1;"),
+        (["a", "b"], ["x", "y", "z"], "built for 1 to 2 part names, this vocabulary has 3;"),
+    ],
+    ids=["objects-above-max", "objects-below-min", "parts-above-max"],
+)
+def test_vocabulary_outside_the_backend_limits_is_refused(
+    segmenter: Segmenter, objects: list[str], parts: list[str], message: str
+) -> None:
+    backend = LimitedBackend(segmenter.backend, SizeRange(2, 3), SizeRange(1, 2))
+    seg = Segmenter(backend, segmenter.text_encoder, segmenter.input_size)
     before = seg.set_vocabulary(*VOCAB_A)  # 2 objects, 2 parts: fits
-    for objects, parts in [(["a", "b", "c"], ["x"]), (["a"], ["x", "y", "z"])]:
-        with pytest.raises(VocabularyError, match=r"exceed .* limited backend .*\(2 / 2\)"):
-            seg.set_vocabulary(objects, parts)
-        assert seg.vocabulary is before
+    with pytest.raises(VocabularyError, match=f"limited backend was {message}"):
+        seg.set_vocabulary(objects, parts)
+    assert seg.vocabulary is before
     assert seg.segment(noise_image(7, 48, 64)).vocabulary_revision == before.revision
-    assert seg.set_vocabulary(["a"]).revision == before.revision + 1  # objects only: one placeholder part
+    assert (
+        seg.set_vocabulary(["a", "b"]).revision == before.revision + 1
+    )  # objects only: one placeholder part
+
+
+def test_a_vocabulary_without_parts_needs_a_profile_that_runs_one_part(segmenter: Segmenter) -> None:
+    backend = LimitedBackend(segmenter.backend, SizeRange(1, 3), SizeRange(2, 4))
+    seg = Segmenter(backend, segmenter.text_encoder, segmenter.input_size)
+    with pytest.raises(
+        VocabularyError, match="this vocabulary has 1 \\(the placeholder of a vocabulary without"
+    ):
+        seg.set_vocabulary(["mug"])
+    assert seg.vocabulary is None
+    assert seg.set_vocabulary(["mug"], ["handle", "body"]).revision == 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -793,16 +905,94 @@ def test_free_running_vocabulary_swaps_keep_every_result_consistent(segmenter: S
         check_result(result, issued[result.vocabulary_revision], 64, 96)
 
 
+class GatedEncoder(TextEncoder):
+    """Wraps an encoder; once ``armed``, its next call signals ``entered`` and then waits (at most ``hold``
+    s) for ``release``, so a test can act while a vocabulary change is in the middle of encoding."""
+
+    def __init__(self, inner: TextEncoder, hold: float = 30.0) -> None:
+        self.inner, self.dim, self.hold = inner, inner.dim, hold
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.armed = False
+
+    def encode(self, names: list[str]) -> np.ndarray:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(self.hold)
+        return self.inner.encode(names)
+
+
+@pytest.mark.parametrize("first", ["set_vocabulary", "apply_vocabulary"])
+def test_a_slow_vocabulary_change_never_overwrites_a_newer_one(segmenter: Segmenter, first: str) -> None:
+    """Revision 2 is slow to encode; revision 3 arrives meanwhile. Changes are serialised, so 3 ends up
+    active. (Unserialised, 3 would be swapped in first and then replaced by the older 2: ``release`` is set
+    as soon as 3 has finished, and the hold only bounds the wait while 3 is - rightly - blocked.)"""
+    encoder = GatedEncoder(segmenter.text_encoder, hold=1.0)
+    seg = Segmenter(segmenter.backend, encoder, segmenter.input_size, segmenter.config)
+    seg.apply_vocabulary(make_vocabulary(*VOCAB_A, revision=1))
+    encoder.armed = True
+    newer = make_vocabulary(*VOCAB_B, revision=3)
+
+    def slow() -> None:
+        if first == "set_vocabulary":
+            assert seg.set_vocabulary(*VOCAB_B).revision == 2
+        else:
+            seg.apply_vocabulary(make_vocabulary(*VOCAB_B, revision=2))
+
+    def fast() -> None:
+        assert encoder.entered.wait(30)
+        seg.apply_vocabulary(newer)
+        encoder.release.set()
+
+    assert _run_threads(slow, fast) == []
+    assert seg.vocabulary is newer
+    assert seg.segment(noise_image(8, 48, 64)).vocabulary_revision == 3
+
+
+def test_segment_does_not_wait_for_a_vocabulary_change(segmenter: Segmenter) -> None:
+    encoder = GatedEncoder(segmenter.text_encoder)
+    seg = Segmenter(segmenter.backend, encoder, segmenter.input_size, segmenter.config)
+    seg.apply_vocabulary(make_vocabulary(*VOCAB_A, revision=1))
+    encoder.armed = True
+    changer = threading.Thread(target=seg.set_vocabulary, args=VOCAB_B, daemon=True)
+    changer.start()
+    assert encoder.entered.wait(30)
+    results: list[SegmentationResult] = []
+    frame = threading.Thread(target=lambda: results.append(seg.segment(noise_image(9, 48, 64))), daemon=True)
+    frame.start()
+    frame.join(20)
+    done = not frame.is_alive()
+    encoder.release.set()
+    changer.join(60)
+    assert done, "segment() waited for the vocabulary change"
+    assert [r.vocabulary_revision for r in results] == [1]
+    assert seg.vocabulary is not None and seg.vocabulary.revision == 2
+
+
+def test_apply_vocabulary_refuses_a_revision_not_newer_than_the_active_one(segmenter: Segmenter) -> None:
+    seg = Segmenter(segmenter.backend, segmenter.text_encoder, segmenter.input_size, segmenter.config)
+    active = make_vocabulary(*VOCAB_A, revision=5)
+    seg.apply_vocabulary(active)
+    for revision in (5, 4):
+        with pytest.raises(
+            VocabularyError, match=f"revision {revision} is not newer than the active revision 5"
+        ):
+            seg.apply_vocabulary(make_vocabulary(*VOCAB_B, revision=revision))
+        assert seg.vocabulary is active
+    assert seg.set_vocabulary(*VOCAB_B).revision == 6
+
+
 # ---------------------------------------------------------------------------------------------------------
 # backend selection
 
 
-def fake_onnx(path: Path) -> Path:
-    """A graph with the runtime's input/output names and a static image shape (it computes nothing useful)."""
+def fake_onnx(path: Path, text_dim: int = 384) -> Path:
+    """A graph with the runtime's input/output names and the small model's static image shape (it computes
+    nothing useful)."""
     inputs = [
-        helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, NET_H, NET_W]),
-        helper.make_tensor_value_info("object_text", TensorProto.FLOAT, ["K_obj", 384]),
-        helper.make_tensor_value_info("part_text", TensorProto.FLOAT, ["K_part", 384]),
+        helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, PAD_H, PAD_W]),
+        helper.make_tensor_value_info("object_text", TensorProto.FLOAT, ["K_obj", text_dim]),
+        helper.make_tensor_value_info("part_text", TensorProto.FLOAT, ["K_part", text_dim]),
     ]
     assert [i.name for i in inputs] == list(INPUT_NAMES)
     nodes = [helper.make_node("Identity", ["object_text"], [name]) for name in OUTPUT_NAMES]
@@ -873,3 +1063,63 @@ def test_auto_reports_every_failure_when_nothing_loads(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"cannot load ONNX model {tmp_path / ONNX_FILE}" in message
     assert f"model weights not found: {tmp_path / WEIGHTS_FILE}" in message
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "onnx", "tensorrt"])
+@pytest.mark.parametrize("device", ["gpu", "CPU", "cuda:x", "cudafoo", "cuda:", "cuda:-1", "cuda:\u00b2", ""])
+def test_a_mistyped_device_is_one_clear_backend_error(weights_dir: Path, backend: str, device: str) -> None:
+    """Whatever the backend (auto included, which would otherwise try each one), before anything loads."""
+    fake_onnx(weights_dir / ONNX_FILE)
+    engine = str(weights_dir / "model.engine")
+    with pytest.raises(BackendError, match=r"^device must be 'cpu', 'cuda' or 'cuda:N' .*, got '") as info:
+        make_backend(weights_dir, backend, device=device, engine_path=engine)
+    assert ";" not in str(info.value)  # one message, not one per backend auto tried
+
+
+def test_device_parser_accepts_cpu_cuda_and_cuda_n() -> None:
+    from partglee_ros.runtime.backends.base import parse_device
+
+    assert [parse_device(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3", "cuda:12")] == [None, 0, 0, 3, 12]
+    with pytest.raises(BackendError, match="got None"):
+        parse_device(None)  # type: ignore[arg-type]
+
+
+def test_precision_given_with_the_onnx_backend_is_said_to_be_ignored(weights_dir: Path, caplog) -> None:
+    fake_onnx(weights_dir / ONNX_FILE)
+    with caplog.at_level(logging.WARNING):
+        assert make_backend(weights_dir, "onnx", precision="fp32").name == "onnx"
+    assert "does not apply" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        assert make_backend(weights_dir, "onnx", precision="fp16").name == "onnx"
+    assert "precision fp16 does not apply to backend onnx; ignored" in caplog.text
+
+
+def test_a_graph_for_other_text_embeddings_is_refused_at_load(weights_dir: Path) -> None:
+    fake_onnx(weights_dir / ONNX_FILE, text_dim=512)
+    with pytest.raises(BackendError, match="takes text embeddings of width 512, but .* says text_dim 384"):
+        load_segmenter(weights_dir, backend="onnx")
+    fake_onnx(weights_dir / ONNX_FILE)
+    assert load_segmenter(weights_dir, backend="onnx").backend.name == "onnx"
+
+
+class WideEncoder(TextEncoder):
+    dim = 512
+
+    def encode(self, names: list[str]) -> np.ndarray:
+        return np.zeros((len(names), self.dim), np.float32)
+
+
+def test_a_text_encoder_of_another_width_is_refused_at_load(weights_dir: Path, monkeypatch) -> None:
+    import partglee_ros.runtime.factory as factory
+
+    monkeypatch.setattr(factory, "make_text_encoder", lambda config: WideEncoder())
+    with pytest.raises(
+        BackendError, match="'minilm' gives 512-d embeddings, but the model takes text_dim 384"
+    ):
+        load_segmenter(weights_dir, backend="torch")
+
+
+@pytest.mark.parametrize("size", [(-320, 240), (320, 0.5), ("320", 240), (320,)])
+def test_an_invalid_input_size_is_refused_at_load(weights_dir: Path, size: tuple) -> None:
+    with pytest.raises(BackendError, match="input size must be two positive integers"):
+        load_segmenter(weights_dir, backend="torch", input_size=size)

@@ -6,13 +6,13 @@ stay alive (or exit cleanly) instead of printing a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from partglee_ros.config import (
     CODE_SHA256_KEY,
     CONFIG_FILE,
+    ONNX_FILE,
     WEIGHTS_FILE,
     WEIGHTS_SHA256_KEY,
     ModelConfig,
@@ -22,23 +22,23 @@ from partglee_ros.config import (
 )
 from partglee_ros.model.preprocess import padded_size
 from partglee_ros.model.text_encoder import CachedTextEncoder, TextEncoder, build_text_encoder
-from partglee_ros.runtime.backends.base import Backend, BackendError
+from partglee_ros.runtime.backends.base import Backend, BackendError, parse_device
 from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
-ONNX_FILE = "model.onnx"
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:
+    """The checkpoint's config; BackendError for a missing, unreadable or invalid one."""
     path = model_dir / CONFIG_FILE
     if not path.is_file():
         raise BackendError(f"model config not found: {path}")
     try:
         return ModelConfig.from_file(path)
-    except (ValueError, TypeError, json.JSONDecodeError) as err:
+    except (ValueError, TypeError, OSError) as err:  # TypeError: a value of the wrong type for its key
         raise BackendError(f"model config {path} is invalid: {err}") from err
 
 
@@ -131,7 +131,11 @@ def make_backend(
     ends up on it)."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    parse_device(device)  # a mistyped device is one clear error, not a different one per backend tried
     torch_options, onnx_options = _backend_options(backend, options)
+    if backend in ("onnx", "tensorrt") and precision != "fp32":
+        # Only PyTorch autocasts; a graph runs as exported and an engine in the precision it was built with.
+        log.warning("precision %s does not apply to backend %s; ignored", precision, backend)
     if backend == "torch":
         return _torch_backend(model_dir, device, precision, **torch_options)
     if backend == "onnx":
@@ -200,13 +204,26 @@ def load_segmenter(
         **backend_options,
     )
     size = tuple(input_size) if input_size else tuple(config.input_size)
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise BackendError(f"input size must be two positive integers (width, height), got {input_size!r}")
+    # Mismatches are found here, at start-up, not as a failure on every frame.
     fixed = backend_impl.image_shape
     if fixed is not None and tuple(fixed[2:]) != padded_size(size[1], size[0]):
-        # Found at start-up, not as a failure on every frame.
         raise BackendError(
             f"the {backend_impl.name} graph takes images of shape {tuple(fixed)}, but input size "
             f"{size[0]}x{size[1]} needs {padded_size(size[1], size[0])}: re-export it, or leave "
             "input_width/input_height at 0 (the model's own size)"
         )
+    if backend_impl.text_dim not in (None, config.text_dim):
+        raise BackendError(
+            f"the {backend_impl.name} graph takes text embeddings of width {backend_impl.text_dim}, but "
+            f"{model_dir / CONFIG_FILE} says text_dim {config.text_dim}: it was exported from another model"
+        )
+    text_encoder = make_text_encoder(config)
+    if text_encoder.dim != config.text_dim:
+        raise BackendError(
+            f"text encoder {config.text_encoder!r} gives {text_encoder.dim}-d embeddings, but the model takes "
+            f"text_dim {config.text_dim} ({model_dir / CONFIG_FILE})"
+        )
     backend_impl.prepare((1, 3, *padded_size(size[1], size[0])), config.text_dim)
-    return Segmenter(backend_impl, make_text_encoder(config), size, postprocess_config)
+    return Segmenter(backend_impl, text_encoder, size, postprocess_config)

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.engine_metadata import file_sha256
-from partglee_ros.config import CACHE_ROOT
+from partglee_ros.config import CACHE_ROOT, file_sha256
 from partglee_ros.model.text_encoder import TextEncoder, category_prompt, default_sentence_model_path
 from partglee_ros.runtime.backends.onnx_backend import cpu_threads
 
@@ -42,11 +41,16 @@ def cache_key(model_path: Path) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """A reader (another node starting) sees the old file or the new one, never half of one."""
+    """A reader (another node starting) sees the old file or the new one, never half of one; a failed
+    write leaves neither a half file nor its temporary one behind (they would pile up in the cache)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class OnnxSentenceTextEncoder(TextEncoder):

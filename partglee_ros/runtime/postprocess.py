@@ -115,7 +115,8 @@ def postprocess(
     allowed: np.ndarray,
     cfg: PostprocessConfig,
 ) -> list[ObjectResult]:
-    """`allowed` (K_obj, K_part) bool: which parts the vocabulary allows under each object label."""
+    """`parts`: one name per part_logits column (at least one). `allowed` (K_obj, K_part) bool: which parts
+    the vocabulary allows under each object label."""
     obj_probs = _sigmoid(outputs["obj_logits"])
     obj_scores, obj_labels = obj_probs.max(-1), obj_probs.argmax(-1)
     obj_boxes = _boxes_to_input(outputs["obj_boxes"], lb)
@@ -133,7 +134,7 @@ def postprocess(
         obj = ObjectResult(next_id, objects[label], float(obj_scores[q]), obj_boxes[q], obj_masks[rank])
         next_id += 1
         children = np.flatnonzero(part_parent == q)
-        if children.size and parts and cfg.max_parts_per_object:
+        if children.size and cfg.max_parts_per_object:
             # Disallowed names score -1, below any threshold (0 included), never 0.
             probs = np.where(allowed[label], part_probs[children], np.float32(-1))
             scores, labels = probs.max(-1), probs.argmax(-1)

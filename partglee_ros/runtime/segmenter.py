@@ -4,9 +4,11 @@ Input size policy: every image is scaled (aspect kept) to fit `input_size` (W, H
 bottom/right to a multiple of 32, so every backend always sees one fixed input shape (what a TensorRT
 engine or a static ONNX graph wants); only the vocabulary size K varies.
 
-Thread safety: `segment` takes a consistent snapshot (vocabulary, embeddings, restriction) under a lock and
-runs without holding it; `set_vocabulary` encodes text outside the lock and swaps the snapshot in one step.
-A frame is therefore computed entirely with one vocabulary revision, whatever happens concurrently.
+Thread safety: the active vocabulary (names, embeddings, restriction) is one immutable snapshot. `segment`
+reads the reference once and never waits for a vocabulary change, so a frame is computed entirely with one
+revision. `set_vocabulary` and `apply_vocabulary` validate, encode and swap under one update lock, so
+concurrent changes cannot interleave (the text encoder's cache is only used under it) and the active
+revision only grows: a vocabulary not newer than the active one is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ from partglee_ros.runtime.result import SegmentationResult
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary
 
 MAX_IMAGE_SIDE = 8192
+# Results carry full-resolution masks: with the default 20 objects x (1 + 8 parts) that is 180 bytes per
+# pixel. 4096 x 4096 (16.8 MP) holds every usual camera (4K UHD is 8.3 MP, a 12 MP still 4000 x 3000) and
+# bounds those masks at ~3 GB; 8192 x 8192 would need ~12 GB.
+MAX_IMAGE_PIXELS = 4096 * 4096
+# The network needs K_part >= 1: a vocabulary without parts encodes this one name, allowed under no object.
+PLACEHOLDER_PART = "part"
+_MEAN = np.array(PIXEL_MEAN, np.float32)
+_INV_STD = 1.0 / np.array(PIXEL_STD, np.float32)
 
 
 class ImageError(ValueError):
@@ -36,9 +46,26 @@ class ImageError(ValueError):
 @dataclass(frozen=True)
 class _ActiveVocabulary:
     vocabulary: Vocabulary
+    part_names: tuple[str, ...]  # the vocabulary's parts, or (PLACEHOLDER_PART,) when it has none
     object_text: np.ndarray  # (K_obj, D) float32
-    part_text: np.ndarray  # (K_part, D) float32, at least one row
+    part_text: np.ndarray  # (K_part, D) float32, one row per part name
     allowed: np.ndarray  # (K_obj, K_part) bool
+
+
+def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """HxWx3 uint8 RGB -> the (1, 3, H32, W32) normalised network input: scaled (aspect kept) to fit
+    ``input_size`` (W, H), padded bottom/right to a multiple of 32; and where the image lies in it.
+
+    A function of its own because int8 calibration (engines/build_engine.py) must feed exactly this."""
+    h, w = image.shape[:2]
+    in_w, in_h = input_size
+    scale = min(in_w / w, in_h / h)
+    rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+    ph, pw = padded_size(in_h, in_w)
+    resized = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    tensor = np.zeros((1, 3, ph, pw), np.float32)
+    tensor[0, :, :rh, :rw] = ((resized.astype(np.float32) - _MEAN) * _INV_STD).transpose(2, 0, 1)
+    return tensor, Letterbox(h, w, scale, ph, pw)
 
 
 def validate_image(image: np.ndarray) -> None:
@@ -53,6 +80,10 @@ def validate_image(image: np.ndarray) -> None:
         raise ImageError(f"image of {w}x{h} is too small (at least 8x8)")
     if max(h, w) > MAX_IMAGE_SIDE:
         raise ImageError(f"image of {w}x{h} exceeds {MAX_IMAGE_SIDE} pixels per side")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"image of {w}x{h} has {h * w} pixels, more than {MAX_IMAGE_PIXELS} (4096x4096); downscale it"
+        )
 
 
 class Segmenter:
@@ -68,11 +99,9 @@ class Segmenter:
         self.input_size = input_size  # (W, H)
         self.config = postprocess_config or PostprocessConfig()
         self.config.validate()
-        self._lock = threading.Lock()
+        # Serialises vocabulary changes; segment() never takes it (it reads the _active reference once).
         self._update_lock = threading.Lock()
         self._active: _ActiveVocabulary | None = None
-        self._mean = np.array(PIXEL_MEAN, np.float32)
-        self._inv_std = 1.0 / np.array(PIXEL_STD, np.float32)
 
     @property
     def vocabulary(self) -> Vocabulary | None:
@@ -89,21 +118,36 @@ class Segmenter:
         with self._update_lock:  # concurrent callers get distinct, increasing revisions
             revision = (self._active.vocabulary.revision if self._active else 0) + 1
             vocab = make_vocabulary(objects, parts, object_parts, revision=revision)
-            self.apply_vocabulary(vocab)
+            self._activate(vocab)
         return vocab
 
     def apply_vocabulary(self, vocab: Vocabulary) -> None:
-        """Activate an already validated vocabulary (the ROS service validates and numbers revisions itself)."""
-        limits = self.backend.vocabulary_limits()
-        if limits and (len(vocab.objects) > limits[0] or max(len(vocab.parts), 1) > limits[1]):
-            # Refused here, not per frame: the engine could not run a single frame with this vocabulary.
+        """Activate an already validated vocabulary whose revision its caller numbered (the ROS service, the
+        bag tools); VocabularyError if it is not newer than the active one, which then stays."""
+        with self._update_lock:
+            self._activate(vocab)
+
+    def _activate(self, vocab: Vocabulary) -> None:
+        """Check, encode and swap in ``vocab``; the caller holds the update lock."""
+        current = self._active
+        if current is not None and vocab.revision <= current.vocabulary.revision:
             raise VocabularyError(
-                f"{len(vocab.objects)} object / {len(vocab.parts)} part names exceed what the "
-                f"{self.backend.name} backend was built for ({limits[0]} / {limits[1]}); "
-                "rebuild the engine with a larger --k-obj/--k-part profile"
+                f"vocabulary revision {vocab.revision} is not newer than the active revision "
+                f"{current.vocabulary.revision}"
             )
-        # The network needs K_part >= 1; with no parts a single name is encoded and every part is disallowed.
-        part_names = list(vocab.parts) or ["part"]
+        part_names = vocab.parts or (PLACEHOLDER_PART,)
+        limits = self.backend.vocabulary_limits()
+        if limits:
+            # Refused here, not per frame: the engine could not run a single frame with this vocabulary.
+            sizes = {"object": len(vocab.objects), "part": len(part_names)}
+            for (level, k), (low, high) in zip(sizes.items(), limits, strict=True):
+                if not low <= k <= high:
+                    note = " (the placeholder of a vocabulary without parts)" if level == "part" else ""
+                    raise VocabularyError(
+                        f"the {self.backend.name} backend was built for {low} to {high} {level} names, "
+                        f"this vocabulary has {k}{note if not vocab.parts else ''}; rebuild the engine "
+                        "with a --k-obj/--k-part profile that covers it"
+                    )
         text = self.text_encoder.encode([*vocab.objects, *part_names]).astype(np.float32, copy=False)
         object_text, part_text = text[: len(vocab.objects)], text[len(vocab.objects) :]
         allowed = np.zeros((len(vocab.objects), len(part_names)), dtype=bool)
@@ -111,39 +155,21 @@ class Segmenter:
         for i, obj in enumerate(vocab.objects):
             for p in vocab.allowed_parts(obj):
                 allowed[i, index[p]] = True
-        active = _ActiveVocabulary(vocab, object_text, part_text, allowed)
-        with self._lock:
-            self._active = active
-
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        h, w = image.shape[:2]
-        in_w, in_h = self.input_size
-        scale = min(in_w / w, in_h / h)
-        rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
-        ph, pw = padded_size(in_h, in_w)
-        resized = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        tensor = np.zeros((1, 3, ph, pw), np.float32)
-        tensor[0, :, :rh, :rw] = ((resized.astype(np.float32) - self._mean) * self._inv_std).transpose(
-            2, 0, 1
-        )
-        return tensor, Letterbox(h, w, scale, ph, pw)
+        self._active = _ActiveVocabulary(vocab, part_names, object_text, part_text, allowed)
 
     def segment(self, image: np.ndarray) -> SegmentationResult:
         """HxWx3 uint8 RGB of any size -> objects with parts, masks and boxes in the image's pixels."""
         validate_image(image)
-        with self._lock:
-            active = self._active
+        active = self._active  # one snapshot for the whole frame
         if active is None:
             raise RuntimeError("no vocabulary set: call set_vocabulary() first")
         t0 = time.perf_counter()
-        tensor, lb = self.preprocess(image)
+        tensor, lb = letterbox(image, self.input_size)
         t1 = time.perf_counter()
         outputs = self.backend.infer(tensor, active.object_text, active.part_text)
         t2 = time.perf_counter()
         vocab = active.vocabulary
-        objects = postprocess(
-            outputs, lb, vocab.objects, vocab.parts or ("part",), active.allowed, self.config
-        )
+        objects = postprocess(outputs, lb, vocab.objects, active.part_names, active.allowed, self.config)
         t3 = time.perf_counter()
         timings = {
             "preprocess": (t1 - t0) * 1e3,

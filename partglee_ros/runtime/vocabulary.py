@@ -38,8 +38,14 @@ class Vocabulary:
 def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
     if isinstance(names, str):
         raise VocabularyError(f"{level} names must be a list of strings, not one string")
+    if not isinstance(names, Iterable):
+        raise VocabularyError(f"{level} names must be a list of strings, got {type(names).__name__}")
     cleaned = []
     for i, name in enumerate(names):
+        if i == MAX_NAMES_PER_LEVEL:  # checked as names arrive: an endless iterator must not hang here
+            raise VocabularyError(
+                f"more than {MAX_NAMES_PER_LEVEL} {level} names; the limit is {MAX_NAMES_PER_LEVEL}"
+            )
         if not isinstance(name, str):
             raise VocabularyError(f"{level} name #{i} is {type(name).__name__}, not a string")
         name = " ".join(name.split())
@@ -54,8 +60,6 @@ def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
         if ":" in name:
             raise VocabularyError(f"{level} name {name!r} contains ':', reserved for 'object:part' labels")
         cleaned.append(name)
-    if len(cleaned) > MAX_NAMES_PER_LEVEL:
-        raise VocabularyError(f"{len(cleaned)} {level} names; the limit is {MAX_NAMES_PER_LEVEL}")
     duplicates = sorted(n for n, c in Counter(n.casefold() for n in cleaned).items() if c > 1)
     if duplicates:
         raise VocabularyError(f"duplicate {level} names: {', '.join(duplicates)}")
@@ -63,13 +67,23 @@ def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
 
 
 def parse_object_parts(lines: Iterable[str]) -> dict[str, list[str]]:
-    """Parse ``"mug: handle, body"`` lines (the parameter and CLI form of the restriction)."""
+    """Parse ``"mug: handle, body"`` lines (the parameter and CLI form of the restriction), one per object:
+    a second line for an object is refused rather than silently replacing the first."""
+    if isinstance(lines, str) or not isinstance(lines, Iterable):
+        raise VocabularyError(f"object_parts must be a list of 'object: part, part' strings, got {lines!r}")
     mapping: dict[str, list[str]] = {}
-    for line in lines:
+    for i, line in enumerate(lines):
+        if i == MAX_NAMES_PER_LEVEL:
+            raise VocabularyError(f"more than {MAX_NAMES_PER_LEVEL} object_parts entries (one per object)")
+        if not isinstance(line, str):
+            raise VocabularyError(f"object_parts entry #{i} is {type(line).__name__}, not a string")
         obj, sep, parts = line.partition(":")
         if not sep:
             raise VocabularyError(f"object_parts entry {line!r} is not of the form 'object: part, part'")
-        mapping[obj.strip()] = [p.strip() for p in parts.split(",") if p.strip()]
+        obj = " ".join(obj.split())
+        if obj in mapping:
+            raise VocabularyError(f"object_parts has two entries for {obj!r}; list its parts in one")
+        mapping[obj] = [p.strip() for p in parts.split(",") if p.strip()]
     return mapping
 
 
@@ -84,9 +98,17 @@ def make_vocabulary(
     prts = _clean_names(parts, "part")
     if not objs:
         raise VocabularyError("the vocabulary needs at least one object name")
+    if object_parts is not None and not isinstance(object_parts, Mapping):
+        raise VocabularyError(
+            f"object_parts must map object names to part lists, got {type(object_parts).__name__}"
+        )
     restriction: dict[str, tuple[str, ...]] = {}
     for obj, obj_parts in (object_parts or {}).items():
-        obj_clean = " ".join(str(obj).split())
+        if not isinstance(obj, str):
+            raise VocabularyError(f"object_parts key {obj!r} is {type(obj).__name__}, not an object name")
+        obj_clean = " ".join(obj.split())
+        if obj_clean in restriction:
+            raise VocabularyError(f"object_parts names object {obj_clean!r} twice; list its parts once")
         if obj_clean not in objs:
             raise VocabularyError(
                 f"object_parts names object {obj_clean!r}, which is not in the objects list"

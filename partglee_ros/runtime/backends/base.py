@@ -5,7 +5,9 @@ Text embeddings are an *input*, so a vocabulary change never rebuilds a backend 
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,10 +28,32 @@ class BackendError(RuntimeError):
     """A backend cannot be created or run (missing file, wrong engine, missing library)."""
 
 
+_DEVICE = re.compile(r"cpu|cuda(?::([0-9]+))?")
+
+
+def parse_device(device: str) -> int | None:
+    """``cpu`` -> None, ``cuda`` -> 0, ``cuda:N`` -> N. One parser for every backend, so a mistyped device
+    ("gpu", "CPU", "cuda:x") is the same BackendError everywhere instead of whatever the library raises."""
+    match = _DEVICE.fullmatch(device) if isinstance(device, str) else None
+    if match is None:
+        raise BackendError(f"device must be 'cpu', 'cuda' or 'cuda:N' (N = 0, 1, ...), got {device!r}")
+    if device == "cpu":
+        return None
+    return int(match.group(1) or 0)
+
+
+class SizeRange(NamedTuple):
+    """The vocabulary sizes K a backend can run: min <= K <= max."""
+
+    min: int
+    max: int
+
+
 class Backend(ABC):
     name: str
     device: str
     image_shape: tuple[int, ...] | None = None  # the one image shape a compiled graph/engine takes
+    text_dim: int | None = None  # the text embedding width a compiled graph/engine takes (None: the model's)
     threads: int | None = None  # intra-op CPU threads it runs with (diagnostics); None: it runs on a GPU
 
     @abstractmethod
@@ -41,8 +65,8 @@ class Backend(ABC):
     def prepare(self, image_shape: tuple[int, ...], text_dim: int) -> None:  # noqa: B027 - optional hook
         """Do start-up work that depends on the input shapes (a compilation) before the first frame."""
 
-    def vocabulary_limits(self) -> tuple[int, int] | None:
-        """Largest (K_obj, K_part) the backend can run (a TensorRT profile's max); None: no limit."""
+    def vocabulary_limits(self) -> tuple[SizeRange, SizeRange] | None:
+        """(K_obj, K_part) ranges the backend can run (a TensorRT engine's profiles); None: any size."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook; CPU backends hold nothing to release

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
+from partglee_ros.runtime.backends.base import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    Backend,
+    BackendError,
+    parse_device,
+)
 
 # How long an idle worker spins for the next operator before it sleeps, when spinning is on. The gaps between
 # operators within one inference are microseconds, so 100 us gives the latency of unbounded spinning
@@ -56,15 +62,13 @@ class OnnxBackend(Backend):
             raise BackendError(
                 f"ONNX model not found: {path} (export it with `python -m engines.export_onnx --model DIR`)"
             )
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendError(f"device {device!r} requested but onnxruntime has no CUDA provider")
-            index = int(device.partition(":")[2] or 0)
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        elif device == "cpu":
+        cuda = parse_device(device)
+        if cuda is None:
             providers = ["CPUExecutionProvider"]
+        elif "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = [("CUDAExecutionProvider", {"device_id": cuda}), "CPUExecutionProvider"]
         else:
-            raise BackendError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
+            raise BackendError(f"device {device!r} requested but onnxruntime has no CUDA provider")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_threads()
         # By default idle workers sleep instead of spinning: on a robot the CPU is shared with drivers and
@@ -91,6 +95,11 @@ class OnnxBackend(Backend):
         self.text_dim = inputs["object_text"].shape[1]
         if not all(isinstance(d, int) for d in self.image_shape):
             raise BackendError(f"{path} has a dynamic image shape {self.image_shape}; re-export it")
+        if not isinstance(self.text_dim, int) or inputs["part_text"].shape[1] != self.text_dim:
+            raise BackendError(
+                f"{path} takes object_text {inputs['object_text'].shape} and part_text "
+                f"{inputs['part_text'].shape}; both must be (K, D) with one fixed D: re-export it"
+            )
 
     def open(self) -> None:
         if self.session is not None:

@@ -15,24 +15,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.engine_metadata import Action, EngineStaleError, Profile, decide, read_metadata
-from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend, BackendError
+from partglee_ros.runtime.backends.base import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    Backend,
+    BackendError,
+    SizeRange,
+    parse_device,
+)
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-
-def cuda_index(device: str) -> int:
-    """``cuda:N`` -> N; ``cuda`` and ``cpu`` (the node's default, i.e. no GPU chosen) -> 0."""
-    if device in ("cpu", "cuda"):
-        return 0
-    prefix, _, index = device.partition(":")
-    if prefix != "cuda" or not index.isdigit():
-        raise BackendError(
-            f"backend 'tensorrt' runs on a CUDA device (cuda or cuda:N), got device {device!r}"
-        )
-    return int(index)
 
 
 class TensorRTBackend(Backend):
@@ -43,12 +38,11 @@ class TensorRTBackend(Backend):
         engine_path: Path,
         onnx_path: Path,
         rebuild_stale: bool = False,
-        precision: str | None = None,
         device: str = "cuda",
     ) -> None:
-        """``precision`` None accepts the engine's own precision; otherwise a different one is stale.
-        ``device`` picks the GPU: the engine is checked against, (re)built for and run on that one."""
-        index = cuda_index(device)
+        """The engine runs in its own precision. ``device`` picks the GPU (``cpu``, the node's default,
+        means cuda:0): the engine is checked against, (re)built for and run on that one."""
+        index = parse_device(device) or 0
         try:
             import tensorrt as trt
             import torch
@@ -64,7 +58,7 @@ class TensorRTBackend(Backend):
 
         engine_path, onnx_path = Path(engine_path), Path(onnx_path)
         try:
-            decision = decide(engine_path, onnx_path, current_platform(index), rebuild_stale, precision)
+            decision = decide(engine_path, onnx_path, current_platform(index), rebuild_stale)
         except EngineStaleError as err:
             raise BackendError(str(err)) from err
         if decision.action is Action.REBUILD:
@@ -81,12 +75,16 @@ class TensorRTBackend(Backend):
         self.engine = self.context = None
         self.open()
         self.stream = torch.cuda.Stream(self.device)
-        self.profiles: dict[str, Profile] = read_metadata(engine_path).profiles
+        try:
+            self.profiles: dict[str, Profile] = read_metadata(engine_path).profiles
+        except EngineStaleError as err:  # replaced since decide() read it
+            raise BackendError(str(err)) from err
         self.dtypes = {
             n: getattr(torch, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name)
             for n in (*INPUT_NAMES, *OUTPUT_NAMES)
         }
         self.image_shape = tuple(self.engine.get_tensor_shape("image"))
+        self.text_dim = int(self.engine.get_tensor_shape("object_text")[1])
 
     def open(self) -> None:
         if self.engine is not None:
@@ -141,8 +139,9 @@ class TensorRTBackend(Backend):
         if not self.context.set_tensor_address(name, tensor.data_ptr()):
             raise BackendError(f"TensorRT refused the buffer for {name} of {self.path.name}")
 
-    def vocabulary_limits(self) -> tuple[int, int] | None:
-        return (self.profiles["object_text"].max, self.profiles["part_text"].max)
+    def vocabulary_limits(self) -> tuple[SizeRange, SizeRange] | None:
+        objects, parts = self.profiles["object_text"], self.profiles["part_text"]
+        return SizeRange(objects.min, objects.max), SizeRange(parts.min, parts.max)
 
     def close(self) -> None:
         self.context = self.engine = None

@@ -18,7 +18,7 @@ import torch
 
 from partglee_ros.config import CACHE_ROOT
 from partglee_ros.model.partglee import PartGLEE
-from partglee_ros.runtime.backends.base import OUTPUT_NAMES, Backend, BackendError
+from partglee_ros.runtime.backends.base import OUTPUT_NAMES, Backend, BackendError, parse_device
 
 log = logging.getLogger(__name__)
 # Inductor's default cache is /tmp/torchinductor_<user>, gone after a reboot: a robot would recompile at
@@ -50,18 +50,21 @@ class TorchBackend(Backend):
         threads: int = 0,
     ) -> None:
         """``threads`` > 0 sets PyTorch's intra-op threads (process-wide; before compiling, which reads it)."""
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        cuda = parse_device(device)
+        if cuda is not None and not torch.cuda.is_available():
             raise BackendError(f"device {device!r} requested but CUDA is not available")
+        if cuda is not None and cuda >= torch.cuda.device_count():
+            raise BackendError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
         if precision not in ("fp32", "fp16"):
             raise BackendError(f"precision must be fp32 or fp16, got {precision!r}")
-        if precision == "fp16" and not device.startswith("cuda"):
+        if precision == "fp16" and cuda is None:
             raise BackendError("fp16 needs a CUDA device; use fp32 on the CPU")
         if threads < 0:
             raise BackendError(f"torch threads must be >= 0 (0 = PyTorch's default), got {threads}")
         if threads:
             torch.set_num_threads(threads)
         self.device, self.precision = device, precision
-        self.threads = None if device.startswith("cuda") else torch.get_num_threads()
+        self.threads = None if cuda is not None else torch.get_num_threads()
         self.model = model.eval().to(device)
         self.forward = self.model
         if torch_compile:
