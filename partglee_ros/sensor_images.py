@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-MAX_PIXELS = 8192 * 8192
+from partglee_ros.runtime.segmenter import MAX_IMAGE_PIXELS  # refused before decoding, not after
 
 # encoding -> (channels, bytes per channel, OpenCV conversion to RGB or None for "already RGB")
 ENCODINGS: dict[str, tuple[int, int, int | None]] = {
@@ -49,8 +49,8 @@ def raw_image_to_rgb(msg: Any) -> np.ndarray:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
         raise ImageDecodeError(f"empty image ({w}x{h})")
-    if h * w > MAX_PIXELS:
-        raise ImageDecodeError(f"image of {w}x{h} exceeds the limit of {MAX_PIXELS} pixels")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"image of {w}x{h} exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
     row_bytes = w * channels * depth
     if step < row_bytes:
         raise ImageDecodeError(f"step {step} < width*channels*bytes = {row_bytes} for {encoding}")

@@ -10,8 +10,9 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.serialization import serialize_message
 from std_msgs.msg import Header
 
-from partglee_ros.ros.conversions import msg_to_result, result_to_msg
+from partglee_ros.ros.conversions import msg_to_result, object_parts_from_msgs, result_to_msg
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
+from partglee_ros.runtime.vocabulary import VocabularyError
 from partglee_ros.sensor_images import ImageDecodeError, paste_mask_crop
 from tests.conftest import PYTHON, REPO, spin_until
 
@@ -144,3 +145,10 @@ def test_malformed_mask_crops_are_refused() -> None:
     obj.mask.data = bytes(obj.mask.data)[:-1]
     with pytest.raises(ImageDecodeError, match="bytes for step"):
         paste_mask_crop(obj.box, obj.mask, sent.image_height, sent.image_width)
+
+
+def test_an_object_listed_twice_in_object_parts_is_refused() -> None:
+    entries = [ObjectParts(object="mug", parts=["handle"]), ObjectParts(object="mug", parts=["lid"])]
+    with pytest.raises(VocabularyError, match="'mug' twice"):
+        object_parts_from_msgs(entries)
+    assert object_parts_from_msgs(entries[:1]) == {"mug": ["handle"]}

@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, ObjectParts, PartInstance
 from partglee_ros.msg import Vocabulary as VocabularyMsg
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
-from partglee_ros.runtime.vocabulary import Vocabulary
+from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError
 from partglee_ros.sensor_images import paste_mask_crop
 
 
@@ -112,7 +112,13 @@ def vocabulary_to_msg(vocab: Vocabulary) -> VocabularyMsg:
 
 
 def object_parts_from_msgs(entries: list[ObjectParts]) -> dict[str, list[str]]:
-    return {e.object: list(e.parts) for e in entries}
+    """The service's object -> parts list as a mapping; an object listed twice is refused, not overwritten."""
+    mapping: dict[str, list[str]] = {}
+    for e in entries:
+        if e.object in mapping:
+            raise VocabularyError(f"object_parts names object {e.object!r} twice")
+        mapping[e.object] = list(e.parts)
+    return mapping
 
 
 _DEPTH_DTYPES = {"16UC1": np.dtype(np.uint16), "mono16": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}

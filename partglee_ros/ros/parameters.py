@@ -67,7 +67,9 @@ PARAMS = (
         range=(0, 256),
     ),
     Param("device", "cpu", "cpu | cuda | cuda:N (tensorrt: the GPU to run on; cpu means cuda:0)"),
-    Param("precision", "fp32", "fp32 | fp16 (fp16 needs CUDA)"),
+    Param(
+        "precision", "fp32", "fp32 | fp16: backend torch only (fp16 needs CUDA); onnx and tensorrt ignore it"
+    ),
     Param("input_width", 0, "network input width in pixels; 0 = the model's own", range=(0, 4096)),
     Param("input_height", 0, "network input height in pixels; 0 = the model's own", range=(0, 4096)),
     Param("object_threshold", 0.3, "minimum object score", dynamic=True, range=(0.0, 1.0)),
