@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.markdown_section import BENCHMARKS_DOC, report
+from benchmarks.model_flops import count_flops
 from engines.export_onnx import export_onnx, image_shape
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model.partglee import build_model
@@ -218,17 +218,11 @@ def time_vocabulary_change(
 
 
 def model_flops(setup: Setup, k: int) -> int:
-    """FLOPs of one forward (matmuls, convolutions, attention; torch's FlopCounterMode counts 2 per MAC).
+    """FLOPs of one forward with K object and K part names (``benchmarks.model_flops.count_flops``).
     grid_sample and element-wise ops are not counted: they are memory-bound and add no matmul work."""
     model, config = load_checkpoint(setup.model_dir)
-    image = torch.zeros(image_shape(config))
     text = torch.zeros(k, config.text_dim)
-    counter = FlopCounterMode(display=False)
-    # grad mode on: under no_grad/inference_mode nn.MultiheadAttention takes a fused path the counter
-    # does not see, and FlopCounterMode's module tracker needs autograd-tracked tensors
-    with counter:
-        model(image, text, text)
-    return counter.get_total_flops()
+    return count_flops(model, torch.zeros(image_shape(config)), text, text)
 
 
 def matmul_gflops(seconds: float = 2.0) -> float:

@@ -26,7 +26,7 @@ from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from training.data.synthparts import load_split_config, split_scenes
 from training.evaluation import CategorySplit, evaluate, metrics_to_markdown
-from training.validation import headline, synthparts_vocabulary
+from training.validation import headline, synthparts_vocabulary, vocabulary_part_classes
 
 SPLIT_CONFIG = "training/configs/synthparts.yaml"
 EVAL_THRESHOLD = 0.05
@@ -49,10 +49,11 @@ def score(model_dir: str, split: str, num_images: int, split_config: str = SPLIT
     cats = CategorySplit(cfg.base_categories, cfg.novel_categories)
     post = PostprocessConfig(object_threshold=EVAL_THRESHOLD, part_threshold=EVAL_THRESHOLD)
     segmenter = load_segmenter(model_dir, backend="torch", postprocess_config=post)
-    segmenter.set_vocabulary(*synthparts_vocabulary([*cfg.base_categories, *cfg.novel_categories]))
+    vocabulary = synthparts_vocabulary([*cfg.base_categories, *cfg.novel_categories])
+    segmenter.set_vocabulary(*vocabulary)
     scenes = list(split_scenes(split, cfg, limit=num_images))
     preds = [segmenter.segment(s.image) for s in scenes]
-    metrics = evaluate(scenes, preds, cats)
+    metrics = evaluate(scenes, preds, cats, vocabulary_part_classes(vocabulary))
     return {"headline": headline(metrics), "metrics": metrics}
 
 

@@ -114,26 +114,108 @@ def _outputs(q: int, p: int, k_obj: int, k_part: int, flat: bool = False) -> dic
     return out
 
 
-def test_criterion_terms_and_parent_consistent_matching() -> None:
-    targets = [build_targets(_annotation(), ["pan", "mug"], ["handle", "body"], padded_size=(64, 64))]
+def _targets() -> list[dict]:
+    # objects: 0 = mug, 1 = pan; parts: mug:body, mug:handle (parent 0), pan:handle (parent 1)
+    return [build_targets(_annotation(), ["pan", "mug"], ["handle", "body"], padded_size=(64, 64))]
+
+
+def _final_level(out: dict, lvl: str) -> dict:
+    return {k: out[f"{lvl}_{k}"] for k in ("logits", "boxes", "masks")}
+
+
+def test_criterion_terms() -> None:
     out = _outputs(q=4, p=8, k_obj=2, k_part=2)
-    cfg = LossConfig(num_points=64)
-    loss, terms = SetCriterion(cfg)(out, targets)
+    loss, terms = SetCriterion(LossConfig(num_points=64))(out, _targets())
     assert {"obj_cls", "obj_l1", "obj_giou", "obj_mask", "obj_dice", "part_cls", "part_res"} <= set(terms)
     assert torch.isfinite(loss)
     loss.backward()
-    cfg_pc = LossConfig(num_points=64, part_matching="parent_consistent")
-    crit = SetCriterion(cfg_pc)
-    obj_matches = crit.matcher(
-        {k[4:]: out[k] for k in ("obj_logits", "obj_boxes", "obj_masks")}, [targets[0]["objects"]]
-    )
-    forbidden = crit._part_forbidden(out, obj_matches, [targets[0]["parts"]])[0]
-    ((rows, cols),) = crit.matcher(
-        {k[5:]: out[k] for k in ("part_logits", "part_boxes", "part_masks")},
-        [targets[0]["parts"]],
-        [forbidden],
-    )
-    assert not forbidden[rows, cols].any()  # every part matched under the object its parent query got
+
+
+def test_part_forbidden_mask_by_hand() -> None:
+    targets = _targets()
+    assert targets[0]["parts"]["parent"].tolist() == [0, 0, 1]
+    out = _outputs(q=4, p=6, k_obj=2, k_part=2)
+    out["part_parent"] = torch.tensor([[0, 1, 2, 3, 2, 0]])
+    # object query 2 took GT object 0 (mug), query 0 took GT object 1 (pan); queries 1 and 3 are unmatched
+    obj_matches = [(torch.tensor([2, 0]), torch.tensor([0, 1]))]
+    crit = SetCriterion(LossConfig(num_points=64, part_matching="parent_consistent"))
+    (forbidden,) = crit._part_forbidden(out, obj_matches, [targets[0]["parts"]])
+    t, f = True, False
+    expected = [[t, t, f], [t, t, t], [f, f, t], [t, t, t], [f, f, t], [t, t, f]]
+    assert forbidden.tolist() == expected
+
+
+def test_parent_consistent_criterion_trains_no_forbidden_pair() -> None:
+    """Every part query's parent is an unmatched object query: all pairs are forbidden, so the matcher's
+    (expensive but finite) assignments must be dropped and no part box/mask/restriction loss remain."""
+    targets = _targets()
+    out = _outputs(q=4, p=8, k_obj=2, k_part=2)
+    crit = SetCriterion(LossConfig(num_points=64, part_matching="parent_consistent"))
+    torch.manual_seed(1)
+    ((matched, _),) = crit.matcher(_final_level(out, "obj"), [targets[0]["objects"]])
+    unmatched = next(q for q in range(4) if q not in matched.tolist())
+    out["part_parent"] = torch.full((1, 8), unmatched)
+    out["part_parent_boxes"] = out["obj_boxes"][:, out["part_parent"][0]]
+    torch.manual_seed(1)  # the criterion's object matching draws the same mask points as above
+    loss, terms = crit(out, targets)
+    for key in ("part_l1", "part_giou", "part_mask", "part_dice", "part_res"):
+        assert terms[key] == 0, key
+    assert terms["part_cls"] > 0 and terms["obj_l1"] > 0  # unmatched part queries still learn "no part"
+    loss.backward()
+    assert not out["part_boxes"].grad.any() and not out["part_masks"].grad.any()
+
+
+def test_parent_consistent_matches_only_allowed_pairs() -> None:
+    targets = _targets()
+    out = _outputs(q=4, p=8, k_obj=2, k_part=2)
+    crit = SetCriterion(LossConfig(num_points=64, part_matching="parent_consistent"))
+    seen = []
+    matcher = crit.matcher
+
+    def spy(pred: dict, tg: list, forbidden: list | None = None) -> list:
+        matches = matcher(pred, tg, forbidden)
+        seen.append((matches, forbidden))
+        return matches
+
+    crit.matcher = spy
+    crit(out, targets)
+    obj_matches, _ = seen[0]
+    (forbidden,) = crit._part_forbidden(out, obj_matches, [targets[0]["parts"]])
+    part_calls = [f for _, f in seen if f is not None]
+    assert len(part_calls) == 1 and torch.equal(part_calls[0][0], forbidden)
+    assert (~forbidden).any()  # some parts can be matched under this object assignment
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_parent_consistent_criterion_on_cuda() -> None:
+    out = {
+        k: v.detach().cuda().requires_grad_(v.is_floating_point())
+        for k, v in _outputs(q=4, p=8, k_obj=2, k_part=2).items()
+    }
+    crit = SetCriterion(LossConfig(num_points=64, part_matching="parent_consistent"))
+    loss, _ = crit(out, _targets())
+    assert loss.is_cuda and torch.isfinite(loss)
+
+
+def test_object_only_batches_get_no_part_loss() -> None:
+    """A source without part annotations (COCO) must not push every part logit down (all-negative focal)."""
+    targets = _targets()
+    for flat in (False, True):
+        out = _outputs(q=8, p=8, k_obj=2, k_part=2, flat=flat)
+        if flat:  # the flat baseline's encoder proposals score the joint vocabulary (2 objects + 2 parts)
+            out["part_boxes"], out["part_masks"] = out["obj_boxes"], out["obj_masks"]
+            out["obj_enc"] = {
+                k: v.detach().clone().requires_grad_() for k, v in _final_level(out, "part").items()
+            }
+            out["obj_enc"]["logits"] = torch.randn(1, 8, 4, requires_grad=True)
+        loss, terms = SetCriterion(LossConfig(num_points=64), flat=flat)(out, targets, part_level=False)
+        assert "obj_cls" in terms and not any(k.startswith("part") for k in terms), flat
+        loss.backward()
+        assert out["part_logits"].grad is None or not out["part_logits"].grad.any(), flat
+        assert out["obj_logits"].grad.any(), flat
+        if flat:
+            enc_grad = out["obj_enc"]["logits"].grad
+            assert enc_grad[..., :2].any() and not enc_grad[..., 2:].any()
 
 
 def test_flat_criterion_matches_objects_and_parts_as_one_level() -> None:

@@ -29,6 +29,7 @@ from training.evaluation import (
     metrics_to_markdown,
     semantic_part_miou,
 )
+from training.validation import vocabulary_part_classes
 
 H, W = 40, 60
 
@@ -338,6 +339,28 @@ def test_oracle_obj_knows_the_object_class_pred_all_does_not():
     assert pred_all["per_class"] == {"mug:body": 0.0, "mug:handle": 0.0, "pan:body": 0.0, "pan:handle": 0.0}
     oracle = semantic_part_miou([gt], [pred], setting="oracle_obj")
     assert oracle["per_class"] == pytest.approx({"mug:handle": 1.0, "mug:body": 1.0})
+
+
+def test_oracle_obj_scores_a_wrong_part_of_a_class_the_ground_truth_lacks():
+    """A higher-scoring "lid" over half the mug body must cost the body half its IoU in both settings,
+    not vanish in Oracle-Obj because no ground truth holds a mug:lid."""
+    gt, mug = _mug_gt()
+    handle, body, lid = rect(0, 0, 1, 4, 4, 6), rect(1, 0, 4, 4, 4, 6), rect(1, 0, 4, 2, 4, 6)
+    pred = pred_image(
+        [("mug", 0.9, mug, [("handle", 0.9, handle), ("body", 0.5, body), ("lid", 0.8, lid)])], 4, 6
+    )
+    expected = {"mug:handle": 1.0, "mug:body": 0.5, "mug:lid": 0.0}
+    vocabulary = (["mug"], ["body", "handle", "lid"], {"mug": ["body", "handle", "lid"]})
+    classes = vocabulary_part_classes(vocabulary)
+    assert classes == ["mug:body", "mug:handle", "mug:lid"]
+    for part_classes in (
+        classes,
+        None,
+    ):  # the vocabulary, or by default the labels seen in GT and predictions
+        m = evaluate([gt], [pred], part_classes=part_classes)["part_miou"]
+        for setting in ("pred_all", "oracle_obj"):
+            assert m[setting]["per_class"] == pytest.approx(expected), (part_classes, setting)
+            assert m[setting]["mIoU"] == pytest.approx(0.5)
 
 
 def test_labels_outside_the_given_vocabulary_are_rejected():

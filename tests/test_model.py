@@ -194,6 +194,29 @@ def test_checkpoint_round_trip_gives_equal_outputs(tmp_path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+def test_backbone_loads_a_timm_classification_checkpoint(tmp_path) -> None:
+    """A timm classification state dict (with its ``fc`` head) loads; anything else unused or missing fails."""
+    import timm
+    from safetensors.torch import save_file
+
+    from partglee_ros.model.backbone import Backbone
+
+    kwargs = {"layers": [1, 1, 1, 1], "channels": [16, 16, 32, 32], "stem_width": 16}
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18", pretrained=False, num_classes=10, **kwargs).state_dict()
+    assert {"fc.weight", "fc.bias"} <= set(state)
+    save_file(state, str(tmp_path / "cls.safetensors"))
+    backbone = Backbone("resnet18", kwargs, str(tmp_path / "cls.safetensors"))
+    for key, value in backbone.body.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    save_file(state | {"neck.weight": torch.zeros(1)}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(RuntimeError, match="does not use"):
+        Backbone("resnet18", kwargs, str(tmp_path / "extra.safetensors"))
+    save_file({k: v for k, v in state.items() if k != "conv1.weight"}, str(tmp_path / "short.safetensors"))
+    with pytest.raises(RuntimeError, match="lack 1 keys"):
+        Backbone("resnet18", kwargs, str(tmp_path / "short.safetensors"))
+
+
 def test_config_yaml_json_round_trip(tmp_path) -> None:
     c = load("r50_box_features")
     for suffix in (".yaml", ".json"):

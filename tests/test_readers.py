@@ -199,6 +199,60 @@ def test_paco_published_format(tmp_path):
     np.testing.assert_array_equal(knife_parts["handle"].box, [45, 5, 55, 15])
 
 
+def test_coco_crowd_annotations_are_no_training_target_and_ignored_by_ap(tmp_path):
+    from partglee_ros.runtime.result import ObjectResult, SegmentationResult
+    from training.evaluation import instance_ap
+    from training.targets import build_targets
+
+    person, crowd = _rect(5, 5, 25, 55), _rect(40, 10, 78, 50)
+    flat = crowd.ravel(order="F").astype(int)  # COCO stores crowds as uncompressed RLE: column-major runs
+    runs = np.diff(np.r_[0, np.flatnonzero(np.diff(flat)) + 1, flat.size]).tolist()  # starts with a 0-run
+    data = {
+        "images": [{"id": 1, "file_name": "000000000001.jpg", "width": W, "height": H}],
+        "annotations": [
+            {
+                "id": 10,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": _poly(5, 5, 25, 55),
+                "bbox": [5, 5, 20, 50],
+                "area": 1000.0,
+                "iscrowd": 0,
+            },
+            {
+                "id": 11,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": {"size": [H, W], "counts": runs},
+                "bbox": [40, 10, 38, 40],
+                "area": 1520.0,
+                "iscrowd": 1,
+            },
+        ],
+        "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    (got,) = read_paco_json(path, load_images=False)
+    objs = {o.id: o for o in got.objects}
+    assert not objs[10].iscrowd and objs[11].iscrowd and np.array_equal(objs[11].mask, crowd)
+    targets = build_targets(got, ["person"], ["part"])
+    assert targets["objects"]["labels"].tolist() == [0]  # the crowd is no instance to detect
+    assert np.array_equal(targets["objects"]["masks"][0].numpy(), person)
+    (again,) = read_paco_json(write_paco_json([got], tmp_path / "out"), load_images=False)
+    assert [o.iscrowd for o in again.objects] == [False, True]
+    # COCO AP: the crowd is no instance to find, and a detection inside it (IoU 0.26 with the whole crowd)
+    # is ignored, not a false positive ranked above the true one.
+    dets = [
+        ObjectResult(0, "person", 0.9, np.array([40, 10, 50, 50], np.float32), _rect(40, 10, 50, 50), []),
+        ObjectResult(1, "person", 0.5, np.array([5, 5, 25, 55], np.float32), person, []),
+    ]
+    ap = instance_ap([got], [SegmentationResult(H, W, 0, dets)])
+    assert ap["object"]["segm"]["AP"] == pytest.approx(1.0) and ap["object"]["bbox"]["AP"] == pytest.approx(
+        1.0
+    )
+
+
 # --------------------------------------------------------------------------- PartImageNet
 
 

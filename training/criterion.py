@@ -14,7 +14,7 @@ from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 from partglee_ros.config import LossConfig
-from partglee_ros.model.partglee import decoder_targets
+from partglee_ros.model.partglee import box_containment, decoder_targets
 from training.matcher import HungarianMatcher, point_sample
 
 Matches = list[tuple[Tensor, Tensor]]
@@ -22,12 +22,9 @@ Matches = list[tuple[Tensor, Tensor]]
 
 def restriction_loss(part_boxes: Tensor, parent_boxes: Tensor) -> Tensor:
     """Eq. 4 per part: 1 - |B_obj ∩ B_part| / |B_part|, boxes (M, 4) cxcywh. 0 inside the parent, ->1 outside."""
-    p = box_convert(part_boxes, "cxcywh", "xyxy")
-    o = box_convert(parent_boxes, "cxcywh", "xyxy")
-    wh = (torch.minimum(p[:, 2:], o[:, 2:]) - torch.maximum(p[:, :2], o[:, :2])).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    area = ((p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])).clamp(min=1e-9)
-    return 1 - inter / area
+    return 1 - box_containment(
+        box_convert(part_boxes, "cxcywh", "xyxy"), box_convert(parent_boxes, "cxcywh", "xyxy")
+    )
 
 
 def uncertain_points(logits: Tensor, num_points: int, oversample: float, importance: float) -> Tensor:
@@ -106,17 +103,24 @@ class SetCriterion:
 
     def _part_forbidden(self, outputs: dict, obj_matches: Matches, part_targets: list[dict]) -> list[Tensor]:
         """parent_consistent matching: part query q may take GT part t only if q's parent query was matched
-        to t's parent object."""
+        to t's parent object. Built on the outputs' device, where ``part_parent`` and the targets live."""
+        parent_query = outputs["part_parent"]
+        device = parent_query.device
         forbidden = []
         for b, ((q, t), pt) in enumerate(zip(obj_matches, part_targets, strict=True)):
-            gt_of_query = torch.full((outputs["obj_logits"].shape[1],), -1, dtype=torch.long)
-            gt_of_query[q] = t
-            parent_gt = gt_of_query[outputs["part_parent"][b].cpu()]  # (P,)
-            forbidden.append(parent_gt[:, None] != pt["parent"][None, :])
+            gt_of_query = torch.full((outputs["obj_logits"].shape[1],), -1, dtype=torch.long, device=device)
+            gt_of_query[q.to(device)] = t.to(device)
+            parent_gt = gt_of_query[parent_query[b]]  # (P,)
+            forbidden.append(parent_gt[:, None] != pt["parent"].to(device)[None, :])
         return forbidden
 
-    def __call__(self, outputs: dict, targets: list[dict[str, dict[str, Tensor]]]) -> tuple[Tensor, dict]:
+    def __call__(
+        self, outputs: dict, targets: list[dict[str, dict[str, Tensor]]], part_level: bool = True
+    ) -> tuple[Tensor, dict]:
         """outputs: the model's training-mode dict; targets: ``training.targets.build_targets`` per image.
+        ``part_level=False`` for a batch of a source without part annotations (COCO): its empty part targets
+        mean "not annotated", not "no part here", so no part loss is computed (the paper trains the part
+        level on part-level data only) and the flat baseline is scored on the object half of its logits.
         Returns the weighted total and the unweighted terms (for logging)."""
         terms: dict[str, Tensor] = {}
         device = outputs["obj_logits"].device
@@ -125,13 +129,16 @@ class SetCriterion:
             {lvl: {k: v.to(device) for k, v in t[lvl].items()} for lvl in ("objects", "parts")}
             for t in targets
         ]
-        if self.flat:
+        narrow = self.flat and not part_level  # flat sets scored over the joint vocabulary, objects only
+        if self.flat and part_level:
             levels = {"obj": [decoder_targets(t, k_obj, True) for t in to_dev]}
             pairs = [(_final(outputs, "obj"), _final(outputs, "part"))]
             pairs += list(zip(outputs.get("obj_aux", []), outputs.get("part_aux", []), strict=True))
             preds = {"obj": [_joined(o, p) for o, p in pairs]}
         else:
-            levels = {"obj": [t["objects"] for t in to_dev], "part": [t["parts"] for t in to_dev]}
+            levels = {"obj": [t["objects"] for t in to_dev]}
+            if part_level:
+                levels["part"] = [t["parts"] for t in to_dev]
             preds = {lvl: [_final(outputs, lvl)] + list(outputs.get(f"{lvl}_aux", [])) for lvl in levels}
         obj_final_matches: Matches = []
         for lvl, tg in levels.items():
@@ -139,17 +146,18 @@ class SetCriterion:
             sets = preds[lvl]
             for i, pred in enumerate(sets):
                 name = f"{lvl}" if i == 0 else f"{lvl}_aux{i - 1}"
-                forbidden = None
                 if lvl == "part" and self.c.part_matching == "parent_consistent":
                     forbidden = self._part_forbidden(outputs, obj_final_matches, tg)
-                matches = self.matcher(pred, tg, forbidden)
+                    matches = _allowed(self.matcher(pred, tg, forbidden), forbidden)
+                else:
+                    matches = self.matcher(pred, tg)
                 if lvl == "obj" and i == 0:
                     obj_final_matches = matches
                 terms |= {f"{name}_{k}": v for k, v in self.level_losses(pred, tg, matches, num).items()}
                 if lvl == "part" and self.c.restriction_weight:
                     terms[f"{name}_res"] = self._restriction(pred, outputs["part_parent_boxes"], matches, num)
             if f"{lvl}_enc" in outputs:
-                enc = outputs[f"{lvl}_enc"]
+                enc = _object_logits(outputs[f"{lvl}_enc"], k_obj) if narrow else outputs[f"{lvl}_enc"]
                 terms |= {
                     f"{lvl}_enc_{k}": v
                     for k, v in self.level_losses(enc, tg, self.matcher(enc, tg), num).items()
@@ -157,9 +165,10 @@ class SetCriterion:
             if lvl == "obj" and "obj_dn" in outputs:
                 matches = _dn_matches(tg, outputs["dn_groups"], outputs["dn_group_size"])
                 for i, pred in enumerate(outputs["obj_dn"]):
+                    dn_pred = _object_logits(pred, k_obj) if narrow else pred
                     dn_num = num * outputs["dn_groups"]
                     terms |= {
-                        f"dn{i}_{k}": v for k, v in self.level_losses(pred, tg, matches, dn_num).items()
+                        f"dn{i}_{k}": v for k, v in self.level_losses(dn_pred, tg, matches, dn_num).items()
                     }
         total = sum(self.weights[k.rsplit("_", 1)[1]] * v for k, v in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}
@@ -173,6 +182,21 @@ class SetCriterion:
 
 def _final(outputs: dict, lvl: str) -> dict[str, Tensor]:
     return {k: outputs[f"{lvl}_{k}"] for k in ("logits", "boxes", "masks")}
+
+
+def _allowed(matches: Matches, forbidden: list[Tensor]) -> Matches:
+    """Drop matched pairs that are forbidden: FORBIDDEN_COST only makes them expensive, so the matcher still
+    takes one when no allowed pair is left, and such a pair must not be trained towards that ground truth."""
+    out = []
+    for (q, t), f in zip(matches, forbidden, strict=True):
+        keep = ~f.cpu()[q, t]
+        out.append((q[keep], t[keep]))
+    return out
+
+
+def _object_logits(pred: dict[str, Tensor], k_obj: int) -> dict[str, Tensor]:
+    """A flat-baseline prediction set restricted to the object names of its joint vocabulary."""
+    return {**pred, "logits": pred["logits"][..., :k_obj]}
 
 
 def _joined(obj: dict, part: dict) -> dict[str, Tensor]:

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from partglee_ros.model.preprocess import images_to_tensor
-from training.data.hierarchy import ImageAnnotation, ObjectAnnotation, PartAnnotation
+from training.data.hierarchy import ImageAnnotation, LazyAnnotations, ObjectAnnotation, PartAnnotation
 from training.targets import build_targets
 from training.train_config import DatasetSpec
 
@@ -28,11 +28,13 @@ PLACEHOLDER_PART = "part"  # the network needs one part name even for object-onl
 
 
 class Source(ABC):
-    """Random access to one dataset's images and the vocabulary its labels live in."""
+    """Random access to one dataset's images and the vocabulary its labels live in. ``has_parts`` is False
+    for object-only data (COCO): its steps train no part loss (``SetCriterion(part_level=False)``)."""
 
     name: str
     object_vocab: list[str]
     part_vocab: list[str]
+    has_parts: bool = True
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -71,21 +73,30 @@ class SynthPartsSource(Source):
 
 
 class ListSource(Source):
-    """A dataset a reader loads into memory (PACO, COCO, PartImageNet, Pascal-Part)."""
+    """A dataset a reader indexes (PACO, COCO, PartImageNet, Pascal-Part): only its per-image records stay in
+    memory and ``get`` decodes the image drawn (masks, pixels). The vocabulary comes from one pass over the
+    decoded annotations, without pixels, when the source is built."""
 
-    def __init__(self, name: str, annotations: list[ImageAnnotation]) -> None:
-        if not annotations:
+    def __init__(self, name: str, annotations: LazyAnnotations) -> None:
+        if not len(annotations):
             raise ValueError(f"dataset {name!r} has no images")
         self.name = name
         self.annotations = annotations
-        self.object_vocab = sorted({o.name for a in annotations for o in a.objects})
-        self.part_vocab = sorted({p.name for a in annotations for p in a.parts()}) or [PLACEHOLDER_PART]
+        objects: set[str] = set()
+        parts: set[str] = set()
+        for index in range(len(annotations)):
+            ann = annotations.get(index, load_image=False)
+            objects |= {o.name for o in ann.objects}
+            parts |= {p.name for p in ann.parts()}
+        self.object_vocab = sorted(objects)
+        self.has_parts = bool(parts)
+        self.part_vocab = sorted(parts) or [PLACEHOLDER_PART]
 
     def __len__(self) -> int:
         return len(self.annotations)
 
     def get(self, index: int) -> ImageAnnotation:
-        return self.annotations[index]
+        return self.annotations.get(index)
 
 
 def build_source(spec: DatasetSpec) -> Source:
@@ -93,17 +104,17 @@ def build_source(spec: DatasetSpec) -> Source:
     if spec.type == "synthparts":
         return SynthPartsSource(spec.name, o)
     if spec.type in ("paco", "coco"):  # a COCO JSON reads as objects without parts
-        from training.data.coco_io import read_paco_json
+        from training.data.coco_io import index_paco_json
 
-        return ListSource(spec.name, read_paco_json(o["json"], o.get("image_dir")))
+        return ListSource(spec.name, index_paco_json(o["json"], o.get("image_dir")))
     if spec.type == "partimagenet":
-        from training.data.partimagenet import read_partimagenet
+        from training.data.partimagenet import index_partimagenet
 
-        anns = read_partimagenet(o["json"], o.get("image_dir"), o.get("object_name", "supercategory"))
+        anns = index_partimagenet(o["json"], o.get("image_dir"), o.get("object_name", "supercategory"))
         return ListSource(spec.name, anns)
-    from training.data.pascal_part import read_vlpart_pascal_part
+    from training.data.pascal_part import index_vlpart_pascal_part
 
-    anns = read_vlpart_pascal_part(o["json"], o.get("voc_annotations_dir"), o.get("image_dir"))
+    anns = index_vlpart_pascal_part(o["json"], o.get("voc_annotations_dir"), o.get("image_dir"))
     return ListSource(spec.name, anns)
 
 
@@ -118,10 +129,16 @@ def hflip(ann: ImageAnnotation) -> ImageAnnotation:
     objects = []
     for o in ann.objects:
         parts = [
-            PartAnnotation(p.id, p.name, p.mask[:, ::-1].copy(), p.parent_id, _box_flip(p.box, w))
+            PartAnnotation(
+                p.id, p.name, p.mask[:, ::-1].copy(), p.parent_id, _box_flip(p.box, w), iscrowd=p.iscrowd
+            )
             for p in o.parts
         ]
-        objects.append(ObjectAnnotation(o.id, o.name, o.mask[:, ::-1].copy(), parts, _box_flip(o.box, w)))
+        objects.append(
+            ObjectAnnotation(
+                o.id, o.name, o.mask[:, ::-1].copy(), parts, _box_flip(o.box, w), iscrowd=o.iscrowd
+            )
+        )
     image = ann.image[:, ::-1].copy()
     return ImageAnnotation(ann.image_id, ann.file_name, ann.height, w, objects, image)
 
@@ -139,7 +156,11 @@ def fit_to_input(ann: ImageAnnotation, input_size: tuple[int, int]) -> ImageAnno
 
     objects = [
         ObjectAnnotation(
-            o.id, o.name, rs(o.mask), [PartAnnotation(p.id, p.name, rs(p.mask), p.parent_id) for p in o.parts]
+            o.id,
+            o.name,
+            rs(o.mask),
+            [PartAnnotation(p.id, p.name, rs(p.mask), p.parent_id, iscrowd=p.iscrowd) for p in o.parts],
+            iscrowd=o.iscrowd,
         )
         for o in ann.objects
     ]
@@ -153,7 +174,6 @@ class Batch:
     source: int  # index into the source list (selects the vocabulary / text embeddings)
     images: Tensor  # (B, 3, H, W) normalised, padded to a multiple of 32
     targets: list[dict]  # training.targets.build_targets per image
-    step: int
 
 
 class StepBatches(Dataset):
@@ -197,7 +217,7 @@ class StepBatches(Dataset):
         size = tuple(images.shape[-2:])
         src = self.sources[k]
         targets = [build_targets(a, src.object_vocab, src.part_vocab, size) for a in anns]
-        return Batch(k, images, targets, step)
+        return Batch(k, images, targets)
 
 
 def _as_is(batch: Batch) -> Batch:
@@ -223,4 +243,4 @@ def step_loader(batches: StepBatches, start_step: int, end_step: int, num_worker
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     targets = [{lvl: {k: v.to(device) for k, v in t[lvl].items()} for lvl in t} for t in batch.targets]
-    return Batch(batch.source, batch.images.to(device), targets, batch.step)
+    return Batch(batch.source, batch.images.to(device), targets)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_map
 from tqdm import tqdm
 
 from partglee_ros.config import save_checkpoint
@@ -19,7 +20,7 @@ from partglee_ros.model.text_encoder import build_text_encoder
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from training.checkpoint import latest_checkpoint, load_training_state, save_training_state
 from training.criterion import SetCriterion
-from training.dataset import StepBatches, SynthPartsSource, build_source, step_loader, to_device
+from training.dataset import Batch, StepBatches, SynthPartsSource, build_source, step_loader, to_device
 from training.distributed import DistContext, all_reduce_mean, barrier
 from training.evaluation import CategorySplit
 from training.schedule import lr_factor
@@ -32,7 +33,9 @@ FINAL_DIR = "model"
 
 
 def param_groups(model: torch.nn.Module, optim: OptimConfig) -> list[dict]:
-    """Backbone at ``lr * backbone_lr_mult``; no weight decay on norms, biases and embeddings (1-d params)."""
+    """Backbone at ``lr * backbone_lr_mult``; no weight decay on 1-d parameters (norms, biases). Learned
+    embeddings are 2-d (level embedding, parsing queries, Q-Former memory positions, part box priors) and
+    do get weight decay."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -139,14 +142,15 @@ class Trainer:
             g["lr"] = self.cfg.optim.lr * g["lr_mult"] * factor
         return self.cfg.optim.lr * factor
 
-    def train_step(self, net: torch.nn.Module, batch) -> tuple[torch.Tensor, dict, float]:
+    def train_step(self, net: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict, float]:
         object_text, part_text = self.text[batch.source]
         with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp):
             outputs = net(batch.images, object_text, part_text, batch.targets)
-        outputs = {
-            k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()
-        }
-        loss, terms = self.criterion(outputs, batch.targets)
+        # The losses run in float32, also on the nested sets (aux layers, encoder proposals, denoising).
+        outputs = tree_map(
+            lambda v: v.float() if torch.is_tensor(v) and v.is_floating_point() else v, outputs
+        )
+        loss, terms = self.criterion(outputs, batch.targets, self.sources[batch.source].has_parts)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -216,7 +220,7 @@ class Trainer:
             net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         bar = tqdm(total=o.steps, initial=self.step, disable=not (self.progress and main), desc="train")
         last_eval = None
-        t_last = time.perf_counter()
+        t_last, step_last = time.perf_counter(), self.step
         for batch in step_loader(self.batches, self.step, end, o.num_workers):
             lr = self._set_lr(self.step)
             loss, terms, grad_norm = self.train_step(net, to_device(batch, ctx.device))
@@ -231,10 +235,10 @@ class Trainer:
                         "lr": lr,
                         "loss": mean_loss,
                         "grad_norm": grad_norm,
-                        "sec_per_step": (now - t_last) / o.log_every,
+                        "sec_per_step": (now - t_last) / (self.step - step_last),
                         **_final_terms(terms),
                     }
-                    t_last = now
+                    t_last, step_last = now, self.step
                     log.write(row)
                     if tb is not None:
                         for k, v in row.items():

@@ -5,7 +5,8 @@ index the object / part vocabulary, boxes are cxcywh normalised by the (padded) 
 same frame as the model's outputs - masks are (T, H, W) bool at the padded input size and ``parent`` indexes
 the part's object inside ``objects``. A part is labelled with its object-specific name (``mug:handle``)
 when the part vocabulary has it, else with its generic name (``handle``); instances whose category is not
-in the vocabulary, or whose mask is empty, are left out (with the parts of a left-out object).
+in the vocabulary, whose mask is empty, or that are COCO crowd regions (``iscrowd``: many instances under one
+mask) are left out (with the parts of a left-out object).
 """
 
 from __future__ import annotations
@@ -48,14 +49,14 @@ def build_targets(
     parts: tuple[list, list, list] = ([], [], [])
     parents: list[int] = []
     for obj in ann.objects:
-        if obj.name not in obj_index or not obj.mask.any():
+        if obj.name not in obj_index or not obj.mask.any() or obj.iscrowd:
             continue
         parent = len(objs[0])
         for lst, v in zip(objs, (obj_index[obj.name], _box_cxcywh(obj.box, w, h), obj.mask), strict=True):
             lst.append(v)
         for part in obj.parts:
             label = part_index.get(part_label(obj.name, part.name), part_index.get(part.name))
-            if label is None or not part.mask.any():
+            if label is None or not part.mask.any() or part.iscrowd:
                 continue
             for lst, v in zip(parts, (label, _box_cxcywh(part.box, w, h), part.mask), strict=True):
                 lst.append(v)

@@ -12,7 +12,7 @@ from partglee_ros.runtime.backends.torch_backend import TorchBackend
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.result import SegmentationResult
 from partglee_ros.runtime.segmenter import Segmenter
-from training.data.hierarchy import ImageAnnotation
+from training.data.hierarchy import ImageAnnotation, part_label
 from training.evaluation import CategorySplit, evaluate
 
 
@@ -23,6 +23,13 @@ def synthparts_vocabulary(categories: Sequence[str]) -> tuple[list[str], list[st
     objects = list(categories)
     parts = sorted({p for c in objects for p in CATEGORIES[c]})
     return objects, parts, {c: list(CATEGORIES[c]) for c in objects}
+
+
+def vocabulary_part_classes(vocabulary: tuple[list[str], list[str], dict[str, list[str]]]) -> list[str]:
+    """Every "obj:part" label the vocabulary lets the model predict (an object without an ``object_parts``
+    entry allows every part, as in ``partglee_ros.runtime.vocabulary``): the part mIoU class set."""
+    objects, parts, object_parts = vocabulary
+    return sorted({part_label(o, p) for o in objects for p in object_parts.get(o, parts)})
 
 
 def predict(
@@ -56,11 +63,12 @@ def evaluate_model(
     """All metrics of ``training.evaluation.evaluate`` on SynthParts-style images of base + novel objects."""
     vocab = synthparts_vocabulary([*sorted(split.base), *sorted(split.novel)])
     preds = predict(model, text_encoder, input_size, images, vocab, postprocess, device)
-    return evaluate(images, preds, split)
+    return evaluate(images, preds, split, vocabulary_part_classes(vocab))
 
 
 def headline(metrics: dict) -> dict[str, float]:
-    """The model card's four numbers (mask AP on base objects and parts, novel part AP, consistency)."""
+    """The model card's six headline numbers: object and part mask AP on base and novel objects, and mask
+    and box hierarchy consistency."""
     return {
         "object_mask_ap_base": metrics["base"]["object"]["segm"]["AP"],
         "part_mask_ap_base": metrics["base"]["part"]["segm"]["AP"],

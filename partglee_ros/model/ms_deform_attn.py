@@ -15,15 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def level_start_index(spatial_shapes: list[tuple[int, int]]) -> list[int]:
-    """Offsets of each level inside the flattened token sequence."""
-    starts, total = [], 0
-    for h, w in spatial_shapes:
-        starts.append(total)
-        total += h * w
-    return starts
-
-
 def ms_deform_attn_core(
     value: Tensor,
     spatial_shapes: list[tuple[int, int]],

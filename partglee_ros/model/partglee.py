@@ -15,7 +15,7 @@ from torchvision.ops import box_convert
 
 from partglee_ros.config import ModelConfig
 from partglee_ros.model.backbone import Backbone
-from partglee_ros.model.denoising import LabelEmbedding, build_denoising_queries
+from partglee_ros.model.denoising import DenoisingQueries, LabelEmbedding, build_denoising_queries
 from partglee_ros.model.object_decoder import DecoderOutput, ObjectDecoder
 from partglee_ros.model.part_decoder import PartDecoder
 from partglee_ros.model.pixel_decoder import PixelDecoder
@@ -23,15 +23,21 @@ from partglee_ros.model.pixel_decoder import PixelDecoder
 ENCODER_STRIDES = [32, 16, 8]  # order of the encoder levels in the memory (coarse first)
 
 
+def box_containment(part: Tensor, parent: Tensor) -> Tensor:
+    """Share of each part box's area inside its parent box, |B_obj ∩ B_part| / |B_part| of Eq. 4 (0 for an
+    empty part box). Boxes xyxy (..., 4), broadcast against each other -> (...)."""
+    lt = torch.maximum(part[..., :2], parent[..., :2])
+    rb = torch.minimum(part[..., 2:], parent[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (part[..., 2:] - part[..., :2]).clamp(min=1e-9).prod(-1)
+    return inter / area
+
+
 def containment_parent(boxes: Tensor, object_scores: Tensor) -> Tensor:
     """Flat baseline's parent link: for each query, the other query that best contains its box, weighted by
     that query's object score. boxes (B, N, 4) cxcywh, object_scores (B, N) -> (B, N) int64."""
     xyxy = box_convert(boxes, "cxcywh", "xyxy")
-    lt = torch.maximum(xyxy[:, :, None, :2], xyxy[:, None, :, :2])
-    rb = torch.minimum(xyxy[:, :, None, 2:], xyxy[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # (B, N, N): child i, parent j
-    area = (xyxy[..., 2:] - xyxy[..., :2]).clamp(min=1e-9).prod(-1)
-    containment = inter / area[:, :, None]
+    containment = box_containment(xyxy[:, :, None], xyxy[:, None])  # (B, N, N): child i, parent j
     eye = torch.eye(boxes.shape[1], dtype=torch.bool, device=boxes.device)
     score = torch.where(
         eye[None], torch.full_like(containment, -1.0), containment * object_scores[:, None, :]
@@ -120,10 +126,8 @@ class PartGLEE(nn.Module):
         if flat:
             return self._flat_outputs(objects, k_obj, dn)
 
-        h8, w8 = pix.spatial_shapes[-1]
-        feature_map = pix.memory[:, -h8 * w8 :].transpose(1, 2).reshape(b, -1, h8, w8)
         parts, parent, parent_boxes = self.part_decoder(
-            objects, pix.memory, pix.spatial_shapes, feature_map, pix.pixel_embedding, part_text_fused
+            objects, pix.memory, pix.spatial_shapes, pix.finest, pix.pixel_embedding, part_text_fused
         )
         out = _level_outputs("obj", objects) | _level_outputs("part", parts)
         out["part_parent"] = parent
@@ -132,7 +136,9 @@ class PartGLEE(nn.Module):
             _add_dn(out, objects, dn)
         return out
 
-    def _flat_outputs(self, objects: DecoderOutput, k_obj: int, dn) -> dict[str, Tensor]:
+    def _flat_outputs(
+        self, objects: DecoderOutput, k_obj: int, dn: DenoisingQueries | None
+    ) -> dict[str, Tensor]:
         """Flat baseline: one set of queries scored over the joint vocabulary; the object/part split of the
         logits gives both levels, and the parent of a query is the query that best contains its box."""
         out: dict = {}
@@ -183,7 +189,7 @@ def _level_outputs(prefix: str, dec: DecoderOutput) -> dict:
     return out
 
 
-def _add_dn(out: dict, objects: DecoderOutput, dn) -> None:
+def _add_dn(out: dict, objects: DecoderOutput, dn: DenoisingQueries | None) -> None:
     if dn is not None:
         out["obj_dn"] = objects.dn_layers
         out["dn_groups"], out["dn_group_size"] = dn.groups, dn.group_size

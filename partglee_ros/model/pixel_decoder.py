@@ -45,6 +45,7 @@ class PixelDecoderOutput:
     spatial_shapes: list[tuple[int, int]]
     pixel_embedding: Tensor  # (B, mask_dim, H/4, W/4), M_p of Eq. 1
     text: Tensor  # (B, K, D) text after early fusion (unchanged when fusion is off)
+    finest: Tensor  # (B, C, H/8, W/8) the finest (stride-8) encoder level of `memory` as a map
 
 
 class PixelDecoder(nn.Module):
@@ -118,4 +119,4 @@ class PixelDecoder(nn.Module):
         lateral = self.lateral(features[0])
         y = lateral + F.interpolate(finest, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
         pixel_embedding = self.mask_features(self.output_conv(y))
-        return PixelDecoderOutput(src, shapes, pixel_embedding, text)
+        return PixelDecoderOutput(src, shapes, pixel_embedding, text, finest)

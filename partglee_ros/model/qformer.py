@@ -28,9 +28,11 @@ class QFormerLayer(nn.Module):
         )
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, memory: Tensor, memory_pos: Tensor) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, memory_pos: Tensor | None) -> Tensor:
+        """``memory_pos`` is added to the keys only (None: the faithful single-slot memory has no positions)."""
+        keys = memory if memory_pos is None else memory + memory_pos
         x = self.norm1(x + self.self_attn(x, x, x, need_weights=False)[0])
-        x = self.norm2(x + self.cross_attn(x, memory + memory_pos, memory, need_weights=False)[0])
+        x = self.norm2(x + self.cross_attn(x, keys, memory, need_weights=False)[0])
         return self.norm3(x + self.ffn(x))
 
 
@@ -74,12 +76,11 @@ class QFormer(nn.Module):
         n_parse = self.parse_queries.shape[0]
         x = self.parse_queries[None].expand(b * k, -1, -1)
         memory = objects.reshape(b * k, 1, c)
+        pos = None
         if self.mode == "box_features":
             samples = self.sample_proj(sample_in_boxes(feature_map, parent_boxes.detach(), self.grid))
             memory = torch.cat([memory, samples.reshape(b * k, -1, c)], 1)
             pos = self.memory_pos[None]
-        else:
-            pos = torch.zeros_like(memory[:1])
         for layer in self.layers:
             x = layer(x, memory, pos)
         return x.reshape(b, k * n_parse, c)

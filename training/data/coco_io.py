@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -19,11 +20,13 @@ import pycocotools.mask as mask_utils
 
 from training.data.hierarchy import (
     ImageAnnotation,
+    LazyAnnotations,
     ObjectAnnotation,
     PartAnnotation,
     PartPose,
     mask_to_box,
     part_label,
+    split_part_label,
 )
 
 
@@ -107,10 +110,11 @@ def write_paco_json(
         images.append(entry)
         for o in a.objects:
             obj_ann_id = len(anns) + 1
-            anns.append(_ann(obj_ann_id, a.image_id, cat_id[o.name], o.mask, obj_ann_id, o.pose))
+            anns.append(_ann(obj_ann_id, a.image_id, cat_id[o.name], o, obj_ann_id))
             for p in o.parts:
-                label = cat_id[part_label(o.name, p.name)]
-                anns.append(_ann(len(anns) + 1, a.image_id, label, p.mask, obj_ann_id, p.pose))
+                anns.append(
+                    _ann(len(anns) + 1, a.image_id, cat_id[part_label(o.name, p.name)], p, obj_ann_id)
+                )
     data = {
         "images": images,
         "annotations": anns,
@@ -124,25 +128,41 @@ def write_paco_json(
     return path
 
 
-def _ann(ann_id: int, image_id: int, category_id: int, mask: np.ndarray, obj_ann_id: int, pose) -> dict:
+def _ann(
+    ann_id: int, image_id: int, category_id: int, inst: ObjectAnnotation | PartAnnotation, obj_ann_id: int
+) -> dict:
     ann = {
         "id": ann_id,
         "image_id": int(image_id),
         "category_id": category_id,
-        "segmentation": encode_mask(mask),
-        "area": float(mask.sum()),
-        "bbox": _box_xywh(mask),
-        "iscrowd": 0,
+        "segmentation": encode_mask(inst.mask),
+        "area": float(inst.mask.sum()),
+        "bbox": _box_xywh(inst.mask),
+        "iscrowd": int(inst.iscrowd),
         "obj_ann_id": obj_ann_id,
     }
-    if pose is not None:
-        ann["pose"] = _pose_json(pose)
+    if inst.pose is not None:
+        ann["pose"] = _pose_json(inst.pose)
     return ann
 
 
 def _load_rgb(path: Path) -> np.ndarray | None:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def index_paco_json(path: str | Path, image_dir: str | Path | None = None) -> LazyAnnotations:
+    """Index a PACO (PACO-LVIS / PACO-EGO4D), COCO or SynthParts JSON: per image its JSON entry and
+    annotations, decoded into the hierarchy on demand (see :func:`read_paco_json`)."""
+    path = Path(path)
+    data = json.loads(path.read_text())
+    image_root = Path(image_dir) if image_dir is not None else path.parent / "images"
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    by_image: dict[int, list[dict]] = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    records = [(img, by_image.get(img["id"], [])) for img in data["images"]]
+    return LazyAnnotations(records, partial(_decode_paco_image, names, image_root, path.parent / "depth"))
 
 
 def read_paco_json(
@@ -152,54 +172,57 @@ def read_paco_json(
 
     ``image_dir`` defaults to ``images/`` beside the JSON; images (and our depth PNGs) are loaded when
     the files exist. Object annotations are those with ``obj_ann_id == id``; every other annotation is
-    a part of the object its ``obj_ann_id`` names, its generic name the text after ``:``.
+    a part of the object its ``obj_ann_id`` names, its generic name the text after ``:``. COCO crowd
+    annotations (``iscrowd: 1``) are kept with ``iscrowd=True``: no training target, ignored by COCO AP.
     """
-    path = Path(path)
-    data = json.loads(path.read_text())
-    image_root = Path(image_dir) if image_dir is not None else path.parent / "images"
-    names = {c["id"]: c["name"] for c in data["categories"]}
-    by_image: dict[int, list[dict]] = {}
-    for ann in data["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    out = []
-    for img in data["images"]:
-        h, w = int(img["height"]), int(img["width"])
-        objects: dict[int, ObjectAnnotation] = {}
-        anns = by_image.get(img["id"], [])
-        for ann in anns:
-            if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
-                objects[ann["id"]] = ObjectAnnotation(
-                    id=ann["id"],
-                    name=names[ann["category_id"]],
-                    mask=decode_segmentation(ann["segmentation"], h, w),
-                    box=xywh_to_xyxy(ann["bbox"]),
-                    pose=_pose_from_json(ann.get("pose")),
-                )
-        for ann in anns:
-            if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
-                continue
-            parent = objects.get(ann["obj_ann_id"])
-            if parent is None:
-                raise ValueError(f"part annotation {ann['id']} links to missing object {ann['obj_ann_id']}")
-            parent.parts.append(
-                PartAnnotation(
-                    id=ann["id"],
-                    name=names[ann["category_id"]].split(":", 1)[-1],
-                    mask=decode_segmentation(ann["segmentation"], h, w),
-                    parent_id=parent.id,
-                    box=xywh_to_xyxy(ann["bbox"]),
-                    pose=_pose_from_json(ann.get("pose")),
-                )
+    return index_paco_json(path, image_dir).decode_all(load_images)
+
+
+def _decode_paco_image(
+    names: dict[int, str],
+    image_root: Path,
+    depth_root: Path,
+    record: tuple[dict, list[dict]],
+    load_image: bool,
+) -> ImageAnnotation:
+    img, anns = record
+    h, w = int(img["height"]), int(img["width"])
+    objects: dict[int, ObjectAnnotation] = {}
+    for ann in anns:
+        if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
+            objects[ann["id"]] = ObjectAnnotation(
+                id=ann["id"],
+                name=names[ann["category_id"]],
+                mask=decode_segmentation(ann["segmentation"], h, w),
+                box=xywh_to_xyxy(ann["bbox"]),
+                pose=_pose_from_json(ann.get("pose")),
+                iscrowd=bool(ann.get("iscrowd", 0)),
             )
-        record = ImageAnnotation(
-            image_id=img["id"], file_name=img["file_name"], height=h, width=w, objects=list(objects.values())
+    for ann in anns:
+        if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
+            continue
+        parent = objects.get(ann["obj_ann_id"])
+        if parent is None:
+            raise ValueError(f"part annotation {ann['id']} links to missing object {ann['obj_ann_id']}")
+        parent.parts.append(
+            PartAnnotation(
+                id=ann["id"],
+                name=split_part_label(names[ann["category_id"]])[1],
+                mask=decode_segmentation(ann["segmentation"], h, w),
+                parent_id=parent.id,
+                box=xywh_to_xyxy(ann["bbox"]),
+                pose=_pose_from_json(ann.get("pose")),
+                iscrowd=bool(ann.get("iscrowd", 0)),
+            )
         )
-        if "intrinsics" in img:
-            record.intrinsics = np.asarray(img["intrinsics"], dtype=np.float64)
-        if load_images:
-            record.image = _load_rgb(image_root / img["file_name"])
-            if "depth_file_name" in img:
-                raw = cv2.imread(str(path.parent / "depth" / img["depth_file_name"]), cv2.IMREAD_UNCHANGED)
-                record.depth = None if raw is None else raw.astype(np.float32) / 1000.0
-        out.append(record)
+    out = ImageAnnotation(
+        image_id=img["id"], file_name=img["file_name"], height=h, width=w, objects=list(objects.values())
+    )
+    if "intrinsics" in img:
+        out.intrinsics = np.asarray(img["intrinsics"], dtype=np.float64)
+    if load_image:
+        out.image = _load_rgb(image_root / img["file_name"])
+        if "depth_file_name" in img:
+            raw = cv2.imread(str(depth_root / img["depth_file_name"]), cv2.IMREAD_UNCHANGED)
+            out.depth = None if raw is None else raw.astype(np.float32) / 1000.0
     return out

@@ -7,7 +7,9 @@ Boxes are (x0, y0, x1, y1) in pixels; masks are HxW bool arrays at the image's r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +39,7 @@ class PartAnnotation:
     parent_id: int  # id of the ObjectAnnotation it belongs to
     box: np.ndarray | None = None  # xyxy; derived from the mask when None
     pose: PartPose | None = None
+    iscrowd: bool = False  # COCO crowd region: no training target, an ignore region for COCO AP
 
     def __post_init__(self) -> None:
         if self.box is None:
@@ -51,6 +54,7 @@ class ObjectAnnotation:
     parts: list[PartAnnotation] = field(default_factory=list)
     box: np.ndarray | None = None
     pose: PartPose | None = None
+    iscrowd: bool = False  # COCO crowd region: no training target (nor its parts), ignored by COCO AP
 
     def __post_init__(self) -> None:
         if self.box is None:
@@ -77,3 +81,30 @@ class ImageAnnotation:
 def part_label(object_name: str, part_name: str) -> str:
     """The object-specific part label used by PACO and our messages, e.g. ``mug:handle``."""
     return f"{object_name}:{part_name}"
+
+
+def split_part_label(label: str) -> tuple[str, str]:
+    """Inverse of :func:`part_label`: ``"mug:handle"`` -> ``("mug", "handle")``."""
+    obj, sep, part = label.partition(":")
+    if not sep:
+        raise ValueError(f"not an object:part label: {label!r}")
+    return obj, part
+
+
+@dataclass
+class LazyAnnotations:
+    """A dataset as small per-image records (its JSON entries) and ``decode``, which builds one image's
+    ``ImageAnnotation`` (masks, and pixels when ``load_image``) only when asked: a training source then holds
+    the JSON in memory, not every full-size mask and image (COCO train2017 would need >100 GB)."""
+
+    records: list[Any]
+    decode: Callable[[Any, bool], ImageAnnotation]  # (record, load_image) -> annotation; picklable
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, index: int, load_image: bool = True) -> ImageAnnotation:
+        return self.decode(self.records[index], load_image)
+
+    def decode_all(self, load_images: bool = True) -> list[ImageAnnotation]:
+        return [self.decode(r, load_images) for r in self.records]

@@ -1,7 +1,8 @@
 """Evaluators: COCO box/mask AP (objects, parts, PACO hierarchical, base/novel), OV-PARTS part mIoU, and
 hierarchy consistency, over ``ImageAnnotation`` ground truth and ``SegmentationResult`` predictions."""
 
-from training.evaluation.coco_ap import CocoRun, hierarchical_ap, instance_ap, run_coco_eval, split_part_label
+from training.data.hierarchy import split_part_label
+from training.evaluation.coco_ap import CocoRun, hierarchical_ap, instance_ap, run_coco_eval
 from training.evaluation.consistency import hierarchy_consistency
 from training.evaluation.part_miou import SemanticPartMIoU, harmonic_mean, semantic_part_miou
 from training.evaluation.report import evaluate, metrics_to_markdown

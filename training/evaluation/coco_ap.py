@@ -29,7 +29,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from partglee_ros.runtime.result import SegmentationResult
-from training.data.hierarchy import ImageAnnotation, part_label
+from training.data.hierarchy import ImageAnnotation, part_label, split_part_label
 from training.evaluation.split import CategorySplit
 
 LEVELS = ("object", "part", "part_name")
@@ -46,6 +46,7 @@ class _Instance:
     box: np.ndarray  # xyxy pixels
     mask: np.ndarray  # HxW bool
     score: float = 1.0
+    iscrowd: bool = False  # ground truth only: COCOeval's ignore region (detections on it are not counted)
 
 
 @dataclass
@@ -73,24 +74,16 @@ class CocoRun:
         return {name: v for name, v in out.items() if not np.isnan(v)}
 
 
-def split_part_label(label: str) -> tuple[str, str]:
-    """Inverse of :func:`training.data.hierarchy.part_label`: ``"mug:handle"`` -> ``("mug", "handle")``."""
-    obj, sep, part = label.partition(":")
-    if not sep:
-        raise ValueError(f"not an object:part label: {label!r}")
-    return obj, part
-
-
 def _gt_instances(gts: Sequence[ImageAnnotation], level: str) -> list[_Instance]:
     out = []
     for i, img in enumerate(gts):
         for obj in img.objects:
             if level == "object":
-                out.append(_Instance(i, obj.name, obj.box, obj.mask))
+                out.append(_Instance(i, obj.name, obj.box, obj.mask, iscrowd=obj.iscrowd))
                 continue
             for part in obj.parts:
                 name = part_label(obj.name, part.name) if level == "part" else part.name
-                out.append(_Instance(i, name, part.box, part.mask))
+                out.append(_Instance(i, name, part.box, part.mask, iscrowd=part.iscrowd))
     # A fully occluded instance has no visible pixel to detect; COCO annotations never contain one either.
     return [inst for inst in out if inst.mask.any()]
 
@@ -180,7 +173,7 @@ def run_coco_eval(
             # COCO's GT area is the mask area for both box and mask AP (it only selects area ranges).
             "area": float(mask_utils.area(rle(x.mask))),
             "segmentation": rle(x.mask),
-            "iscrowd": 0,
+            "iscrowd": int(x.iscrowd),
         }
         for j, x in enumerate(gt_inst)
     ]
@@ -231,17 +224,16 @@ def hierarchical_ap(run: CocoRun, object_names: Iterable[str] | None = None) -> 
             by_part[part].append(name)
     out: dict = {}
     for key, iou in _THRESHOLD_KEYS.items():
-        per_part = {
-            part: _nanmean([run.ap([c], iou) for c in cats]) for part, cats in sorted(by_part.items())
-        }
+        per_part = {part: nanmean([run.ap([c], iou) for c in cats]) for part, cats in sorted(by_part.items())}
         per_part = {part: v for part, v in per_part.items() if not np.isnan(v)}
-        out[key] = _nanmean(list(per_part.values()))
+        out[key] = nanmean(list(per_part.values()))
         if key == "AP":
             out["per_part"] = per_part
     return out
 
 
-def _nanmean(values: Sequence[float]) -> float:
+def nanmean(values: Sequence[float] | np.ndarray) -> float:
+    """Mean of the defined (non-NaN) values; NaN, without numpy's empty-slice warning, when there are none."""
     arr = np.asarray(values, dtype=float)
     arr = arr[~np.isnan(arr)]
     return float(arr.mean()) if arr.size else float("nan")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from partglee_ros.runtime.result import SegmentationResult
+from training.data.grouping import containment
 
 
 def box_inside_fraction(part_box: np.ndarray, parent_box: np.ndarray) -> float:
@@ -26,12 +27,6 @@ def box_inside_fraction(part_box: np.ndarray, parent_box: np.ndarray) -> float:
     return inter / area
 
 
-def mask_inside_fraction(part_mask: np.ndarray, parent_mask: np.ndarray) -> float:
-    """Share of the part's pixels inside the parent mask; 0 for an empty part mask."""
-    n = int(part_mask.sum())
-    return float(np.logical_and(part_mask, parent_mask).sum()) / n if n else 0.0
-
-
 def hierarchy_consistency(preds: Sequence[SegmentationResult], min_inside: float = 0.95) -> dict:
     """``{"box", "mask", "num_parts"}``: shares of predicted parts inside their parent (NaN without parts)."""
     box_ok = mask_ok = total = 0
@@ -43,7 +38,7 @@ def hierarchy_consistency(preds: Sequence[SegmentationResult], min_inside: float
             if parent is None:
                 continue
             box_ok += box_inside_fraction(part.box, parent.box) >= min_inside
-            mask_ok += mask_inside_fraction(part.mask, parent.mask) >= min_inside
+            mask_ok += containment(part.mask, parent.mask) >= min_inside
     nan = float("nan")
     return {
         "box": box_ok / total if total else nan,

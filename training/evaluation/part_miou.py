@@ -31,8 +31,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from partglee_ros.runtime.result import SegmentationResult
-from training.data.hierarchy import ImageAnnotation, part_label
-from training.evaluation.coco_ap import split_part_label
+from training.data.hierarchy import ImageAnnotation, part_label, split_part_label
+from training.evaluation.coco_ap import nanmean
 from training.evaluation.split import CategorySplit
 
 IGNORE_LABEL = 255
@@ -98,9 +98,9 @@ class SemanticPartMIoU:
     def compute(self) -> dict:
         """``{"mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "per_class"}``; NaN where nothing can be scored."""
         iou = self.iou()
-        seen, unseen = _nanmean(iou[self.seen]), _nanmean(iou[self.unseen])
+        seen, unseen = nanmean(iou[self.seen]), nanmean(iou[self.unseen])
         return {
-            "mIoU": _nanmean(iou),
+            "mIoU": nanmean(iou),
             "mIoU_seen": seen,
             "mIoU_unseen": unseen,
             "hIoU": harmonic_mean(seen, unseen),
@@ -113,11 +113,6 @@ def harmonic_mean(seen: float, unseen: float) -> float:
     if np.isnan(seen) or np.isnan(unseen):
         return float("nan")
     return 0.0 if seen + unseen == 0 else 2.0 * seen * unseen / (seen + unseen)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
 
 
 def gt_part_map(
@@ -178,9 +173,11 @@ def semantic_part_miou(
     """OV-PARTS part mIoU of instance predictions in the ``"pred_all"`` or ``"oracle_obj"`` setting.
 
     ``classes`` is the object-part vocabulary ("obj:part" labels); by default the union of ground-truth and
-    predicted labels. Pass the full test vocabulary when Oracle-Obj should be able to label a part of the
-    given object that no ground truth of this set contains. Seen/unseen are the object-parts of
-    ``split.base``/``split.novel`` (without a split every class is seen and hIoU is NaN).
+    predicted labels, the same set in both settings. Pass the full vocabulary the model was given: Oracle-Obj
+    drops a predicted part whose ``<gt object>:<part>`` label is not a class, so with a smaller set a
+    higher-scoring wrong part (a "lid" on a mug whose ground truth has none) would vanish and let a
+    lower-scoring part show through. Seen/unseen are the object-parts of ``split.base``/``split.novel``
+    (without a split every class is seen and hIoU is NaN).
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
@@ -188,9 +185,7 @@ def semantic_part_miou(
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} predictions")
     if classes is None:
         names = {part_label(o.name, p.name) for g in gts for o in g.objects for p in o.parts}
-        if setting == "pred_all":
-            names |= {p.object_label for r in preds for p in r.parts()}
-        classes = sorted(names)
+        classes = sorted(names | {p.object_label for r in preds for p in r.parts()})
     objects_of = {c: split_part_label(c)[0] for c in classes}
     seen = [c for c in classes if split is None or objects_of[c] in split.base]
     unseen = [] if split is None else [c for c in classes if objects_of[c] in split.novel]

@@ -22,12 +22,18 @@ _ROWS = [
 
 
 def evaluate(
-    gts: Sequence[ImageAnnotation], preds: Sequence[SegmentationResult], split: CategorySplit | None = None
+    gts: Sequence[ImageAnnotation],
+    preds: Sequence[SegmentationResult],
+    split: CategorySplit | None = None,
+    part_classes: Sequence[str] | None = None,
 ) -> dict:
     """COCO box/mask AP at every level (+ base/novel with a split), part mIoU in both OV-PARTS settings, and
-    hierarchy consistency. ``gts[i]`` and ``preds[i]`` must describe the same image."""
+    hierarchy consistency. ``gts[i]`` and ``preds[i]`` must describe the same image. ``part_classes``: the
+    "obj:part" labels the model was asked for, scored in both mIoU settings (see ``semantic_part_miou``)."""
     out = instance_ap(gts, preds, split)
-    out["part_miou"] = {s: semantic_part_miou(gts, preds, split, setting=s) for s in SETTINGS}
+    out["part_miou"] = {
+        s: semantic_part_miou(gts, preds, split, setting=s, classes=part_classes) for s in SETTINGS
+    }
     out["hierarchy_consistency"] = hierarchy_consistency(preds)
     return out
 
