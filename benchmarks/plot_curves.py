@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-TERMS = ("cls", "mask", "dice", "giou", "l1")
+TERMS = ("cls", "mask", "dice", "giou", "l1", "res")
 
 
 def plot(csv_path: str, png_path: str, title: str = "", eval_path: str | None = None) -> None:
