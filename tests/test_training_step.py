@@ -3,6 +3,7 @@ sources), how real-dataset sources hold their images, and the per-step time the 
 
 from __future__ import annotations
 
+import csv
 import types
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from training.data.coco_io import write_paco_json
 from training.data.hierarchy import ImageAnnotation, LazyAnnotations, ObjectAnnotation, PartAnnotation
 from training.data.synthparts import generate_scene
 from training.dataset import PLACEHOLDER_PART, Batch, ListSource, build_source, to_device
+from training.loop import CsvLog
 from training.train_config import DatasetSpec, parse_train_config
 
 
@@ -76,17 +78,21 @@ def test_list_source_knows_whether_it_has_parts() -> None:
 
 
 def test_list_source_decodes_an_image_only_when_drawn(tmp_path: Path, monkeypatch) -> None:
-    """Only the JSON records stay in memory: building the source reads no pixels, ``get`` decodes one image."""
+    """Only the JSON records stay in memory: building the source decodes nothing, ``get`` decodes one image."""
     import training.data.coco_io as coco_io
 
     scenes = [generate_scene(seed, 64, 48) for seed in range(3)]
     path = write_paco_json(scenes, tmp_path)
-    loaded = []
-    load_rgb = coco_io._load_rgb
+    loaded, decoded = [], []
+    load_rgb, decode_segmentation = coco_io._load_rgb, coco_io.decode_segmentation
     monkeypatch.setattr(coco_io, "_load_rgb", lambda p: loaded.append(p.name) or load_rgb(p))
+    monkeypatch.setattr(
+        coco_io, "decode_segmentation", lambda *a: decoded.append(1) or decode_segmentation(*a)
+    )
     spec = DatasetSpec("paco", "paco", options={"json": str(path)})
     source = build_source(spec)
-    assert loaded == [] and isinstance(source.annotations, LazyAnnotations)
+    # the vocabulary comes from the category names: no pixels and no masks decoded to build it
+    assert loaded == [] and decoded == [] and isinstance(source.annotations, LazyAnnotations)
     assert source.object_vocab == sorted({o.name for a in scenes for o in a.objects})
     assert source.part_vocab == sorted({p.name for a in scenes for p in a.parts()}) and source.has_parts
     got = source.get(1)
@@ -114,3 +120,18 @@ def test_sec_per_step_divides_by_the_steps_since_the_last_row(tmp_path: Path, mo
     log = np.genfromtxt(tmp_path / "train_log.csv", delimiter=",", names=True)
     assert log["step"].tolist() == [2, 4, 5]
     assert log["sec_per_step"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_log_widens_when_part_terms_first_appear_after_object_only_steps(tmp_path) -> None:
+    path = tmp_path / "train_log.csv"
+    log = CsvLog(path, keep_until=None)
+    log.write({"step": 5, "loss": 1.0, "obj_cls": 0.5})  # a COCO batch: no part terms
+    log.write({"step": 10, "loss": 2.0, "obj_cls": 0.4, "part_cls": 0.7})
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["part_cls"] for r in rows] == ["", "0.7"]
+    resumed = CsvLog(path, keep_until=5)  # a resume keeps the widened header
+    resumed.write({"step": 10, "loss": 2.5, "obj_cls": 0.3, "part_cls": 0.6})
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["part_cls"]) for r in rows] == [("5", ""), ("10", "0.6")]

@@ -75,7 +75,7 @@ class SynthPartsSource(Source):
 class ListSource(Source):
     """A dataset a reader indexes (PACO, COCO, PartImageNet, Pascal-Part): only its per-image records stay in
     memory and ``get`` decodes the image drawn (masks, pixels). The vocabulary comes from one pass over the
-    decoded annotations, without pixels, when the source is built."""
+    records when the source is built (from the category names where the reader can, else decoding masks)."""
 
     def __init__(self, name: str, annotations: LazyAnnotations) -> None:
         if not len(annotations):
@@ -85,9 +85,9 @@ class ListSource(Source):
         objects: set[str] = set()
         parts: set[str] = set()
         for index in range(len(annotations)):
-            ann = annotations.get(index, load_image=False)
-            objects |= {o.name for o in ann.objects}
-            parts |= {p.name for p in ann.parts()}
+            found_objects, found_parts = annotations.names_of(index)
+            objects |= found_objects
+            parts |= found_parts
         self.object_vocab = sorted(objects)
         self.has_parts = bool(parts)
         self.part_vocab = sorted(parts) or [PLACEHOLDER_PART]

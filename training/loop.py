@@ -55,7 +55,9 @@ def param_groups(model: torch.nn.Module, optim: OptimConfig) -> list[dict]:
 
 
 class CsvLog:
-    """Append-only CSV; on resume, rows after the restored step are dropped (they will be redone)."""
+    """Append-only CSV; on resume, rows after the restored step are dropped (they will be redone). A row
+    with a column the file lacks (a part loss first logged after object-only batches) widens the file;
+    earlier rows leave that column empty."""
 
     def __init__(self, path: Path, keep_until: int | None) -> None:
         self.path = path
@@ -65,20 +67,26 @@ class CsvLog:
                 reader = csv.DictReader(f)
                 self.fields = reader.fieldnames
                 rows = [r for r in reader if keep_until is not None and int(r["step"]) <= keep_until]
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, self.fields)
-                writer.writeheader()
-                writer.writerows(rows)
+            if self.fields:
+                self._rewrite(rows)
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def write(self, row: dict) -> None:
-        new = self.fields is None
-        if new:
+        if self.fields is None:
             self.fields = list(row)
+            self._rewrite([])
+        elif not set(row) <= set(self.fields):
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.fields += [k for k in row if k not in self.fields]
+            self._rewrite(rows)
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+            csv.DictWriter(f, self.fields).writerow(row)
 
 
 def _final_terms(terms: dict[str, torch.Tensor]) -> dict[str, float]:

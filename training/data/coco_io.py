@@ -26,7 +26,6 @@ from training.data.hierarchy import (
     PartPose,
     mask_to_box,
     part_label,
-    split_part_label,
 )
 
 
@@ -162,7 +161,26 @@ def index_paco_json(path: str | Path, image_dir: str | Path | None = None) -> La
     for ann in data["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
     records = [(img, by_image.get(img["id"], [])) for img in data["images"]]
-    return LazyAnnotations(records, partial(_decode_paco_image, names, image_root, path.parent / "depth"))
+    return LazyAnnotations(
+        records,
+        partial(_decode_paco_image, names, image_root, path.parent / "depth"),
+        partial(_paco_names, names),
+    )
+
+
+def _is_object(ann: dict) -> bool:
+    return ann.get("obj_ann_id", ann["id"]) == ann["id"]
+
+
+def _generic_part_name(label: str) -> str:
+    """PACO names part categories ``mug:handle``; a part category without ``:`` is taken whole."""
+    return label.split(":", 1)[-1]
+
+
+def _paco_names(names: dict[int, str], record: tuple[dict, list[dict]]) -> tuple[set[str], set[str]]:
+    anns = record[1]
+    objects = {names[a["category_id"]] for a in anns if _is_object(a)}
+    return objects, {_generic_part_name(names[a["category_id"]]) for a in anns if not _is_object(a)}
 
 
 def read_paco_json(
@@ -189,7 +207,7 @@ def _decode_paco_image(
     h, w = int(img["height"]), int(img["width"])
     objects: dict[int, ObjectAnnotation] = {}
     for ann in anns:
-        if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
+        if _is_object(ann):
             objects[ann["id"]] = ObjectAnnotation(
                 id=ann["id"],
                 name=names[ann["category_id"]],
@@ -199,7 +217,7 @@ def _decode_paco_image(
                 iscrowd=bool(ann.get("iscrowd", 0)),
             )
     for ann in anns:
-        if ann.get("obj_ann_id", ann["id"]) == ann["id"]:
+        if _is_object(ann):
             continue
         parent = objects.get(ann["obj_ann_id"])
         if parent is None:
@@ -207,7 +225,7 @@ def _decode_paco_image(
         parent.parts.append(
             PartAnnotation(
                 id=ann["id"],
-                name=split_part_label(names[ann["category_id"]])[1],
+                name=_generic_part_name(names[ann["category_id"]]),
                 mask=decode_segmentation(ann["segmentation"], h, w),
                 parent_id=parent.id,
                 box=xywh_to_xyxy(ann["bbox"]),
