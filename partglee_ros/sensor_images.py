@@ -72,9 +72,15 @@ def raw_image_to_rgb(msg: Any) -> np.ndarray:
 def compressed_image_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png; format as image_transport writes it) -> HxWx3 uint8 RGB."""
     buffer = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    try:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    except cv2.error:  # over OPENCV_IO_MAX_IMAGE_PIXELS (the node sets it to the runtime's limit)
+        bgr = None
     if bgr is None:
-        raise ImageDecodeError(f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes)")
+        raise ImageDecodeError(
+            f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes): corrupt, or over "
+            f"the limit of {MAX_IMAGE_PIXELS} pixels"
+        )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

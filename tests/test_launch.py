@@ -17,6 +17,7 @@ from std_msgs.msg import Header
 from partglee_ros.ros.conversions import depth_array_to_msg
 from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command
 from partglee_ros.ros.parameters import BY_NAME
+from partglee_ros.runtime.segmenter import MAX_IMAGE_PIXELS
 from tests.conftest import spin_until
 from tests.ros_testing import NODE_EXECUTABLE, REPO, noise_image, params_file, small_checkpoint
 
@@ -123,6 +124,11 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
     broken.header.stamp.sec = 43
     pub.publish(broken)
     assert spin_until(ros_node, lambda: "cannot decode compressed image" in proc.output(), 30), proc.output()
+    # a PNG over the pixel limit is refused from its header (OPENCV_IO_MAX_IMAGE_PIXELS, set by the executable)
+    ok, big = cv2.imencode(".png", np.zeros((4100, 4100, 3), np.uint8))
+    assert ok
+    pub.publish(CompressedImage(header=Header(frame_id="cam"), format="png", data=big.tobytes()))
+    assert spin_until(ros_node, lambda: "over the limit" in proc.output(), 30), proc.output()
     msg.header.stamp.sec = 44
     pub.publish(msg)
     assert spin_until(ros_node, lambda: any(r.header.stamp.sec == 44 for r in results), 60), proc.output()
@@ -135,3 +141,8 @@ def test_launch_defaults_start_the_bundled_model(ros_node, start_process, tmp_pa
     assert spin_until(ros_node, lambda: "loaded " in proc.output() or proc.proc.poll() is not None, 90)
     assert proc.proc.poll() is None, proc.output()
     assert "share/partglee_ros/models/default" in proc.output()
+
+
+def test_node_executable_caps_compressed_frames_at_the_runtime_limit() -> None:
+    source = (REPO / "nodes" / "partglee_node").read_text()
+    assert f'"OPENCV_IO_MAX_IMAGE_PIXELS", str({MAX_IMAGE_PIXELS // 4096} * 4096)' in source

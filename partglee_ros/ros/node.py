@@ -370,6 +370,7 @@ class PartGleeLifecycleNode(PartGleeMixin, LifecycleNode):
         except Exception as err:  # e.g. the accelerator's memory is taken by now
             self.get_logger().error(f"activate failed: {type(err).__name__}: {err}")
             self.deactivate()
+            self.segmenter.backend.close()  # inactive holds no accelerator memory
             return TransitionCallbackReturn.FAILURE
         return super().on_activate(state)
 
