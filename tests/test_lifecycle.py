@@ -114,3 +114,39 @@ def test_failed_configure_is_logged_and_leaves_nothing(ros_node, start_process, 
     services = dict(ros_node.get_service_names_and_types())
     assert "/lcbad/set_vocabulary" not in services, sorted(services)
     assert proc.proc.poll() is None
+
+
+def test_configure_failing_after_its_services_exist_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
+    """In process, with a fault injected after the services and publishers exist: a failed configure must undo
+    them, so a second configure makes exactly one set of interfaces (no duplicate services)."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from partglee_ros.ros.node import PartGleeLifecycleNode
+
+    model = small_checkpoint(tmp_path / "model")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PartGleeLifecycleNode(
+        context=context,
+        namespace="/inproc",
+        parameter_overrides=[Parameter("model_path", value=str(model)), Parameter("backend", value="torch")],
+    )
+    try:
+
+        def broken_timer(*args, **kwargs):
+            raise RuntimeError("injected: no timer")
+
+        monkeypatch.setattr(node, "create_timer", broken_timer)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.segmenter is None and node.vocabulary_services is None
+        assert not [s.srv_name for s in node.services if "vocabulary" in s.srv_name]
+        assert node.seg_pub is None and node.diag_pub is None
+        monkeypatch.undo()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        names = [s.srv_name for s in node.services]
+        assert sum(n.endswith("set_vocabulary") for n in names) == 1 and node.segmenter is not None, names
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
