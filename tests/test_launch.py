@@ -27,6 +27,10 @@ def test_params_file_sets_exactly_the_declared_parameters() -> None:
     assert set(data["/**"]["ros__parameters"]) == set(BY_NAME)
     for name, value in data["/**"]["ros__parameters"].items():
         assert type(value) is type(BY_NAME[name].default), f"{name}: {value!r} vs {BY_NAME[name].default!r}"
+        # a node started without the file (ros2 run, another launch file) gets the same behaviour
+        assert value == BY_NAME[name].default, (
+            f"{name}: {value!r} in the file, {BY_NAME[name].default!r} declared"
+        )
 
 
 def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
@@ -65,7 +69,7 @@ def test_launch_file_imports_names_this_package_defines() -> None:
 
 def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process, tmp_path) -> None:
     model = small_checkpoint(tmp_path / "model")
-    params = params_file(tmp_path, object_threshold=0.0, compressed=True)
+    params = params_file(tmp_path, object_threshold=0.0)
     cmd = node_command(
         str(NODE_EXECUTABLE),
         str(params),
@@ -76,6 +80,7 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
             "depth_topic": "/robot/cam/depth",
             "camera_info_topic": "/robot/cam/info",
             "use_depth": "true",
+            "compressed": "true",
         },
         namespace="/perception",
     )

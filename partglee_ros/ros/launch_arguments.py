@@ -21,6 +21,7 @@ ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "model_path": ("param", "model_path", ""),
     "use_debug_image": ("param", "publish_debug_image", "true"),
     "use_depth": ("param", "use_depth", "false"),
+    "compressed": ("param", "compressed", "false"),
 }
 # namespace, params_file and dds_profile are declared in the launch file itself: they are not one parameter
 

@@ -1,6 +1,7 @@
 """The node's declared parameters: names, defaults, descriptions and ranges in one table.
 
-`launch/partglee.launch.py` and `config/partglee.yaml` use these names; tests check all three agree.
+`launch/partglee.launch.py` and `config/partglee.yaml` use these names; tests check they declare the same
+names, types and values.
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ PARAMS = (
     ),
     Param("max_objects", 20, "most objects reported per frame", dynamic=True, range=(1, 1000)),
     Param("max_parts_per_object", 8, "most parts reported per object", dynamic=True, range=(0, 100)),
-    Param("objects", ["mug", "kettle", "bottle"], "default object vocabulary"),
-    Param("parts", ["handle", "body", "lid", "spout", "cap", "neck"], "default part vocabulary"),
+    Param("objects", ["mug", "kettle", "bottle", "pan", "knife", "hammer"], "default object vocabulary"),
+    Param(
+        "parts", ["handle", "body", "lid", "spout", "cap", "neck", "blade", "head"], "default part vocabulary"
+    ),
     Param("object_parts", [""], "optional restriction, entries like 'mug: handle, body' ('' = none)"),
     Param(
         "compressed", False, "subscribe to sensor_msgs/CompressedImage on <image>/compressed instead of image"
