@@ -16,6 +16,14 @@ def stamp_seconds(header: Any) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
+def closest(t: float, *msgs: Any) -> Any | None:
+    """The message stamped nearest to `t` among those given (None entries, lookups that found nothing, are
+    skipped)."""
+    return min(
+        (m for m in msgs if m is not None), key=lambda m: abs(stamp_seconds(m.header) - t), default=None
+    )
+
+
 class NearestStampBuffer:
     def __init__(self, size: int = 10) -> None:
         self._items: deque = deque(maxlen=size)
@@ -27,7 +35,7 @@ class NearestStampBuffer:
 
     def nearest(self, t: float, slop: float) -> Any | None:
         with self._lock:
-            best = min(self._items, key=lambda m: abs(stamp_seconds(m.header) - t), default=None)
+            best = closest(t, *self._items)
         if best is None or abs(stamp_seconds(best.header) - t) > slop:
             return None
         return best

@@ -39,7 +39,7 @@ from std_msgs.msg import Header
 
 from partglee_ros.msg import HierarchicalSegmentation
 from partglee_ros.ros.conversions import result_to_msg, rgb_to_image_msg
-from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
+from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
 from partglee_ros.ros.parameters import DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
@@ -52,13 +52,6 @@ from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vo
 from partglee_ros.sensor_images import ImageDecodeError, compressed_image_to_rgb, raw_image_to_rgb
 
 NO_INPUT_WARNING_S = 5.0  # diagnostics warn when an active node has had no frame for this long
-
-
-def closest(t: float, *msgs: Any) -> Any | None:
-    """The message stamped nearest to `t` among those given (None where a lookup found nothing)."""
-    return min(
-        (m for m in msgs if m is not None), key=lambda m: abs(stamp_seconds(m.header) - t), default=None
-    )
 
 
 class StartupError(RuntimeError):
