@@ -37,7 +37,7 @@ ENCODINGS: dict[str, tuple[int, int, int | None]] = {
 
 
 class ImageDecodeError(ValueError):
-    """A recorded image cannot be turned into an RGB frame; the message says why."""
+    """A camera image (live or recorded) cannot be turned into an RGB frame; the message says why."""
 
 
 def raw_image_to_rgb(msg: Any) -> np.ndarray:
