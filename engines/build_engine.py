@@ -204,7 +204,7 @@ def calibration_feeds(model_dir: Path, images_dir: Path, limit: int) -> list[dic
     from training.data.synthparts import CATEGORIES
 
     config = read_model_config(model_dir)
-    encoder = make_text_encoder(config)
+    encoder = make_text_encoder(config, model_dir)
     objects = sorted(CATEGORIES)
     parts = sorted({p for ps in CATEGORIES.values() for p in ps})
     object_text = encoder.encode(objects)

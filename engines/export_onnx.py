@@ -13,6 +13,10 @@ inference) before it is written. The SHA-256 of the weights file and of the mode
 recorded in the graph's metadata: a runtime refuses a graph exported from other weights, and warns about one
 traced from other model code (``--if-stale``, which scripts/setup.sh uses, re-exports either).
 
+For MiniLM models the text encoder is exported too, into ``MODEL/text_encoder.onnx`` with its tokenizer in
+``text_encoder.json``: a directory with ``config.json`` and the two graphs runs on ONNX Runtime without
+PyTorch (docs/ENGINES.md, "Deploying without PyTorch").
+
     python -m engines.export_onnx --model models/default [--out models/default/model.onnx] [--opset 17]
 """
 
@@ -28,9 +32,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from engines.export_text_encoder import write_model_text_encoder
 from partglee_ros.config import (
     CODE_SHA256_KEY,
+    CONFIG_FILE,
     ONNX_FILE,
+    TEXT_ENCODER_FILE,
     WEIGHTS_SHA256_KEY,
     ModelConfig,
     load_checkpoint,
@@ -176,23 +183,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--if-stale",
         action="store_true",
-        help="skip the export when OUT was exported from these weights by this model code",
+        help="skip the export when OUT was exported from these weights by this model code (and the text "
+        "encoder graph from the same encoder files)",
+    )
+    parser.add_argument(
+        "--no-text-encoder",
+        action="store_true",
+        help=f"do not write MODEL/{TEXT_ENCODER_FILE} (the MiniLM graph that lets the model run without PyTorch)",
     )
     args = parser.parse_args(argv)
     out = args.out or args.model / ONNX_FILE
     if args.if_stale and out.is_file() and is_current(out, args.model):
         print(f"{out} is up to date with {args.model} and the model code")
-        return 0
-    model, config = load_checkpoint(args.model)
-    out = export_onnx(
-        model,
-        config,
-        out,
-        args.opset,
-        simplify=not args.no_simplify,
-        weights_sha256=weights_digest(args.model),
-    )
-    print(f"wrote {out} (image {image_shape(config)}, dynamic K, opset {args.opset})")
+        config = ModelConfig.from_file(args.model / CONFIG_FILE)
+    else:
+        model, config = load_checkpoint(args.model)
+        out = export_onnx(
+            model,
+            config,
+            out,
+            args.opset,
+            simplify=not args.no_simplify,
+            weights_sha256=weights_digest(args.model),
+        )
+        print(f"wrote {out} (image {image_shape(config)}, dynamic K, opset {args.opset})")
+    if not args.no_text_encoder:
+        encoder = write_model_text_encoder(args.model, config, if_stale=args.if_stale)
+        print(f"text encoder: {encoder or f'none exported for {config.text_encoder!r} encoders'}")
     return 0
 
 

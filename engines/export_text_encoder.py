@@ -8,12 +8,15 @@ sentence-transformers: only a cache miss (first start, or new encoder files) run
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from partglee_ros.model.text_encoder import SentenceTextEncoder
+from partglee_ros.config import TEXT_ENCODER_FILE, ModelConfig
+from partglee_ros.model.text_encoder import SentenceTextEncoder, default_sentence_model_path
+from partglee_ros.runtime.onnx_text_encoder import cache_key, info_file, write_encoder_files
 
 _EXPECTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
@@ -55,3 +58,25 @@ def export_sentence_encoder(model_path: Path) -> tuple[bytes, dict]:
         "tokenizer": sentence.tokenizer.backend_tokenizer.to_str(),
     }
     return graph.getvalue(), info
+
+
+def write_model_text_encoder(model_dir: Path, config: ModelConfig, if_stale: bool = False) -> Path | None:
+    """Export a MiniLM model's text encoder into ``model_dir`` (TEXT_ENCODER_FILE + its .json), so the
+    directory runs without PyTorch. None for other encoders (open_clip has no export here).
+
+    ``if_stale``: keep a file exported from the same encoder files by the same export version."""
+    if config.text_encoder != "minilm":
+        return None
+    encoder_path = config.text_encoder_kwargs.get("model_path")
+    encoder_path = Path(encoder_path) if encoder_path else default_sentence_model_path()
+    key = cache_key(encoder_path)
+    out = model_dir / TEXT_ENCODER_FILE
+    if if_stale and out.is_file() and info_file(out).is_file():
+        try:
+            if json.loads(info_file(out).read_text()).get("source_key") == key:
+                return out
+        except (OSError, ValueError):
+            pass  # unreadable: export again
+    graph, info = export_sentence_encoder(encoder_path)
+    write_encoder_files(out, graph, {**info, "source_key": key})
+    return out

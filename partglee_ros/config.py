@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"  # engines.export_onnx writes it, the runtime's onnx and auto backends read it
+# The model's text encoder as a graph (MiniLM models; engines.export_onnx writes it with its tokenizer in
+# the .json beside it): with ONNX_FILE it makes a model directory that runs without PyTorch.
+TEXT_ENCODER_FILE = "text_encoder.onnx"
 # The encoder levels the model code has (model/partglee.py ENCODER_STRIDES: 32, 16, 8); not configurable.
 NUM_FEATURE_LEVELS = 3
 # What the runtime derives once and keeps across reboots (compiled code, exported text encoder).

@@ -64,8 +64,9 @@ ln -sfn "$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')" "$
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$links/numpy#g" "$f"
   done
 
-# The bundled model's ONNX graph is derived, not committed: (re-)export it when missing or exported from other
-# weights or model code (the graph records both SHA-256s). Before colcon, which installs it.
+# The bundled model's ONNX graphs (model.onnx, text_encoder.onnx) are derived, not committed: (re-)export them
+# when missing or exported from other weights, model code or encoder files (they record SHA-256s of these).
+# Before colcon, which installs them.
 # (onnxsim may print "WARNING: failed to run ... op": a node it cannot pre-compute stays in the graph.)
 PYTHONPATH="$root" "$venv/bin/python" -m engines.export_onnx --model "$root/models/default" --if-stale
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 
 import cv2
 import numpy as np
@@ -14,12 +15,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from partglee_ros.ros.conversions import depth_array_to_msg
+from partglee_ros.ros.conversions import depth_array_to_msg, rgb_to_image_msg
 from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command
 from partglee_ros.ros.parameters import BY_NAME
 from partglee_ros.runtime.segmenter import MAX_IMAGE_PIXELS
 from tests.conftest import spin_until
 from tests.ros_testing import NODE_EXECUTABLE, REPO, noise_image, params_file, small_checkpoint
+from tests.test_deployment import NOT_IN_THE_RUNTIME, deploy
 
 
 def test_params_file_sets_exactly_the_declared_parameters() -> None:
@@ -151,3 +153,47 @@ def test_launch_defaults_start_the_bundled_model(ros_node, start_process, tmp_pa
 def test_node_executable_caps_compressed_frames_at_the_runtime_limit() -> None:
     source = (REPO / "nodes" / "partglee_node").read_text()
     assert f'"OPENCV_IO_MAX_IMAGE_PIXELS", str({MAX_IMAGE_PIXELS // 4096} * 4096)' in source
+
+
+# Put first on a node's PYTHONPATH: makes the packages a robot's runtime-only install lacks unimportable and
+# reports every attempt to import one, so a fallback that reaches for them cannot pass unnoticed.
+BLOCKER = """import sys
+BLOCKED = {blocked!r}
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            print(f"blocked import of {{name}}", file=sys.stderr, flush=True)
+            raise ImportError(f"{{name}} is not installed here")
+        return None
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+def test_node_runs_a_deployed_model_directory_without_pytorch(ros_node, start_process, tmp_path) -> None:
+    """docs/ENGINES.md, "Deploying without PyTorch": config.json, model.onnx and the text encoder's graph,
+    in a node process that cannot import PyTorch or the encoder's packages, with an empty cache."""
+    model = deploy(tmp_path / "model")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=NOT_IN_THE_RUNTIME))
+    env = {"PYTHONPATH": f"{site}:{os.environ.get('PYTHONPATH', '')}", "HOME": str(tmp_path / "home")}
+    params = params_file(tmp_path, object_threshold=0.0)
+    values = {"model_path": str(model), "backend": "onnx", "image_topic": "/deployed/image"}
+    proc = start_process(*node_command(str(NODE_EXECUTABLE), str(params), values), name="deployed", env=env)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pub = ros_node.create_publisher(Image, "/deployed/image", qos)
+    results: list[HierarchicalSegmentation] = []
+    ros_node.create_subscription(HierarchicalSegmentation, "/segmentation", results.append, qos)
+    up = spin_until(ros_node, lambda: pub.get_subscription_count() > 0 or proc.proc.poll() is not None, 90)
+    assert up and proc.proc.poll() is None, proc.output()
+    header = Header(frame_id="cam")
+    header.stamp.sec = 7
+    frame = rgb_to_image_msg(noise_image(7), header)
+    for _ in range(30):  # a frame sent before discovery has matched both ends is lost: send until one is back
+        pub.publish(frame)
+        if spin_until(ros_node, lambda: bool(results) or proc.proc.poll() is not None, 2):
+            break
+    assert results and results[0].header.stamp.sec == 7, proc.output()
+    assert results[0].objects, "no objects at threshold 0"
+    assert "blocked import" not in proc.output() and "PyTorch" not in proc.output(), proc.output()
+    assert not (tmp_path / "home" / ".cache" / "partglee_ros").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import subprocess
 import sys
@@ -10,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partglee_ros.model.text_encoder import SentenceTextEncoder
+from engines.export_text_encoder import write_model_text_encoder
+from partglee_ros.config import TEXT_ENCODER_FILE
+from partglee_ros.model.text_encoder import SentenceTextEncoder, default_sentence_model_path
 from partglee_ros.runtime import onnx_text_encoder
 from partglee_ros.runtime.factory import make_text_encoder, read_model_config
-from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder, _write_atomically
+from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder, _write_atomically, cache_key
 from tests.checkpoints import DEFAULT_MODEL
 from tests.conftest import REPO
 
@@ -34,7 +38,7 @@ NAMES = [
 
 @pytest.fixture(scope="module")
 def encoders() -> tuple[SentenceTextEncoder, OnnxSentenceTextEncoder]:
-    return SentenceTextEncoder(), OnnxSentenceTextEncoder()
+    return SentenceTextEncoder(), OnnxSentenceTextEncoder.cached()
 
 
 def test_same_embeddings_as_sentence_transformers(encoders) -> None:
@@ -53,20 +57,48 @@ def test_runtime_uses_the_onnx_encoder_for_minilm_models() -> None:
     assert isinstance(encoder.encoder, OnnxSentenceTextEncoder)
 
 
+def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, caplog) -> None:
+    """export_onnx writes the MiniLM graph into the model directory (scripts/setup.sh does for the default
+    model) and the runtime takes it from there. ``--if-stale`` keeps it only while the encoder's files are
+    the ones it was exported from; a damaged one falls back to the encoder's own files with a warning."""
+    reference, _ = encoders
+    config = read_model_config(DEFAULT_MODEL)
+    encoder = make_text_encoder(config, DEFAULT_MODEL).encoder
+    assert encoder.graph_file == DEFAULT_MODEL / TEXT_ENCODER_FILE
+    assert np.abs(encoder.encode(NAMES) - reference.encode(NAMES)).max() <= 1e-5
+
+    shipped = write_model_text_encoder(tmp_path, config)
+    assert shipped == tmp_path / TEXT_ENCODER_FILE
+    info = json.loads(shipped.with_suffix(".json").read_text())
+    assert info["source_key"] == cache_key(default_sentence_model_path())
+    written = shipped.stat().st_mtime_ns
+    assert write_model_text_encoder(tmp_path, config, if_stale=True) == shipped
+    assert shipped.stat().st_mtime_ns == written  # up to date: not exported again
+    shipped.with_suffix(".json").write_text(json.dumps({**info, "source_key": "other encoder files"}))
+    write_model_text_encoder(tmp_path, config, if_stale=True)
+    assert json.loads(shipped.with_suffix(".json").read_text())["source_key"] == info["source_key"]
+    assert write_model_text_encoder(tmp_path, dataclasses.replace(config, text_encoder="open_clip")) is None
+
+    shipped.write_bytes(b"not an onnx graph")
+    with caplog.at_level(logging.WARNING):
+        fallback = make_text_encoder(config, tmp_path).encoder
+    assert fallback.graph_file != shipped and str(shipped) in caplog.text
+
+
 def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, encoders, caplog) -> None:
     """The first start exports MiniLM and caches graph and tokenizer; a later start (a new process) loads
     them without importing sentence-transformers or PyTorch, with the same embeddings. A damaged cache is exported
     again with a warning, never fatal."""
     reference, _ = encoders
-    first = OnnxSentenceTextEncoder(cache_dir=tmp_path)
-    assert not first.loaded_from_cache
+    first = OnnxSentenceTextEncoder.cached(cache_dir=tmp_path)
+    assert first.graph_file is None
     graphs = list(tmp_path.glob("sentence-encoder-*.onnx"))
     assert len(graphs) == 1 and graphs[0].with_suffix(".json").is_file()
     probe = (
         "import sys, numpy; from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder; "
-        f"e = OnnxSentenceTextEncoder(cache_dir={str(tmp_path)!r}); "
+        f"e = OnnxSentenceTextEncoder.cached(cache_dir={str(tmp_path)!r}); "
         f"numpy.save({str(tmp_path / 'emb.npy')!r}, e.encode({NAMES!r})); "
-        "print(e.loaded_from_cache, 'sentence_transformers' in sys.modules, 'torch' in sys.modules)"
+        "print(e.graph_file is not None, 'sentence_transformers' in sys.modules, 'torch' in sys.modules)"
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.stdout.split() == ["True", "False", "False"], run.stdout + run.stderr
@@ -74,12 +106,12 @@ def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, 
     assert np.abs(cached - reference.encode(NAMES)).max() <= 1e-5
     graphs[0].write_bytes(b"not an onnx graph")
     with caplog.at_level(logging.WARNING):
-        again = OnnxSentenceTextEncoder(cache_dir=tmp_path)
-    assert not again.loaded_from_cache and "unusable" in caplog.text
+        again = OnnxSentenceTextEncoder.cached(cache_dir=tmp_path)
+    assert again.graph_file is None and "unusable" in caplog.text
     assert np.array_equal(again.encode(NAMES), first.encode(NAMES))
-    assert OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache  # repaired
+    assert OnnxSentenceTextEncoder.cached(cache_dir=tmp_path).graph_file == graphs[0]  # repaired
     graphs[0].with_suffix(".json").write_text('{"dim": 384}')  # valid JSON, settings missing
-    assert not OnnxSentenceTextEncoder(cache_dir=tmp_path).loaded_from_cache
+    assert OnnxSentenceTextEncoder.cached(cache_dir=tmp_path).graph_file is None
 
 
 def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch) -> None:

@@ -32,7 +32,7 @@ def test_importing_the_runtime_loads_no_heavy_module() -> None:
 
 
 def test_a_node_on_onnx_runtime_segments_without_pytorch() -> None:
-    OnnxSentenceTextEncoder()  # the text encoder's cache, as after a node's first start
+    OnnxSentenceTextEncoder.cached()  # the text encoder's cache, as after a node's first start
     code = (
         "import numpy as np\n"
         "import partglee_ros.ros.node\n"

@@ -1112,7 +1112,7 @@ class WideEncoder(TextEncoder):
 def test_a_text_encoder_of_another_width_is_refused_at_load(weights_dir: Path, monkeypatch) -> None:
     import partglee_ros.runtime.factory as factory
 
-    monkeypatch.setattr(factory, "make_text_encoder", lambda config: WideEncoder())
+    monkeypatch.setattr(factory, "make_text_encoder", lambda config, model_dir: WideEncoder())
     with pytest.raises(
         BackendError, match="'minilm' gives 512-d embeddings, but the model takes text_dim 384"
     ):

@@ -1,4 +1,5 @@
-"""Build a Segmenter from a model directory (config.json + model.safetensors [+ model.onnx, engines]).
+"""Build a Segmenter from a model directory (config.json + model.safetensors [+ model.onnx, text_encoder.onnx,
+engines]; config.json + the two graphs run without PyTorch).
 
 Every failure becomes a `BackendError` naming the file and the problem, so a node can report it and
 stay alive (or exit cleanly) instead of printing a traceback.
@@ -13,6 +14,7 @@ from partglee_ros.config import (
     CODE_SHA256_KEY,
     CONFIG_FILE,
     ONNX_FILE,
+    TEXT_ENCODER_FILE,
     WEIGHTS_FILE,
     WEIGHTS_SHA256_KEY,
     ModelConfig,
@@ -162,20 +164,31 @@ def make_backend(
         raise BackendError("; ".join([*errors, str(err)])) from err
 
 
-def make_text_encoder(config: ModelConfig) -> TextEncoder:
-    """The config's encoder, cached per name; MiniLM runs on ONNX Runtime (same embeddings, about two
-    thirds of the time per vocabulary change) unless that cannot be set up, then on PyTorch."""
+def make_text_encoder(config: ModelConfig, model_dir: Path | None = None) -> TextEncoder:
+    """The config's encoder, cached per name. MiniLM runs on ONNX Runtime (same embeddings, about two
+    thirds of the time per vocabulary change): from ``model_dir``'s TEXT_ENCODER_FILE when it has one (no
+    PyTorch needed), else exported once into the cache; PyTorch's encoder is the last resort."""
+    errors = []
     if config.text_encoder == "minilm":
-        try:
-            from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder
+        from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder
 
-            return CachedTextEncoder(OnnxSentenceTextEncoder(**config.text_encoder_kwargs))
+        shipped = model_dir / TEXT_ENCODER_FILE if model_dir is not None else None
+        if shipped is not None and shipped.is_file():
+            try:
+                return CachedTextEncoder(OnnxSentenceTextEncoder.from_files(shipped))
+            except Exception as err:  # a damaged file: the encoder's own files may still work
+                errors.append(f"{shipped}: {type(err).__name__}: {err}")
+                log.warning("text encoder unusable, trying the encoder's own files: %s", errors[-1])
+        try:
+            return CachedTextEncoder(OnnxSentenceTextEncoder.cached(**config.text_encoder_kwargs))
         except Exception as err:  # export or ONNX Runtime problems: the PyTorch encoder still works
-            log.warning("MiniLM on ONNX Runtime unavailable, using PyTorch: %s: %s", type(err).__name__, err)
+            errors.append(f"ONNX Runtime: {type(err).__name__}: {err}")
+            log.warning("MiniLM on ONNX Runtime unavailable, using PyTorch: %s", errors[-1])
     try:
         return build_text_encoder(config.text_encoder, **config.text_encoder_kwargs)
     except Exception as err:
-        raise BackendError(f"cannot load text encoder {config.text_encoder!r}: {err}") from err
+        errors.append(str(err))
+        raise BackendError(f"cannot load text encoder {config.text_encoder!r}: {'; '.join(errors)}") from err
 
 
 def load_segmenter(
@@ -219,7 +232,7 @@ def load_segmenter(
             f"the {backend_impl.name} graph takes text embeddings of width {backend_impl.text_dim}, but "
             f"{model_dir / CONFIG_FILE} says text_dim {config.text_dim}: it was exported from another model"
         )
-    text_encoder = make_text_encoder(config)
+    text_encoder = make_text_encoder(config, model_dir)
     if text_encoder.dim != config.text_dim:
         raise BackendError(
             f"text encoder {config.text_encoder!r} gives {text_encoder.dim}-d embeddings, but the model takes "

@@ -8,6 +8,9 @@ computed at its length) and no attention mask is needed.
 The graph is exported from sentence-transformers once (~4 s) and cached on disk with its tokenizer, keyed by
 the encoder's files; later starts load the cache with ONNX Runtime and ``tokenizers`` alone, without
 importing sentence-transformers or loading the PyTorch weights (~5 s and ~300 MB less per node process).
+A model directory can also carry the exported graph (``TEXT_ENCODER_FILE``, written by
+``engines.export_onnx``); the runtime then uses it as it is, so a robot needs neither PyTorch nor the
+encoder's package, not even for the first start.
 """
 
 from __future__ import annotations
@@ -42,74 +45,92 @@ def cache_key(model_path: Path) -> str:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """A reader (another node starting) sees the old file or the new one, never half of one; a failed
-    write leaves neither a half file nor its temporary one behind (they would pile up in the cache)."""
+    write leaves neither a half file nor its temporary one behind (they would pile up in the cache).
+    Readable by all, as a plain file would be: a node may run as another user than the exporter."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-class OnnxSentenceTextEncoder(TextEncoder):
-    def __init__(
-        self,
-        model_path: str | Path | None = None,
-        threads: int | None = None,
-        cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
-    ) -> None:
-        """``cache_dir`` None: export at every start, cache nothing."""
-        import onnxruntime as ort
+def info_file(graph_file: Path) -> Path:
+    """The JSON beside an exported encoder graph: dim, max_length, tokenizer, source_key."""
+    return graph_file.with_suffix(".json")
 
-        model_path = Path(model_path) if model_path else default_sentence_model_path()
+
+def write_encoder_files(graph_file: Path, graph: bytes, info: dict) -> None:
+    """Write a graph and its info file; the info file goes last, so its presence marks a complete pair."""
+    graph_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(graph_file, graph)
+    _write_atomically(info_file(graph_file), json.dumps(info).encode())
+
+
+class OnnxSentenceTextEncoder(TextEncoder):
+    """Build one with ``from_files`` (a graph shipped in a model directory) or ``cached``."""
+
+    def __init__(self, graph: bytes, info: dict, threads: int | None = None) -> None:
+        """``graph``, ``info``: what ``engines.export_text_encoder.export_sentence_encoder`` returns."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_threads()
         # Workers busy-wait between operators (~10% faster here) but stop when the call ends: vocabulary
         # changes are rare, and between them the cores belong to the image backend.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_str(info["tokenizer"])
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(int(info["max_length"]))  # as sentence-transformers truncates
+        self.dim = int(info["dim"])
+        self.graph_file: Path | None = None  # where the graph was read from; None: exported by this process
 
-        def session(graph: bytes) -> ort.InferenceSession:
-            return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    @classmethod
+    def from_files(cls, graph_file: Path, threads: int | None = None) -> OnnxSentenceTextEncoder:
+        """An exported graph and its info file, as they are: needs neither the encoder's weights nor PyTorch."""
+        info = json.loads(info_file(graph_file).read_text())
+        encoder = cls(graph_file.read_bytes(), info, threads)
+        encoder.graph_file = graph_file
+        return encoder
 
-        key = cache_key(model_path) if cache_dir is not None else ""
-        graph_file = Path(cache_dir or ".") / f"sentence-encoder-{key[:16]}.onnx"
-        info_file = graph_file.with_suffix(".json")
-        self.loaded_from_cache = False
-        if cache_dir is not None and graph_file.is_file() and info_file.is_file():
-            try:
-                self._use(session(graph_file.read_bytes()), json.loads(info_file.read_text()))
-                self.loaded_from_cache = True
-            except Exception as err:  # a damaged cache is exported again, never fatal
-                log.warning(
-                    "text encoder cache %s unusable (%s: %s); exporting again",
-                    graph_file,
-                    type(err).__name__,
-                    err,
-                )
-        if not self.loaded_from_cache:
-            from engines.export_text_encoder import export_sentence_encoder  # imports PyTorch
-
-            graph, info = export_sentence_encoder(model_path)
-            self._use(session(graph), info)
-            if cache_dir is not None:
+    @classmethod
+    def cached(
+        cls,
+        model_path: str | Path | None = None,
+        threads: int | None = None,
+        cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+    ) -> OnnxSentenceTextEncoder:
+        """The encoder at ``model_path`` (default: the bundled MiniLM), exported once and kept in
+        ``cache_dir`` under a key of its files. ``cache_dir`` None: export every time, cache nothing."""
+        model_path = Path(model_path) if model_path else default_sentence_model_path()
+        if cache_dir is not None:
+            graph_file = Path(cache_dir) / f"sentence-encoder-{cache_key(model_path)[:16]}.onnx"
+            if graph_file.is_file() and info_file(graph_file).is_file():
                 try:
-                    graph_file.parent.mkdir(parents=True, exist_ok=True)
-                    _write_atomically(graph_file, graph)
-                    _write_atomically(info_file, json.dumps(info).encode())  # last: marks the pair complete
-                except OSError as err:
-                    log.warning("cannot cache the text encoder in %s: %s", graph_file.parent, err)
+                    return cls.from_files(graph_file, threads)
+                except Exception as err:  # a damaged cache is exported again, never fatal
+                    log.warning(
+                        "text encoder cache %s unusable (%s: %s); exporting again",
+                        graph_file,
+                        type(err).__name__,
+                        err,
+                    )
+        from engines.export_text_encoder import export_sentence_encoder  # imports PyTorch
 
-    def _use(self, session, info: dict) -> None:
-        """Adopt a session and the tokenizer settings ``export_sentence_encoder`` recorded."""
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_str(info["tokenizer"])
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(int(info["max_length"]))  # as sentence-transformers truncates
-        self.session, self.tokenizer, self.dim = session, tokenizer, int(info["dim"])
+        graph, info = export_sentence_encoder(model_path)
+        encoder = cls(graph, info, threads)
+        if cache_dir is not None:
+            try:
+                write_encoder_files(graph_file, graph, info)
+            except OSError as err:
+                log.warning("cannot cache the text encoder in %s: %s", graph_file.parent, err)
+        return encoder
 
     def encode(self, names: list[str]) -> np.ndarray:
         if not names:
