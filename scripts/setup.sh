@@ -75,4 +75,4 @@ PYTHONPATH="$root" "$venv/bin/python" -m engines.export_onnx --model "$root/mode
 . "$root/scripts/venv_env.sh"
 colcon --log-base "$root/log" build --base-paths "$root" --build-base "$root/build" \
   --install-base "$root/install" --symlink-install \
-  --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DPython3_NumPy_INCLUDE_DIR="$links/numpy" -DBUILD_TESTING=OFF
+  --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DPython3_NumPy_INCLUDE_DIR="$links/numpy" -DBUILD_TESTING=ON
