@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         model, config = load_checkpoint(setup.model_dir)
         onnx_path = export_onnx(model, config, Path(tmp) / "model.onnx")
         traced_path = export_onnx(model, config, Path(tmp) / "traced.onnx", simplify=False)
-        encoder = make_text_encoder(config)
+        encoder = make_text_encoder(config, setup.model_dir)
         post = PostprocessConfig()
         compiled = TorchBackend(model, torch_compile=True)
         start = time.perf_counter()

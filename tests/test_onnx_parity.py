@@ -23,6 +23,7 @@ from engines.export_onnx import main as export_main
 from engines.op_support import check_model, load_operator_list, operator_counts
 from partglee_ros.config import (
     CODE_SHA256_KEY,
+    TEXT_ENCODER_FILE,
     WEIGHTS_SHA256_KEY,
     ModelConfig,
     load_checkpoint,
@@ -158,9 +159,14 @@ def test_a_failed_export_leaves_the_previous_graph_as_it_was(tmp_path: Path, mon
 
 
 def test_export_cli_skips_a_graph_already_exported_from_these_weights(exported, capsys) -> None:
+    """... and writes the text encoder's graph beside it, unless told not to."""
     model_dir = exported[2].parent
+    shipped = model_dir / TEXT_ENCODER_FILE
+    assert export_main(["--model", str(model_dir), "--if-stale", "--no-text-encoder"]) == 0
+    out = capsys.readouterr().out
+    assert "up to date" in out and "text encoder" not in out and not shipped.exists()
     assert export_main(["--model", str(model_dir), "--if-stale"]) == 0
-    assert "up to date" in capsys.readouterr().out
+    assert f"text encoder: {shipped}" in capsys.readouterr().out and shipped.with_suffix(".json").is_file()
 
 
 def test_onnx_backend_refuses_missing_corrupt_and_wrong_shapes(exported, tmp_path: Path) -> None:

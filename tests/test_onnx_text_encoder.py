@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 
 from engines.export_text_encoder import write_model_text_encoder
-from partglee_ros.config import TEXT_ENCODER_FILE
-from partglee_ros.model.text_encoder import SentenceTextEncoder, default_sentence_model_path
+from partglee_ros.config import ONNX_FILE, TEXT_ENCODER_FILE
+from partglee_ros.model.text_encoder import SentenceTextEncoder, sentence_model_path
 from partglee_ros.runtime import onnx_text_encoder
 from partglee_ros.runtime.factory import make_text_encoder, read_model_config
 from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder, _write_atomically, cache_key
@@ -60,7 +61,8 @@ def test_runtime_uses_the_onnx_encoder_for_minilm_models() -> None:
 def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, caplog) -> None:
     """export_onnx writes the MiniLM graph into the model directory (scripts/setup.sh does for the default
     model) and the runtime takes it from there. ``--if-stale`` keeps it only while the encoder's files are
-    the ones it was exported from; a damaged one falls back to the encoder's own files with a warning."""
+    the ones it was exported from. A damaged one, another graph, or one whose info file does not match it
+    falls back to the encoder's own files with a warning, found at load, not at the first vocabulary."""
     reference, _ = encoders
     config = read_model_config(DEFAULT_MODEL)
     encoder = make_text_encoder(config, DEFAULT_MODEL).encoder
@@ -70,7 +72,7 @@ def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, capl
     shipped = write_model_text_encoder(tmp_path, config)
     assert shipped == tmp_path / TEXT_ENCODER_FILE
     info = json.loads(shipped.with_suffix(".json").read_text())
-    assert info["source_key"] == cache_key(default_sentence_model_path())
+    assert info["source_key"] == cache_key(sentence_model_path())
     written = shipped.stat().st_mtime_ns
     assert write_model_text_encoder(tmp_path, config, if_stale=True) == shipped
     assert shipped.stat().st_mtime_ns == written  # up to date: not exported again
@@ -79,10 +81,23 @@ def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, capl
     assert json.loads(shipped.with_suffix(".json").read_text())["source_key"] == info["source_key"]
     assert write_model_text_encoder(tmp_path, dataclasses.replace(config, text_encoder="open_clip")) is None
 
-    shipped.write_bytes(b"not an onnx graph")
-    with caplog.at_level(logging.WARNING):
-        fallback = make_text_encoder(config, tmp_path).encoder
-    assert fallback.graph_file != shipped and str(shipped) in caplog.text
+    graph = shipped.read_bytes()
+    damaged = {
+        "not an onnx graph": (b"not an onnx graph", info, "InvalidProtobuf|INVALID_PROTOBUF"),
+        "another model's graph": ((DEFAULT_MODEL / ONNX_FILE).read_bytes(), info, "not a sentence encoder"),
+        "an info file of another width": (graph, {**info, "dim": 512}, "shape"),
+        "no info file": (graph, None, "No such file"),
+    }
+    for case, (content, case_info, message) in damaged.items():
+        shipped.write_bytes(content)
+        shipped.with_suffix(".json").unlink(missing_ok=True)
+        if case_info is not None:
+            shipped.with_suffix(".json").write_text(json.dumps(case_info))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            fallback = make_text_encoder(config, tmp_path).encoder
+        assert fallback.graph_file != shipped, case
+        assert str(shipped) in caplog.text and re.search(message, caplog.text), (case, caplog.text)
 
 
 def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, encoders, caplog) -> None:

