@@ -2,7 +2,7 @@
 
 Each start runs in a fresh Python process with its own HOME, so the on-disk caches (the exported text
 encoder, Inductor's code) start empty: the first start in a HOME is a robot's first boot, the next ones
-are every later boot. Reports wall time (imports; load_segmenter plus the first set_vocabulary) and the
+are every later boot. (A model directory that ships text_encoder.onnx needs no text encoder cache.) Reports wall time (imports; load_segmenter plus the first set_vocabulary) and the
 process's resident memory after it, and which of PyTorch and sentence-transformers it imported. Prints a table and, with --write, replaces this script's section of
 docs/BENCHMARKS.md.
 
