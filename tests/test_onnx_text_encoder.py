@@ -85,7 +85,11 @@ def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, capl
     damaged = {
         "not an onnx graph": (b"not an onnx graph", info, "InvalidProtobuf|INVALID_PROTOBUF"),
         "another model's graph": ((DEFAULT_MODEL / ONNX_FILE).read_bytes(), info, "not a sentence encoder"),
-        "an info file of another width": (graph, {**info, "dim": 512}, "shape"),
+        "an info file of another width": (
+            graph,
+            {**info, "dim": 512},
+            r"shape \(384,\), its info says \(512,\)",
+        ),
         "no info file": (graph, None, "No such file"),
     }
     for case, (content, case_info, message) in damaged.items():

@@ -98,11 +98,10 @@ class OnnxSentenceTextEncoder(TextEncoder):
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != ["input_ids"]:
             raise ValueError(f"not a sentence encoder graph: its inputs are {inputs}, not ['input_ids']")
-        probe = self.encode(["object"])
-        if probe.shape != (1, self.dim):
-            raise ValueError(
-                f"the graph gives embeddings of shape {probe.shape[1:]}, its info says {self.dim}"
-            )
+        ids = np.array([self.tokenizer.encode(category_prompt("object")).ids], np.int64)
+        shape = self.session.run(None, {"input_ids": ids})[0].shape
+        if shape != (1, self.dim):
+            raise ValueError(f"the graph gives embeddings of shape {shape[1:]}, its info says ({self.dim},)")
 
     @classmethod
     def from_files(cls, graph_file: Path, threads: int | None = None) -> OnnxSentenceTextEncoder:
