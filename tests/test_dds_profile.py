@@ -82,15 +82,13 @@ def test_bag_eval_command_line_replays_through_the_profile() -> None:
 
 @pytest.mark.ros
 def test_raw_640x480_frames_reach_the_node_through_the_profile(ros_node, start_process, tmp_path) -> None:
+    """Counted after a warm-up burst: the node's first inferences (cold caches on a fresh machine) can hold
+    both cores long enough for its depth-1 subscription to drop frames, which is not what this measures."""
     frames = 60
     params = params_file(tmp_path, publish_debug_image=False)
     values = {"model_path": str(DEFAULT_MODEL), "backend": "onnx", "image_topic": "/dds_profile/image"}
     node_cmd = node_command(str(NODE_EXECUTABLE), str(params), values, namespace="/dds_profile")
     node = start_process(*node_cmd, name="node", env=dds_environment(str(PROFILE)))
-    camera_cmd = [sys.executable, str(REPO / "tests" / "camera_peer.py"), "/dds_profile/image"]
-    camera = start_process(
-        *camera_cmd, "--frames", str(frames), name="camera", env=dds_environment(str(PROFILE))
-    )
     seen: list[DiagnosticArray] = []
     ros_node.create_subscription(DiagnosticArray, "/diagnostics", seen.append, 10)
 
@@ -99,7 +97,19 @@ def test_raw_640x480_frames_reach_the_node_through_the_profile(ros_node, start_p
         values = {kv.key: kv.value for kv in ours[-1].values} if ours else {}
         return int(values.get("frames_received", 0))
 
-    assert spin_until(ros_node, lambda: camera.proc.poll() is not None, 150), camera.output() + node.output()
-    assert camera.proc.returncode == 0, camera.output()
-    spin_until(ros_node, lambda: received() >= frames, 10)
-    assert received() >= 0.9 * frames, f"{received()} of {frames} frames\n" + node.output()
+    def burst(count: int) -> None:
+        camera_cmd = [sys.executable, str(REPO / "tests" / "camera_peer.py"), "/dds_profile/image"]
+        camera = start_process(
+            *camera_cmd, "--frames", str(count), name="camera", env=dds_environment(str(PROFILE))
+        )
+        done = spin_until(ros_node, lambda: camera.proc.poll() is not None, 150)
+        assert done, camera.output() + node.output()
+        assert camera.proc.returncode == 0, camera.output()
+
+    burst(10)
+    assert spin_until(ros_node, lambda: received() > 0, 10), node.output()
+    spin_until(ros_node, lambda: False, 2.0)  # the last warm-up frames are counted by the next diagnostics
+    before = received()
+    burst(frames)
+    spin_until(ros_node, lambda: received() - before >= frames, 10)
+    assert received() - before >= 0.9 * frames, f"{received() - before} of {frames} frames\n" + node.output()
