@@ -4,8 +4,8 @@ The directory holds config.json, model.onnx and the text encoder's graph with it
 fresh process loads it, applies a vocabulary and segments a SynthParts scene, with an empty cache (a new
 HOME): it must give exactly the instances the full model directory gives on ONNX Runtime (which uses the
 same text encoder graph, checked against sentence-transformers in tests/test_onnx_text_encoder.py), and
-export or cache nothing on the way. Once in this venv with PyTorch and the encoder packages made unimportable, once in a venv that
-has only what `pip install partglee-ros` (no extras) installs.
+export or cache nothing on the way. Once in this venv with PyTorch and the encoder packages made
+unimportable, once in a venv that has only what `pip install partglee-ros` (no extras) installs.
 """
 
 from __future__ import annotations
