@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from partglee_ros.config import CONFIG_FILE, ONNX_FILE, TEXT_ENCODER_FILE, WEIGHTS_FILE
+from partglee_ros.runtime.onnx_text_encoder import info_file
 from tests.ros_testing import REPO, small_checkpoint
 
 DEFAULT_MODEL = REPO / "models" / "default"
@@ -26,7 +27,7 @@ DEPLOYED_FILES = (
     CONFIG_FILE,
     ONNX_FILE,
     TEXT_ENCODER_FILE,
-    Path(TEXT_ENCODER_FILE).with_suffix(".json").name,
+    info_file(Path(TEXT_ENCODER_FILE)).name,
 )
 
 
