@@ -1,5 +1,5 @@
 """The README's main job (`make demo` = scripts/demo.sh): the node on the bundled model in its own process,
-sample frames over ROS, the vocabulary service, overlays and a summary. Run here with 2 frames."""
+sample frames over ROS, the vocabulary service, a planner's segment request, overlays and a summary. Run here with 2 frames."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def test_demo_runs_the_node_on_the_bundled_model_and_writes_overlays(tmp_path: P
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "set_vocabulary -> success=True" in proc.stdout
+    assert "segment (mug: handle) -> success=True" in proc.stdout
+    assert "planner query" in (out / "summary.md").read_text()
+    assert cv2.imread(str(out / "query_mug_handle.png")).shape == (240, 640, 3)
     summary = (out / "summary.md").read_text()
     assert "models/default" in summary and "| 01 |" in summary
     for i in range(2):

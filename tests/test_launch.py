@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import yaml
 from partglee_ros.msg import HierarchicalSegmentation
+from partglee_ros.srv import Segment
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -94,6 +95,14 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
     assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 90), proc.output()
     services = dict(ros_node.get_service_names_and_types())
     assert "/perception/set_vocabulary" in services and "/perception/get_vocabulary" in services
+    # the segment service's helper node takes the namespace, and the compressed topic is the one it waits on
+    segment = ros_node.create_client(Segment, "/perception/segment")
+    assert spin_until(ros_node, segment.service_is_ready, 30), proc.output()
+    assert ("partglee_segment", "/perception") in ros_node.get_node_names_and_namespaces()
+    future = segment.call_async(Segment.Request(timeout=1.0))
+    assert spin_until(ros_node, future.done, 30), proc.output()
+    waited = "timed out after 1 s waiting for a camera frame on /robot/cam/image_raw/compressed"
+    assert future.result().message == waited
 
     # depth + camera_info 10 ms after the frame's stamp: matched within depth_slop and passed through
     depth_pub = ros_node.create_publisher(Image, "/robot/cam/depth", qos)

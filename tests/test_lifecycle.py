@@ -5,6 +5,7 @@ from __future__ import annotations
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from partglee_ros.msg import HierarchicalSegmentation
+from partglee_ros.srv import Segment
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -60,6 +61,9 @@ def test_lifecycle_transitions(ros_node, start_process, tmp_path) -> None:
     transition(Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE)
     assert state() == State.PRIMARY_STATE_INACTIVE
     assert not frame_gets_result(1, 3.0), "an inactive node must not process frames"
+    segment = ros_node.create_client(Segment, "/segment")
+    answer = _call(ros_node, segment, Segment.Request(timeout=1.0), timeout=60.0)
+    assert answer is not None and not answer.success and "not active" in answer.message, proc.output()
     transition(Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
     assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 30)
     assert frame_gets_result(2, 60.0), proc.output()
@@ -68,7 +72,13 @@ def test_lifecycle_transitions(ros_node, start_process, tmp_path) -> None:
     transition(Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
     assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 30)
     assert frame_gets_result(4, 60.0), proc.output()
+    # a request waiting for a frame is answered at deactivate, not left to its timeout
+    waiting = segment.call_async(Segment.Request(timeout=120.0))
+    spin_until(ros_node, lambda: False, 1.0)
+    assert not waiting.done()
     transition(Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE)
+    assert spin_until(ros_node, waiting.done, 30), proc.output()
+    assert waiting.result().message == "the node was deactivated"
     transition(Transition.TRANSITION_CLEANUP, State.PRIMARY_STATE_UNCONFIGURED)
     assert state() == State.PRIMARY_STATE_UNCONFIGURED
     assert proc.proc.poll() is None

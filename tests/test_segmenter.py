@@ -716,6 +716,32 @@ def test_set_vocabulary_returns_increasing_revisions_carried_by_results(segmente
     assert segmenter.segment(noise_image(5)).vocabulary_revision == third.revision
 
 
+def test_a_prepared_vocabulary_runs_one_frame_and_leaves_the_active_one(segmenter: Segmenter) -> None:
+    """What the node's segment service does: a query's own names for one frame, the stream unchanged."""
+    active = segmenter.set_vocabulary(*VOCAB_A)
+    query = make_vocabulary(*VOCAB_B, {"lamp": ["shade"]})
+    prepared = segmenter.prepare(query)
+    got = segmenter.segment(noise_image(8), prepared)
+    assert segmenter.vocabulary is active
+    check_result(got, query, 240, 320)
+    assert got.vocabulary_revision == 0 and got.objects
+    assert segmenter.segment(noise_image(8)).vocabulary_revision == active.revision
+    separate = Segmenter(segmenter.backend, segmenter.text_encoder, segmenter.input_size, segmenter.config)
+    separate.set_vocabulary(*VOCAB_B, object_parts={"lamp": ["shade"]})
+    want = separate.segment(noise_image(8))
+    assert [(o.label, o.score) for o in got.objects] == [(o.label, o.score) for o in want.objects]
+    for g, w in zip(got.objects, want.objects, strict=True):
+        assert np.array_equal(g.mask, w.mask)
+        assert [(p.object_label, p.score) for p in g.parts] == [(p.object_label, p.score) for p in w.parts]
+    limited = Segmenter(
+        LimitedBackend(segmenter.backend, SizeRange(1, 1), SizeRange(1, 4)),
+        segmenter.text_encoder,
+        segmenter.input_size,
+    )
+    with pytest.raises(VocabularyError, match="built for 1 to 1 object names"):
+        limited.prepare(query)
+
+
 def test_objects_only_vocabulary(segmenter: Segmenter) -> None:
     """No part names: the network still gets one placeholder part, which is never reported, even with both
     thresholds at 0 (with which the same model reports parts for a vocabulary that has them)."""

@@ -2,8 +2,9 @@
 
 Starts the node as its own process (the command `ros2 launch partglee_ros partglee.launch.py` would run),
 asks it for objects and parts through the set_vocabulary service, publishes the sample frames, receives
-the hierarchical segmentations, and writes overlay PNGs plus summary.md (objects, parts, latency) to the
-output folder.
+the hierarchical segmentations, then asks once, as a planner would, for the mugs' handles on the next frame
+(the segment service), and writes overlay PNGs plus summary.md (objects, parts, latency) to the output
+folder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 import rclpy
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -26,7 +28,7 @@ from partglee_ros.msg import HierarchicalSegmentation, ObjectParts
 from partglee_ros.ros.conversions import msg_to_result, rgb_to_image_msg
 from partglee_ros.ros.launch_arguments import node_command
 from partglee_ros.runtime.overlay import draw_overlay
-from partglee_ros.srv import SetVocabulary
+from partglee_ros.srv import Segment, SetVocabulary
 
 REPO = Path(__file__).resolve().parents[2]
 OBJECTS = ["mug", "kettle", "pot", "bottle", "knife", "hammer", "scissors", "jar", "wrench", "pan"]
@@ -48,6 +50,32 @@ def spin_until(node: Node, predicate, timeout: float) -> bool:
     while time.monotonic() < deadline and not predicate():
         rclpy.spin_once(node, timeout_sec=0.05)
     return predicate()
+
+
+def planner_query(node: Node, pub: Publisher, rgb: np.ndarray, out: Path) -> str:
+    """Ask the segment service for mugs' handles on the next frame, as a planner would: the topic's
+    vocabulary stays as it is. Writes query_mug_handle.png; returns the summary line."""
+    segment = node.create_client(Segment, "/segment")
+    if not spin_until(node, segment.service_is_ready, 30):
+        return "segment service: not available"
+    future = segment.call_async(Segment.Request(objects=["mug"], parts=["handle"], timeout=30.0))
+    # the answer comes from a frame received after the request, as a camera would keep sending them
+    deadline, stamp = time.monotonic() + 60, 1000
+    while not future.done() and time.monotonic() < deadline:
+        header = Header(frame_id="demo_camera")
+        header.stamp.sec, stamp = stamp, stamp + 1
+        pub.publish(rgb_to_image_msg(rgb, header))
+        spin_until(node, future.done, 0.3)
+    if not future.done():
+        return "segment service: no answer in 60 s"
+    answer = future.result()
+    print(f"demo: segment (mug: handle) -> success={answer.success}: {answer.message}")
+    if answer.success:
+        overlay = draw_overlay(rgb, msg_to_result(answer.segmentation))
+        cv2.imwrite(
+            str(out / "query_mug_handle.png"), cv2.cvtColor(np.hstack([rgb, overlay]), cv2.COLOR_RGB2BGR)
+        )
+    return f"planner query (segment service, mug: handle, on the next frame): {answer.message}"
 
 
 def run(out: Path, model: Path, frames: int, executable: Path, threshold: float) -> int:
@@ -121,6 +149,8 @@ def run(out: Path, model: Path, frames: int, executable: Path, threshold: float)
         lines += [
             "",
             f"latency (receive -> publish, ms): median {np.median(lat):.0f}, p95 {np.percentile(lat, 95):.0f}",
+            "",
+            planner_query(node, pub, sample_frames(1)[0][0], out),
         ]
         (out / "summary.md").write_text("\n".join(lines) + "\n")
         print(

@@ -17,6 +17,7 @@ class LatestFrameSlot(Generic[T]):
         self._cond = threading.Condition()
         self._item: T | None = None
         self._closed = False
+        self._woken = False
         self.received = 0
         self.dropped = 0
 
@@ -29,11 +30,17 @@ class LatestFrameSlot(Generic[T]):
             self._cond.notify()
 
     def take(self, timeout: float | None = None) -> T | None:
-        """The newest frame, or None on timeout or after close()."""
+        """The newest frame, or None on timeout, after close() or wake()."""
         with self._cond:
-            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
-            item, self._item = self._item, None
+            self._cond.wait_for(lambda: self._item is not None or self._closed or self._woken, timeout)
+            item, self._item, self._woken = self._item, None, False
             return item
+
+    def wake(self) -> None:
+        """Let a waiting take() return now, frame or not: the taker has other work (a query with its image)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:

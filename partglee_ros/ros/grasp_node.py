@@ -7,11 +7,18 @@ colour image) and camera_info; remap them to what partglee_node republishes with
 first), grasp_target (PoseStamped, the best), grasp_markers (MarkerArray for RViz). Each pose: position =
 the part's estimated centre, z axis = approach along the camera ray, y axis = closing direction across the
 part's principal axis. No collision checking and no gripper model: a planner must add both.
+
+Service plan_grasps (PlanGrasps): on request, asks partglee_node's `segment` service (relative name
+`segment`, remap it like the topics) for the requested names on its next camera frame, with that frame's
+depth, and answers with the grasps on it; served from a helper node (partglee_ros/ros/service_thread.py)
+so the topics go on while a request waits.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -20,15 +27,23 @@ from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, V
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from partglee_ros.geometry import GraspPose, plan_grasp
-from partglee_ros.msg import HierarchicalSegmentation
+from partglee_ros.msg import HierarchicalSegmentation, PartInstance
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
+from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.sensor_images import paste_mask_crop
+from partglee_ros.srv import PlanGrasps, Segment
+
+SEGMENT_ANSWER_S = (
+    65.0  # beyond the frame wait: partglee_node's inference and its own margin (FINISH_FRAME_S)
+)
+Target = tuple[str, GraspPose]
 
 
 def pose_msg(grasp: GraspPose) -> Pose:
@@ -58,6 +73,11 @@ def markers(header: Header, targets: list[tuple[str, GraspPose]]) -> MarkerArray
     return out
 
 
+def matching_parts(msg: HierarchicalSegmentation, wanted: set[str], objects: set[str]) -> list[PartInstance]:
+    """The parts named in ``wanted`` of the objects named in ``objects`` (empty: of any object)."""
+    return [p for o in msg.objects if not objects or o.label in objects for p in o.parts if p.label in wanted]
+
+
 class GraspNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("partglee_grasp", **kwargs)
@@ -84,8 +104,19 @@ class GraspNode(Node):
         self.poses_pub = self.create_publisher(PoseArray, "grasp_targets", 10)
         self.best_pub = self.create_publisher(PoseStamped, "grasp_target", 10)
         self.marker_pub = self.create_publisher(MarkerArray, "grasp_markers", 10)
+        self._stopping = threading.Event()
+        self._plan_service = ServiceThread(self, PlanGrasps, "plan_grasps", self._on_plan_grasps)
+        self._segment = self._plan_service.node.create_client(
+            Segment, self.resolve_service_name("segment"), callback_group=self._plan_service.group
+        )
+        self._plan_service.start()
 
-    def _check_parameters(self, params: list) -> SetParametersResult:
+    def destroy_node(self) -> None:
+        self._stopping.set()  # ends waiting requests, which the service's executor waits for
+        self._plan_service.destroy()
+        super().destroy_node()
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
             if p.name in ("min_quality", "depth_slop") and not 0.0 <= float(p.value) <= 1.0:
                 return SetParametersResult(successful=False, reason=f"{p.name} must be in [0, 1]")
@@ -108,49 +139,112 @@ class GraspNode(Node):
             )
             return
         try:
-            depth = depth_msg_to_array(depth_msg)
-        except ImageConversionError as err:
-            self.get_logger().warning(f"bad depth image: {err}", throttle_duration_sec=5.0)
+            targets = self._grasps(msg, depth_msg, info, *self._wanted([], []))
+        except ValueError as err:
+            self.get_logger().warning(str(err), throttle_duration_sec=5.0)
             return
-        if depth.shape != (msg.image_height, msg.image_width):
-            self.get_logger().warning(
-                f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is {msg.image_width}x{msg.image_height};"
-                " depth must be aligned to the colour image",
-                throttle_duration_sec=5.0,
-            )
-            return
-        targets = self._grasps(
-            msg, depth, depth_msg.encoding, np.array(info.k, dtype=np.float64).reshape(3, 3)
-        )
-        targets.sort(key=lambda item: -item[1].quality)
         header = msg.header
         self.poses_pub.publish(PoseArray(header=header, poses=[pose_msg(g) for _, g in targets]))
         if targets:
             self.best_pub.publish(PoseStamped(header=header, pose=pose_msg(targets[0][1])))
         self.marker_pub.publish(markers(header, targets))
 
-    def _grasps(self, msg: HierarchicalSegmentation, depth: np.ndarray, encoding: str, k: np.ndarray):
-        wanted = set(self.get_parameter("part_names").value)
-        objects = {n for n in self.get_parameter("object_names").value if n}
+    def _wanted(self, parts: list[str], objects: list[str]) -> tuple[set[str], set[str]]:
+        """Part names and object names (empty: any) from a request, or else from the parameters."""
+        wanted = set(parts) or set(self.get_parameter("part_names").value)
+        return wanted, {n for n in (objects or self.get_parameter("object_names").value) if n}
+
+    def _grasps(
+        self,
+        msg: HierarchicalSegmentation,
+        depth_msg: Image,
+        info: CameraInfo,
+        wanted: set[str],
+        objects: set[str],
+    ) -> list[Target]:
+        """Grasp candidates on the wanted parts, best first; ValueError when the depth cannot be used."""
+        try:
+            depth = depth_msg_to_array(depth_msg)
+        except ImageConversionError as err:
+            raise ValueError(f"bad depth image: {err}") from err
+        if depth.shape != (msg.image_height, msg.image_width):
+            raise ValueError(
+                f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is {msg.image_width}x{msg.image_height};"
+                " depth must be aligned to the colour image"
+            )
+        k = np.array(info.k, dtype=np.float64).reshape(3, 3)
         min_quality = self.get_parameter("min_quality").value
-        targets: list[tuple[str, GraspPose]] = []
-        for obj in msg.objects:
-            if objects and obj.label not in objects:
+        targets: list[Target] = []
+        for part in matching_parts(msg, wanted, objects):
+            try:
+                mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
+                result = plan_grasp(mask, depth, k, depth_msg.encoding)
+            except ValueError as err:  # a malformed mask (ImageDecodeError), bad intrinsics
+                self.get_logger().warning(f"{part.object_label}: {err}", throttle_duration_sec=5.0)
                 continue
-            for part in obj.parts:
-                if part.label not in wanted:
-                    continue
-                try:
-                    mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
-                    result = plan_grasp(mask, depth, k, encoding)
-                except ValueError as err:  # a malformed mask (ImageDecodeError), bad intrinsics
-                    self.get_logger().warning(f"{part.object_label}: {err}", throttle_duration_sec=5.0)
-                    continue
-                if result.pose is None:
-                    self.get_logger().debug(f"{part.object_label} #{part.id}: no grasp ({result.reason})")
-                elif result.pose.quality >= min_quality:
-                    targets.append((part.object_label, result.pose))
+            if result.pose is None:
+                self.get_logger().debug(f"{part.object_label} #{part.id}: no grasp ({result.reason})")
+            elif result.pose.quality >= min_quality:
+                targets.append((part.object_label, result.pose))
+        targets.sort(key=lambda item: -item[1].quality)
         return targets
+
+    def _on_plan_grasps(
+        self, request: PlanGrasps.Request, response: PlanGrasps.Response
+    ) -> PlanGrasps.Response:
+        """Ask partglee_node for one fresh frame and plan on it; never raises."""
+        try:
+            response.message = self._plan_on_request(request, response)
+            response.success = True
+        except (ValueError, TimeoutError) as err:
+            response.success, response.message = False, str(err)
+        except Exception as err:  # keep serving whatever one request did
+            response.success, response.message = False, f"failed: {type(err).__name__}: {err}"
+        if response.success:  # rclpy fixes a logging call site's severity: one call per level
+            self.get_logger().info(f"plan_grasps: {response.message}")
+        else:
+            self.get_logger().warning(f"plan_grasps: {response.message}")
+        return response
+
+    def _plan_on_request(self, request: PlanGrasps.Request, response: PlanGrasps.Response) -> str:
+        timeout = request_timeout(request.timeout)
+        named_parts = [p for p in request.parts if p.strip()]
+        named_objects = [o for o in request.objects if o.strip()]
+        wanted, objects = self._wanted(named_parts, named_objects)
+        if not self._segment.wait_for_service(timeout_sec=1.0):  # discovery may lag behind a fresh start
+            raise ValueError(
+                f"no segment service at {self._segment.service_name}: is partglee_node running there?"
+            )
+        # named objects: ask for exactly these names; else the active vocabulary, which must have the parts
+        ask = Segment.Request(timeout=timeout)
+        if named_objects:
+            ask.objects, ask.parts = named_objects, sorted(wanted)
+        answer = self._call_segment(ask)
+        if not answer.success:
+            raise ValueError(f"segment: {answer.message}")
+        if not answer.depth.data:
+            raise ValueError("partglee_node sent no depth with the frame: start it with use_depth:=true")
+        seg = answer.segmentation
+        targets = self._grasps(seg, answer.depth, answer.camera_info, wanted, objects)
+        response.poses = PoseArray(header=seg.header, poses=[pose_msg(g) for _, g in targets])
+        response.labels = [label for label, _ in targets]
+        response.qualities = [float(g.quality) for _, g in targets]
+        response.segmentation = seg
+        found = len(matching_parts(seg, wanted, objects))
+        stamp = f"{seg.header.stamp.sec}.{seg.header.stamp.nanosec:09d}"
+        return f"{len(targets)} grasps on {found} parts named {', '.join(sorted(wanted))} in the frame stamped {stamp}"
+
+    def _call_segment(self, ask: Segment.Request) -> Segment.Response:
+        """Polled, not a done callback: that would need one more free executor thread (service_thread.py)."""
+        future = self._segment.call_async(ask)
+        deadline = time.monotonic() + ask.timeout + SEGMENT_ANSWER_S
+        while not future.done():
+            if self._stopping.wait(0.05):
+                raise TimeoutError("grasp_node is shutting down")
+            if time.monotonic() > deadline:
+                self._segment.remove_pending_request(future)
+                raise TimeoutError(f"segment service at {self._segment.service_name} did not answer")
+        return future.result()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -10,7 +10,9 @@ Topics (relative, so namespaces and remaps place them):
   out: segmentation (partglee_ros/HierarchicalSegmentation), debug_image (Image, only while subscribed),
        segmentation/depth + segmentation/camera_info (the depth and camera_info nearest to the frame's stamp
        within depth_slop, republished unchanged with their own stamps), /diagnostics
-Services: set_vocabulary, get_vocabulary.
+Services: set_vocabulary, get_vocabulary, and segment (one frame for a query's own names: served from a
+helper node in threads of its own, partglee_ros/ros/service_thread.py; queued for the inference thread,
+partglee_ros/ros/segment_queries.py).
 """
 
 from __future__ import annotations
@@ -38,20 +40,26 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from partglee_ros.msg import HierarchicalSegmentation
-from partglee_ros.ros.conversions import result_to_msg, rgb_to_image_msg
+from partglee_ros.ros.conversions import object_parts_from_msgs, result_to_msg, rgb_to_image_msg
 from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
 from partglee_ros.ros.parameters import DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
+from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
+from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
 from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.overlay import draw_overlay
-from partglee_ros.runtime.segmenter import ImageError, Segmenter
+from partglee_ros.runtime.segmenter import ImageError, Segmenter, validate_image
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary, parse_object_parts
 from partglee_ros.sensor_images import ImageDecodeError, compressed_image_to_rgb, raw_image_to_rgb
+from partglee_ros.srv import Segment
 
 NO_INPUT_WARNING_S = 5.0  # diagnostics warn when an active node has had no frame for this long
+DepthPair = tuple[Image | None, CameraInfo | None]
+FINISH_FRAME_S = 60.0  # how long a timed-out request still waits for the frame the inference thread is on
+INACTIVE = "the node is not active (lifecycle): it processes no frames"
 
 
 class StartupError(RuntimeError):
@@ -70,6 +78,7 @@ class PartGleeMixin:
     LifecycleNode, comes second in the MRO)."""
 
     def __init__(self, node_name: str = "partglee", **kwargs: Any) -> None:
+        self._queries = PendingQueries()  # first: destroy_node() uses it when declaring a parameter fails
         super().__init__(node_name, **kwargs)
         for p in PARAMS:
             self.declare_parameter(p.name, p.default, descriptor(p))
@@ -145,6 +154,8 @@ class PartGleeMixin:
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}; vocabulary {vocab.describe()}"
         )
         self.vocabulary_services = VocabularyServices(self, vocab, self.segmenter.apply_vocabulary)
+        self.segment_service = ServiceThread(self, Segment, "segment", self._on_segment)
+        self.segment_service.start()
         self.seg_pub = self.create_publisher(HierarchicalSegmentation, "segmentation", 10)
         self.debug_pub = self.create_publisher(Image, "debug_image", 1)
         self.depth_pub = self.create_publisher(Image, "segmentation/depth", 10)
@@ -157,6 +168,9 @@ class PartGleeMixin:
         if getattr(self, "vocabulary_services", None) is not None:
             self.vocabulary_services.destroy()
             self.vocabulary_services = None
+        if getattr(self, "segment_service", None) is not None:
+            self.segment_service.destroy()
+            self.segment_service = None
         for name in ("seg_pub", "debug_pub", "depth_pub", "info_pub", "diag_pub"):
             if getattr(self, name, None) is not None:
                 self.destroy_publisher(getattr(self, name))
@@ -168,6 +182,13 @@ class PartGleeMixin:
             self.segmenter.backend.close()
             self.segmenter = None
 
+    def destroy_node(self) -> None:
+        self._queries.close("the node is shutting down")  # so no request keeps the service's threads
+        if getattr(self, "segment_service", None) is not None:  # its helper node and thread too
+            self.segment_service.destroy()
+            self.segment_service = None
+        super().destroy_node()
+
     def activate(self) -> None:
         """Subscribe and start the inference thread."""
         reliability = (
@@ -178,8 +199,7 @@ class PartGleeMixin:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
         if self.value("compressed"):
             # image_transport's convention: <image topic>/compressed, after remapping the base name
-            topic = self.resolve_topic_name("image") + "/compressed"
-            sub = self.create_subscription(CompressedImage, topic, self._on_image, qos)
+            sub = self.create_subscription(CompressedImage, self._image_topic(), self._on_image, qos)
         else:
             sub = self.create_subscription(Image, "image", self._on_image, qos)
         self._subscriptions_made = [sub]
@@ -195,6 +215,7 @@ class PartGleeMixin:
                     QoSProfile(depth=10, reliability=reliability),
                 ),
             ]
+        self._queries.open()
         self._running = True
         self._slot = LatestFrameSlot()
         self._diag_counts = (0, self._processed, self._errors)  # the new slot counts from 0
@@ -208,13 +229,15 @@ class PartGleeMixin:
         self._slot.close()
         if self._worker is not None:
             self._worker.join(timeout=30)
+        self._queries.close("the node was deactivated")
         for sub in self._subscriptions_made:
             self.destroy_subscription(sub)
         self._subscriptions_made = []
 
     # ---- callbacks -------------------------------------------------------------------------------------
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        self._slot.put((msg, time.monotonic()))
+    def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
+        # DDS's reception time orders frames against segment requests (segment_queries.py)
+        self._slot.put((msg, time.monotonic(), info.get("received_timestamp") or time.time_ns()))
 
     def _on_parameters(self, params: list) -> SetParametersResult:
         # rclpy has already refused read-only parameters, wrong types and out-of-range values
@@ -231,11 +254,13 @@ class PartGleeMixin:
     def _work(self) -> None:
         while self._running:
             item = self._slot.take(timeout=0.5)
+            for query in self._queries.take_with_images():
+                self._answer(query, query.image, query.header, time.monotonic(), None)
             if item is None:
                 continue
-            msg, received = item
+            msg, received, received_ns = item
             try:
-                self._process(msg, received)
+                self._process(msg, received, received_ns)
             except (ImageDecodeError, ImageError) as err:
                 self._report_error(f"bad image: {err}")
             except Exception as err:  # keep serving good frames whatever one frame did
@@ -254,30 +279,135 @@ class PartGleeMixin:
             self._last_logged[kind] = now
             self.get_logger().warning(f"{text} (frame errors so far: {self._errors})")
 
-    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+    def _process(self, msg: Image | CompressedImage, received: float, received_ns: int) -> None:
         rgb = compressed_image_to_rgb(msg) if isinstance(msg, CompressedImage) else raw_image_to_rgb(msg)
-        use_depth = self.value("use_depth")
-        if use_depth:  # matched now too: a slow frame's depth may have left the buffer when it is done
-            t, slop = stamp_seconds(msg.header), self.value("depth_slop")
+        validate_image(rgb)  # a bad frame leaves the waiting queries to the next one
+        t, early = stamp_seconds(msg.header), None
+        # depth is matched now too: a slow frame's depth may have left the buffer when it is done
+        if self.value("use_depth"):
+            slop = self.value("depth_slop")
             early = (self._depth.nearest(t, slop), self._camera_info.nearest(t, slop))
-        result = self.segmenter.segment(rgb)
-        result.timings_ms["total"] = (time.monotonic() - received) * 1e3
-        self.seg_pub.publish(result_to_msg(result, msg.header))
-        self._processed += 1
-        self._latencies.append(result.timings_ms["total"])
-        age = frame_age_ms(self.get_clock().now().nanoseconds, msg.header)
-        if age is None:
-            self._stamps_off_clock += 1
-        else:
-            self._ages.append(age)
-        if use_depth:  # ... and again: depth that arrived during inference may be closer
-            depth = closest(t, early[0], self._depth.nearest(t, slop))
-            info = closest(t, early[1], self._camera_info.nearest(t, slop))
-            if depth is not None and info is not None:
+        queries = self._queries.take_for_frame(received_ns)
+        try:
+            result = self.segmenter.segment(rgb)
+            result.timings_ms["total"] = (time.monotonic() - received) * 1e3
+            segmentation = result_to_msg(result, msg.header)
+            self.seg_pub.publish(segmentation)
+            self._processed += 1
+            self._latencies.append(result.timings_ms["total"])
+            age = frame_age_ms(self.get_clock().now().nanoseconds, msg.header)
+            if age is None:
+                self._stamps_off_clock += 1
+            else:
+                self._ages.append(age)
+            depth, info = self._matched_depth(t, early)  # depth that arrived during inference may be closer
+            if depth is not None:
                 self.depth_pub.publish(depth)
                 self.info_pub.publish(info)
-        if self.value("publish_debug_image") and self.debug_pub.get_subscription_count() > 0:
-            self.debug_pub.publish(rgb_to_image_msg(draw_overlay(rgb, result), msg.header))
+            for query in queries:
+                if query.prepared is None:  # the active vocabulary: the topic's own result
+                    query.finish(QueryAnswer(segmentation, depth=depth, camera_info=info))
+                else:  # after the topic's result, which a query never delays
+                    self._answer(query, rgb, msg.header, received, early)
+            if self.value("publish_debug_image") and self.debug_pub.get_subscription_count() > 0:
+                self.debug_pub.publish(rgb_to_image_msg(draw_overlay(rgb, result), msg.header))
+        except Exception as err:
+            for query in queries:
+                if query.answer is None:
+                    query.finish(QueryAnswer(error=f"segmentation failed: {type(err).__name__}: {err}"))
+            raise
+
+    def _matched_depth(self, t: float, early: DepthPair | None) -> DepthPair:
+        """The depth and camera_info nearest to stamp ``t``, of those seen before inference (``early``) and
+        now; both or neither."""
+        if early is None:
+            return None, None
+        slop = self.value("depth_slop")
+        depth = closest(t, early[0], self._depth.nearest(t, slop))
+        info = closest(t, early[1], self._camera_info.nearest(t, slop))
+        return (depth, info) if depth is not None and info is not None else (None, None)
+
+    def _answer(
+        self, query: SegmentQuery, rgb: np.ndarray, header: Header, started: float, early: DepthPair | None
+    ) -> None:
+        """Segment ``rgb`` with the query's names and hand it the result; never raises."""
+        try:
+            result = self.segmenter.segment(rgb, query.prepared)
+            result.timings_ms["total"] = (time.monotonic() - started) * 1e3
+            depth, info = self._matched_depth(stamp_seconds(header), early)
+            query.finish(QueryAnswer(result_to_msg(result, header), depth=depth, camera_info=info))
+        except Exception as err:
+            query.finish(QueryAnswer(error=f"segmentation failed: {type(err).__name__}: {err}"))
+
+    def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
+        """File the request for the inference thread and wait for its answer; never raises."""
+        arrived_ns = time.time_ns()  # before encoding its names: frames from now on are after it
+        if not self._running:
+            return self._segment_failed(response, INACTIVE)
+        try:
+            query, timeout = self._segment_query(request, arrived_ns)
+        except (VocabularyError, ImageDecodeError, ImageError, ValueError) as err:
+            return self._segment_failed(response, f"rejected: {err}")
+        except Exception as err:  # e.g. the text encoder failed
+            return self._segment_failed(response, f"failed: {type(err).__name__}: {err}")
+        errors_before = self._errors
+        if not self._queries.add(query):
+            return self._segment_failed(response, INACTIVE)
+        if query.image is not None:
+            self._slot.wake()
+        if not query.wait(timeout) and self._queries.withdraw(query):
+            if query.image is not None:
+                return self._segment_failed(
+                    response, f"timed out after {timeout:g} s waiting for the inference thread"
+                )
+            failed = self._errors - errors_before
+            why = f"; {failed} frames failed meanwhile, the last: {self._last_error}" if failed else ""
+            waited = f"timed out after {timeout:g} s waiting for a camera frame on {self._image_topic()}"
+            return self._segment_failed(response, waited + why)
+        if not query.wait(FINISH_FRAME_S):  # taken just as the timeout passed: its frame is in progress
+            return self._segment_failed(response, f"no answer {FINISH_FRAME_S:g} s after the frame was taken")
+        answer = query.answer
+        if answer.segmentation is None:
+            return self._segment_failed(response, answer.error)
+        seg = answer.segmentation
+        response.success = True
+        response.segmentation = seg
+        response.depth = answer.depth or Image()
+        response.camera_info = answer.camera_info or CameraInfo()
+        parts = sum(len(o.parts) for o in seg.objects)
+        names = "the active vocabulary" if query.prepared is None else _asked(query.prepared.vocabulary)
+        response.message = (
+            f"{len(seg.objects)} objects, {parts} parts in the frame stamped "
+            f"{seg.header.stamp.sec}.{seg.header.stamp.nanosec:09d} ({names})"
+        )
+        return response
+
+    def _segment_query(self, request: Segment.Request, arrived_ns: int) -> tuple[SegmentQuery, float]:
+        timeout = request_timeout(request.timeout)
+        prepared = None
+        if request.objects:
+            mapping = object_parts_from_msgs(request.object_parts)
+            vocab = make_vocabulary(request.objects, request.parts, mapping, revision=0)
+            prepared = self.segmenter.prepare(vocab)
+        elif request.parts or request.object_parts:
+            raise VocabularyError(
+                "parts without objects: name the objects too, or nothing for the active vocabulary"
+            )
+        image = request.image
+        if not (image.data or image.height or image.width):
+            return SegmentQuery(prepared, arrived_ns), timeout
+        rgb = raw_image_to_rgb(image)
+        validate_image(rgb)
+        return SegmentQuery(prepared, arrived_ns, rgb, image.header), timeout
+
+    def _segment_failed(self, response: Segment.Response, message: str) -> Segment.Response:
+        response.success, response.message = False, message
+        self.get_logger().warning(f"segment: {message}")
+        return response
+
+    def _image_topic(self) -> str:
+        topic = self.resolve_topic_name("image")
+        return topic + "/compressed" if self.value("compressed") else topic
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self._latencies) if self._latencies else np.zeros(1)
@@ -334,6 +464,16 @@ class PartGleeMixin:
 
     def _header_now(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg())
+
+
+def _asked(vocab: Vocabulary, shown: int = 8) -> str:
+    """'objects mug, kettle; parts handle': a request's names for its answer, the first ``shown`` per level."""
+
+    def listed(names: tuple[str, ...]) -> str:
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
+
+    return f"objects {listed(vocab.objects)}" + (f"; parts {listed(vocab.parts)}" if vocab.parts else "")
 
 
 class PartGleeNode(PartGleeMixin, Node):

@@ -8,7 +8,9 @@ Thread safety: the active vocabulary (names, embeddings, restriction) is one imm
 reads the reference once and never waits for a vocabulary change, so a frame is computed entirely with one
 revision. `set_vocabulary` and `apply_vocabulary` validate, encode and swap under one update lock, so
 concurrent changes cannot interleave (the text encoder's cache is only used under it) and the active
-revision only grows: a vocabulary not newer than the active one is refused.
+revision only grows: a vocabulary not newer than the active one is refused. `prepare` encodes a vocabulary
+under the same lock without activating it, for one-off queries (`segment(image, prepared)`) that must not
+change what every other frame is segmented with.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class ImageError(ValueError):
 
 
 @dataclass(frozen=True)
-class _ActiveVocabulary:
+class PreparedVocabulary:
+    """A vocabulary ready to run: validated against the backend's limits, its names encoded."""
+
     vocabulary: Vocabulary
     part_names: tuple[str, ...]  # the vocabulary's parts, or (PLACEHOLDER_PART,) when it has none
     object_text: np.ndarray  # (K_obj, D) float32
@@ -101,7 +105,7 @@ class Segmenter:
         self.config.validate()
         # Serialises vocabulary changes; segment() never takes it (it reads the _active reference once).
         self._update_lock = threading.Lock()
-        self._active: _ActiveVocabulary | None = None
+        self._active: PreparedVocabulary | None = None
 
     @property
     def vocabulary(self) -> Vocabulary | None:
@@ -127,6 +131,11 @@ class Segmenter:
         with self._update_lock:
             self._activate(vocab)
 
+    def prepare(self, vocab: Vocabulary) -> PreparedVocabulary:
+        """Check ``vocab`` against the backend and encode its names, without activating it."""
+        with self._update_lock:
+            return self._prepare(vocab)
+
     def _activate(self, vocab: Vocabulary) -> None:
         """Check, encode and swap in ``vocab``; the caller holds the update lock."""
         current = self._active
@@ -135,6 +144,10 @@ class Segmenter:
                 f"vocabulary revision {vocab.revision} is not newer than the active revision "
                 f"{current.vocabulary.revision}"
             )
+        self._active = self._prepare(vocab)
+
+    def _prepare(self, vocab: Vocabulary) -> PreparedVocabulary:
+        """The caller holds the update lock: the text encoder's cache is not thread-safe."""
         part_names = vocab.parts or (PLACEHOLDER_PART,)
         limits = self.backend.vocabulary_limits()
         if limits:
@@ -155,12 +168,13 @@ class Segmenter:
         for i, obj in enumerate(vocab.objects):
             for p in vocab.allowed_parts(obj):
                 allowed[i, index[p]] = True
-        self._active = _ActiveVocabulary(vocab, part_names, object_text, part_text, allowed)
+        return PreparedVocabulary(vocab, part_names, object_text, part_text, allowed)
 
-    def segment(self, image: np.ndarray) -> SegmentationResult:
-        """HxWx3 uint8 RGB of any size -> objects with parts, masks and boxes in the image's pixels."""
+    def segment(self, image: np.ndarray, vocabulary: PreparedVocabulary | None = None) -> SegmentationResult:
+        """HxWx3 uint8 RGB of any size -> objects with parts, masks and boxes in the image's pixels; with the
+        active vocabulary, or with ``vocabulary`` from `prepare` for this frame only."""
         validate_image(image)
-        active = self._active  # one snapshot for the whole frame
+        active = vocabulary if vocabulary is not None else self._active  # one snapshot per frame
         if active is None:
             raise RuntimeError("no vocabulary set: call set_vocabulary() first")
         t0 = time.perf_counter()

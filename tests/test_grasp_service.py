@@ -1,0 +1,135 @@
+"""grasp_node's `plan_grasps` service against a real partglee_node, each in its own process.
+
+One request: grasp_node asks partglee_node's `segment` service for the names on its next camera frame (with
+depth), plans on that frame and answers with poses in the frame's header, best first. The model is a random
+small one, so the test checks the chain, not accuracy: every pose lies on the flat depth the camera sent.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+import pytest
+from partglee_ros.srv import PlanGrasps
+
+from partglee_ros.ros.service_thread import WAITING_REQUESTS
+from tests.conftest import PYTHON, REPO, spin_until
+from tests.ros_testing import RgbdCamera, params_file, partglee_command, small_checkpoint
+
+PARAMS = {"object_threshold": 0.0, "part_threshold": 0.0, "max_objects": 5, "max_parts_per_object": 3}
+TOPICS = {"image_topic": "/gs/image", "depth_topic": "/gs/depth", "camera_info_topic": "/gs/camera_info"}
+DEPTH_M = 0.7
+GRASP_NODE = REPO / "install" / "partglee_ros" / "lib" / "partglee_ros" / "grasp_node"
+
+
+@pytest.fixture(scope="module")
+def nodes(ros_node, start_module_process, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grasp_service")
+    model = small_checkpoint(tmp / "model")
+    params = params_file(tmp, **PARAMS)
+    partglee = start_module_process(*partglee_command(params, model, use_depth="true", **TOPICS), name="node")
+    grasp = start_module_process(
+        PYTHON,
+        str(GRASP_NODE),
+        "--ros-args",
+        *("-r", "depth:=/segmentation/depth", "-r", "camera_info:=/segmentation/camera_info"),
+        *("-p", "min_quality:=0.0"),
+        name="grasp",
+    )
+    client = ros_node.create_client(PlanGrasps, "/plan_grasps")
+    ready = spin_until(ros_node, client.service_is_ready, 90)
+    assert ready, f"{partglee.output()}\n{grasp.output()}"
+    camera = RgbdCamera(ros_node, TOPICS, np.full((240, 320), DEPTH_M, np.float32))
+    assert spin_until(ros_node, camera.connected, 90), partglee.output()
+    return client, camera, partglee, grasp
+
+
+def ask(ros_node, client, camera: RgbdCamera | None, request: PlanGrasps.Request, first_sec: int = 0):
+    """Call plan_grasps; with a camera, publish frames every 0.3 s until the answer comes."""
+    future = client.call_async(request)
+    if camera is None:
+        assert spin_until(ros_node, future.done, 90), "plan_grasps did not answer"
+    else:
+        assert camera.publish_until(future.done, first_sec, 90), "plan_grasps did not answer"
+    return future.result()
+
+
+def test_plan_grasps_on_the_next_frame_for_the_requested_parts(ros_node, nodes) -> None:
+    client, camera, partglee, grasp = nodes
+    response = ask(
+        ros_node, client, camera, PlanGrasps.Request(parts=["handle"], objects=["mug"], timeout=30.0), 100
+    )
+    assert response.success, f"{response.message}\n{partglee.output()}\n{grasp.output()}"
+    seg = response.segmentation
+    assert seg.header.stamp.sec >= 100 and seg.header.frame_id == "camera_optical"
+    assert response.poses.header == seg.header
+    assert len(response.poses.poses) == len(response.labels) == len(response.qualities) > 0
+    assert set(response.labels) == {"mug:handle"}
+    assert list(response.qualities) == sorted(response.qualities, reverse=True)
+    for pose in response.poses.poses:
+        assert pose.position.z == pytest.approx(DEPTH_M, abs=0.01)
+    assert response.message.startswith(f"{len(response.poses.poses)} grasps on ")
+
+
+def test_parts_outside_the_active_vocabulary_give_no_grasps_and_say_so(ros_node, nodes) -> None:
+    """No objects named: the active vocabulary (config/partglee.yaml), which has no part called 'grip'."""
+    client, camera, partglee, grasp = nodes
+    response = ask(ros_node, client, camera, PlanGrasps.Request(parts=["grip"], timeout=30.0), 200)
+    assert response.success and len(response.poses.poses) == 0
+    assert response.message.startswith("0 grasps on 0 parts named grip in the frame stamped 2")
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "reason"),
+    [
+        ({"timeout": -1.0}, "timeout must be"),
+        ({"timeout": float("inf")}, "timeout must be"),
+        ({"objects": ["mug", "MUG"], "parts": ["handle"]}, "segment: rejected: "),
+    ],
+)
+def test_bad_requests_get_the_reason(ros_node, nodes, request_fields: dict, reason: str) -> None:
+    client, _, _, grasp = nodes
+    response = ask(ros_node, client, None, PlanGrasps.Request(**request_fields))
+    assert not response.success and response.message.startswith(reason), response.message
+    assert grasp.proc.poll() is None
+
+
+def test_without_a_segment_service_the_request_fails_at_once(ros_node, start_process) -> None:
+    args = ["--ros-args", "-r", "__ns:=/lonely", "-r", "segment:=/nowhere/segment"]
+    grasp = start_process(PYTHON, str(GRASP_NODE), *args, name="lonely_grasp")
+    client = ros_node.create_client(PlanGrasps, "/lonely/plan_grasps")
+    assert spin_until(ros_node, client.service_is_ready, 90), grasp.output()
+    started = time.monotonic()
+    response = ask(ros_node, client, None, PlanGrasps.Request(parts=["handle"]))
+    assert not response.success and time.monotonic() - started < 10
+    assert response.message == "no segment service at /nowhere/segment: is partglee_node running there?"
+
+
+def test_concurrent_requests_are_answered_and_one_too_many_is_told_busy(ros_node, nodes) -> None:
+    """Each waiting request holds a thread while partglee_node's answers are read on another: with all
+    WAITING_REQUESTS waiting, the answers must still come (a deadlock here once), and one more is refused."""
+    client, camera, partglee, grasp = nodes
+    request = PlanGrasps.Request(parts=["handle"], objects=["mug"], timeout=30.0)
+    futures = [client.call_async(request) for _ in range(WAITING_REQUESTS + 1)]
+    done = camera.publish_until(lambda: all(f.done() for f in futures), 300, 90)
+    assert done, f"{partglee.output()}\n{grasp.output()}"
+    answers = [f.result() for f in futures]
+    busy = [a for a in answers if a.message.startswith("busy: ")]
+    assert len(busy) == 1 and not busy[0].success, [a.message for a in answers]
+    assert sum(a.success for a in answers) == WAITING_REQUESTS, [a.message for a in answers]
+
+
+def test_ctrl_c_while_a_request_waits_ends_grasp_node_at_once(ros_node, nodes, start_process) -> None:
+    args = ["--ros-args", "-r", "__ns:=/quitting", "-r", "segment:=/segment"]
+    grasp = start_process(PYTHON, str(GRASP_NODE), *args, name="quitting_grasp")
+    client = ros_node.create_client(PlanGrasps, "/quitting/plan_grasps")
+    assert spin_until(ros_node, client.service_is_ready, 90), grasp.output()
+    future = client.call_async(PlanGrasps.Request(parts=["handle"], timeout=60.0))  # no frames come
+    spin_until(ros_node, lambda: False, 2.0)
+    assert not future.done(), future.result().message if future.done() else ""
+    started = time.monotonic()
+    grasp.proc.send_signal(signal.SIGINT)
+    assert grasp.proc.wait(timeout=60) == 0, grasp.output()
+    assert time.monotonic() - started < 15, grasp.output()
