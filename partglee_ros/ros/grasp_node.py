@@ -43,6 +43,7 @@ from partglee_ros.srv import PlanGrasps, Segment
 SEGMENT_ANSWER_S = (
     65.0  # beyond the frame wait: partglee_node's inference and its own margin (FINISH_FRAME_S)
 )
+MIN_FRAME_WAIT_S = 0.1  # left for the frame when finding the service took nearly all of the timeout
 Target = tuple[str, GraspPose]
 
 
@@ -211,12 +212,10 @@ class GraspNode(Node):
         named_parts = [p for p in request.parts if p.strip()]
         named_objects = [o for o in request.objects if o.strip()]
         wanted, objects = self._wanted(named_parts, named_objects)
-        if not self._segment.wait_for_service(timeout_sec=1.0):  # discovery may lag behind a fresh start
-            raise ValueError(
-                f"no segment service at {self._segment.service_name}: is partglee_node running there?"
-            )
+        deadline = time.monotonic() + timeout
+        self._wait_for_segment_service(deadline)
         # named objects: ask for exactly these names; else the active vocabulary, which must have the parts
-        ask = Segment.Request(timeout=timeout)
+        ask = Segment.Request(timeout=max(deadline - time.monotonic(), MIN_FRAME_WAIT_S))
         if named_objects:
             ask.objects, ask.parts = named_objects, sorted(wanted)
         answer = self._call_segment(ask)
@@ -233,6 +232,17 @@ class GraspNode(Node):
         found = len(matching_parts(seg, wanted, objects))
         stamp = f"{seg.header.stamp.sec}.{seg.header.stamp.nanosec:09d}"
         return f"{len(targets)} grasps on {found} parts named {', '.join(sorted(wanted))} in the frame stamped {stamp}"
+
+    def _wait_for_segment_service(self, deadline: float) -> None:
+        """Within the request's timeout: discovery lags behind a fresh start of either node, by seconds on a
+        loaded machine; polled so that shutdown ends the wait."""
+        while not self._segment.service_is_ready():
+            if self._stopping.wait(0.05):
+                raise TimeoutError("grasp_node is shutting down")
+            if time.monotonic() > deadline:
+                raise ValueError(
+                    f"no segment service at {self._segment.service_name}: is partglee_node running there?"
+                )
 
     def _call_segment(self, ask: Segment.Request) -> Segment.Response:
         """Polled, not a done callback: that would need one more free executor thread (service_thread.py)."""

@@ -154,8 +154,9 @@ class PartGleeMixin:
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}; vocabulary {vocab.describe()}"
         )
         self.vocabulary_services = VocabularyServices(self, vocab, self.segmenter.apply_vocabulary)
+        # started by the caller once the node is in its state: a plain node's first requests would
+        # otherwise be told "not active" in the moment between configure() and activate()
         self.segment_service = ServiceThread(self, Segment, "segment", self._on_segment)
-        self.segment_service.start()
         self.seg_pub = self.create_publisher(HierarchicalSegmentation, "segmentation", 10)
         self.debug_pub = self.create_publisher(Image, "debug_image", 1)
         self.depth_pub = self.create_publisher(Image, "segmentation/depth", 10)
@@ -494,6 +495,7 @@ class PartGleeLifecycleNode(PartGleeMixin, LifecycleNode):
             self.get_logger().error(f"configure failed: {detail}")
             self.release()
             return TransitionCallbackReturn.FAILURE
+        self.segment_service.start()
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -554,6 +556,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         node.configure()
         node.activate()
+        node.segment_service.start()
     except StartupError as err:
         node.get_logger().fatal(f"cannot start: {err}")
         node.destroy_node()
