@@ -34,6 +34,7 @@ from tests.ros_testing import small_checkpoint
 from training.evaluation.report import evaluate
 
 FRAMES = 3  # model inference dominates: keep the frame count small
+RENDER_DIFF_PX = 80  # of 76800: 0.1 %
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,10 @@ def test_sample_bag_holds_the_scenes_and_their_ground_truth(scenes) -> None:
     assert error is None and len(frames) == len(scenes) == 12
     from_sidecar = ground_truth.from_sidecar(SAMPLE_GT_JSON)
     for frame, scene in zip(frames, scenes, strict=True):
-        assert np.array_equal(frame.rgb, scene.image)
+        # the shading goes through numpy's SIMD transcendentals and OpenBLAS, both chosen per CPU: rendered on
+        # an AVX-512 machine, up to 20 of this AVX2-made bag's 76800 pixels differ (identical with AVX2 forced)
+        differ = np.count_nonzero((frame.rgb != scene.image).any(axis=-1))
+        assert frame.rgb.shape == scene.image.shape and differ <= RENDER_DIFF_PX, differ
         for gts in (from_topic, from_sidecar):
             ann = gts[frame.stamp_ns]
             assert [o.name for o in ann.objects] == [o.name for o in scene.objects]
@@ -64,11 +68,18 @@ def test_sample_bag_holds_the_scenes_and_their_ground_truth(scenes) -> None:
                 assert all(np.array_equal(p.mask, w.mask) for p, w in zip(o.parts, want.parts, strict=True))
 
 
-def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, scenes, tmp_path, capsys) -> None:
-    vocab = vocabulary_of(scenes)  # the CLI takes every name of the ground truth topic (all 12 frames)
+def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_path, capsys) -> None:
+    """Direct: the bag's own frames and ground truth, not re-rendered scenes (those differ by a few pixels
+    across CPUs, see above)."""
+    with Bag(SAMPLE_BAG) as bag:
+        frames = list(read_frames(bag, bag.image_topic(None).name))
+        gts, error = ground_truth.from_topic(bag, GT_TOPIC)
+    assert error is None
+    truth = [gts[frame.stamp_ns] for frame in frames]
+    vocab = vocabulary_of(truth)  # the CLI takes every name of the ground truth topic (all 12 frames)
     direct = segmenter_for(model_dir, vocab)
-    preds = [direct.segment(s.image) for s in scenes[:FRAMES]]
-    want = evaluate(scenes[:FRAMES], preds)
+    preds = [direct.segment(frame.rgb) for frame in frames[:FRAMES]]
+    want = evaluate(truth[:FRAMES], preds)
     assert want["part_miou"]["oracle_obj"]["mIoU"] > 0  # a real comparison, not 0 == 0 everywhere
 
     out = tmp_path / "out"
