@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import BENCHMARKS_DOC, report
 from benchmarks.model_flops import count_flops
 from engines.export_onnx import export_onnx, image_shape
@@ -312,9 +311,8 @@ def render(
 
 
 def environment() -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
-        f"a {cpus}-core CPU container, no GPU ({platform.processor() or platform.machine()}; torch "
+        f"a {describe_cpu()} container, no GPU (torch "
         f"{torch.__version__} with {torch.get_num_threads()} threads, onnxruntime "
         f"{__import__('onnxruntime').__version__})"
     )

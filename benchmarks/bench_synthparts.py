@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
 from training.data.synthparts import CATEGORIES, generate_scene
 
@@ -88,8 +89,8 @@ def main() -> None:
         rows.append(f"| {width}x{height} | {num} | {single:.1f} | {multi:.1f} ({cores} processes) |")
     table = "\n".join(
         [
-            f"Machine: {cores}-core CPU container, no GPU ({platform.processor() or platform.machine()}, "
-            f"Python {platform.python_version()}); load average {os.getloadavg()[0]:.1f} at the end of the run "
+            f"Machine: {describe_cpu()} container, no GPU (Python {platform.python_version()}); "
+            f"load average {os.getloadavg()[0]:.1f} at the end of the run "
             "(other jobs share these cores, so numbers are lower bounds).",
             "Command: `.venv/bin/python -m benchmarks.bench_synthparts`",
             "",

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.machine import describe_cpu
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from training.data.synthparts import load_split_config, split_scenes
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": "python -m benchmarks.eval_checkpoint "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads",
+        "machine": f"{describe_cpu()}, {torch.get_num_threads()} torch threads",
         "split": args.split,
         "num_images": args.num_images,
         "score_threshold": EVAL_THRESHOLD,

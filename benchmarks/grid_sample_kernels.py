@@ -13,7 +13,6 @@ of the gap between ONNX Runtime and PyTorch eager the sampling kernel accounts f
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
+from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
 from engines.export_onnx import image_shape
 from partglee_ros.config import load_checkpoint
@@ -117,7 +117,7 @@ def main() -> None:
         "## GridSample: ONNX Runtime's kernel against PyTorch's",
         "",
         f"Measured by `python -m benchmarks.grid_sample_kernels --k {args.k} --runs {args.runs} --write` on "
-        f"{platform.machine()} (onnxruntime {ort.__version__}, onnx {onnx.__version__}, torch "
+        f"{describe_cpu()} (onnxruntime {ort.__version__}, onnx {onnx.__version__}, torch "
         f"{torch.__version__}); the shapes of every `grid_sample` call in one forward pass of "
         f"`{args.model.name}` at K = {args.k}, each timed alone (median of {args.runs} calls, in ms).",
         "",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import BENCHMARKS_DOC, report
 from partglee_ros.ros.conversions import rgb_to_image_msg
 from partglee_ros.ros.dds_profile import dds_environment
@@ -171,7 +171,7 @@ def main() -> int:
     section = "load-test" + re.sub(r"[^a-z0-9]+", "-", flags).rstrip("-")  # one section per configuration
     body = (
         f"## Node load test{f' ({flags.strip()})' if flags else ''}\n\n"
-        f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, no GPU. Command: "
+        f"Machine: {describe_cpu()}, no GPU. Command: "
         f"`. scripts/env.sh && python benchmarks/load_test.py --minutes {args.minutes:g} --rate {args.rate:g}"
         f"{flags}`\n\n"
         f"| measure | value |\n|---|---|\n{table}\n"

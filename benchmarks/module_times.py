@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -30,6 +29,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
 from engines.export_onnx import image_shape
 from partglee_ros.config import load_checkpoint
@@ -168,7 +168,7 @@ def main() -> None:
         "## Inference time per module: PyTorch eager against ONNX Runtime",
         "",
         f"Measured by `python -m benchmarks.module_times --k {args.k} --runs {args.runs} --write` on "
-        f"{platform.machine()} (torch {torch.__version__}, onnxruntime {ort.__version__}, {THREADS} threads "
+        f"{describe_cpu()} (torch {torch.__version__}, onnxruntime {ort.__version__}, {THREADS} threads "
         f"each); `{args.model.name}`, random inputs, K = {args.k}; ms per run, mean of {args.runs}. Eager: "
         "module wall time; ORT: profiled kernel time placed on modules (how: the script's docstring).",
         "",

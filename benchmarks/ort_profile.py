@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def main() -> None:
         "## ONNX Runtime time per operator type",
         "",
         f"Measured by `python -m benchmarks.ort_profile --k {args.k} --runs {args.runs} --write` on "
-        f"{platform.machine()} ({ort.__version__}); `{graph.relative_to(REPO) if graph.is_relative_to(REPO) else graph}`, "
+        f"{describe_cpu()} (onnxruntime {ort.__version__}); `{graph.relative_to(REPO) if graph.is_relative_to(REPO) else graph}`, "
         f"random inputs, K = {args.k}. Kernel times from ORT's profiler, ms per run (mean of {args.runs}); "
         "the ratio shows which operators use the second thread.",
         "",
