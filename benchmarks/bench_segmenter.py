@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import random
 import statistics
 import sys
 import tempfile
@@ -175,11 +176,16 @@ def time_segments(
     segmenters: dict[str, Segmenter], image: np.ndarray, runs: int, warmup: int
 ) -> dict[str, dict[str, list[float]]]:
     """Per-stage and end-to-end times of every segmenter, round-robin (run i of each backend back to back),
-    so slow phases of a shared machine hit all backends alike instead of whichever ran then."""
+    so slow phases of a shared machine hit all backends alike instead of whichever ran then. Each round
+    takes the backends in a new random order: a backend's worker threads go on spinning for a moment after
+    it returns and slow whichever runs next (ORT 2-3 ms slower right after the compiled model, in a fixed
+    order)."""
     samples = {name: {s: [] for s in (*STAGES, "segment()")} for name in segmenters}
     counts: dict[str, list[tuple[int, int]]] = {name: [] for name in segmenters}
+    rng = random.Random(0)
     for i in range(warmup + runs):
-        for name, seg in segmenters.items():
+        for name in rng.sample(list(segmenters), len(segmenters)):
+            seg = segmenters[name]
             t0 = time.perf_counter()
             result = seg.segment(image)
             wall = (time.perf_counter() - t0) * 1e3
@@ -259,7 +265,8 @@ def render(
         f"padded to {image_shape(setup.config)[2:]} (H, W). Image: SynthParts test scene 2000000 rendered at "
         f"{w}x{h}. Default post-processing (thresholds 0.3, up to 20 objects and 8 parts each). "
         "K = number of object names = number of part names. Times in ms, **median / p95** over "
-        f"{args.runs} runs after {args.warmup} warm-up runs; backends run round-robin in one process.",
+        f"{args.runs} runs after {args.warmup} warm-up runs; backends run round-robin in one process, in a "
+        "new random order each round.",
         "",
         "| backend | K | preprocess | inference | postprocess | total (stages) | segment() end-to-end | objects / parts |",
         "|---|---|---|---|---|---|---|---|",
