@@ -11,12 +11,13 @@ import pytest
 from geometry_msgs.msg import PoseArray, PoseStamped
 from partglee_ros.msg import HierarchicalSegmentation
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from benchmarks.grasp_accuracy import exclusion_of, handle_shape
 from partglee_ros.ros.conversions import depth_array_to_msg, result_to_msg
+from partglee_ros.ros.part_cloud import cloud_points
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from tests.conftest import PYTHON, REPO, spin_until
 from training.data.synthparts import generate_scene
@@ -75,16 +76,21 @@ def test_publishes_handle_pose_with_image_header(ros_node, grasp_process, depth_
     ros_node.create_subscription(PoseArray, "/grasp_targets", poses.append, QOS)
     ros_node.create_subscription(PoseStamped, "/grasp_target", best.append, QOS)
     ros_node.create_subscription(MarkerArray, "/grasp_markers", marks.append, QOS)
+    clouds: list[PointCloud2] = []
+    ros_node.create_subscription(PointCloud2, "/part_points", clouds.append, QOS)
 
     def matched() -> bool:
-        return all(p.get_subscription_count() > 0 for p in (seg_pub, depth_pub, info_pub))
+        publishers = (seg_pub, depth_pub, info_pub)
+        return all(p.get_subscription_count() > 0 for p in publishers) and ros_node.count_publishers(
+            "/part_points"
+        )
 
     assert spin_until(ros_node, matched, 60), grasp_process.output()
     depth_pub.publish(depth_array_to_msg(depth, header))
     info_pub.publish(info)
     spin_until(ros_node, lambda: False, 0.5)  # depth first, as a camera driver would
     seg_pub.publish(result_to_msg(as_result(scene), header))
-    assert spin_until(ros_node, lambda: poses and best and marks, 30), grasp_process.output()
+    assert spin_until(ros_node, lambda: poses and best and marks and clouds, 30), grasp_process.output()
 
     array = poses[0]
     assert array.header == header and best[0].header == header
@@ -96,3 +102,15 @@ def test_publishes_handle_pose_with_image_header(ros_node, grasp_process, depth_
     assert np.isclose(q.x**2 + q.y**2 + q.z**2 + q.w**2, 1.0, atol=1e-6)
     assert all(np.isfinite([p.position.x, p.position.y, p.position.z]).all() for p in array.poses)
     assert any(m.ns == "approach" for m in marks[0].markers)
+
+    # the handle's cleaned points: its ids, and each one the depth of a handle pixel, back-projected
+    assert clouds[0].header == header
+    points = cloud_points(clouds[0])
+    mine = points[points["part_id"] == handle.id]
+    assert len(mine) > 50 and set(mine["object_id"]) == {handle.parent_id}
+    assert set(points["part_id"]) <= {p.id for o in scene.objects for p in o.parts if p.name == "handle"}
+    k = scene.intrinsics
+    us = np.round(k[0, 0] * mine["x"] / mine["z"] + k[0, 2]).astype(int)
+    vs = np.round(k[1, 1] * mine["y"] / mine["z"] + k[1, 2]).astype(int)
+    assert handle.mask[vs, us].all()
+    np.testing.assert_allclose(mine["z"], scene.depth[vs, us], atol=1e-3 if depth_kind == "16UC1" else 1e-6)

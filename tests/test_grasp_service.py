@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from partglee_ros.srv import PlanGrasps
 
+from partglee_ros.ros.part_cloud import cloud_points
 from partglee_ros.ros.service_thread import WAITING_REQUESTS
 from tests.conftest import PYTHON, REPO, spin_until
 from tests.ros_testing import RgbdCamera, params_file, partglee_command, small_checkpoint
@@ -71,6 +72,11 @@ def test_plan_grasps_on_the_next_frame_for_the_requested_parts(ros_node, nodes) 
     for pose in response.poses.poses:
         assert pose.position.z == pytest.approx(DEPTH_M, abs=0.01)
     assert response.message.startswith(f"{len(response.poses.poses)} grasps on ")
+    assert response.points.header == seg.header
+    points = cloud_points(response.points)  # the handles' points, on the flat depth
+    handles = {(o.id, p.id) for o in seg.objects if o.label == "mug" for p in o.parts if p.label == "handle"}
+    assert len(points) > 0 and set(zip(points["object_id"], points["part_id"], strict=True)) <= handles
+    np.testing.assert_allclose(points["z"], DEPTH_M, rtol=1e-6)
 
 
 def test_parts_outside_the_active_vocabulary_give_no_grasps_and_say_so(ros_node, nodes) -> None:

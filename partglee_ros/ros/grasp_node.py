@@ -4,7 +4,9 @@ Inputs (relative topics): segmentation (HierarchicalSegmentation), depth (16UC1 
 colour image) and camera_info; remap them to what partglee_node republishes with each result
 (segmentation/depth, segmentation/camera_info; README), matched to each segmentation by nearest stamp within
 `depth_slop`. Outputs, all in the image's frame with the image's stamp: grasp_targets (PoseArray, best
-first), grasp_target (PoseStamped, the best), grasp_markers (MarkerArray for RViz). Each pose: position =
+first), grasp_target (PoseStamped, the best), grasp_markers (MarkerArray for RViz), part_points
+(PointCloud2 of the requested parts' cleaned points with their object and part ids; part_cloud.py; published
+while subscribed). Each pose: position =
 the part's estimated centre, z axis = approach along the camera ray, y axis = closing direction across the
 part's principal axis. No collision checking and no gripper model: a planner must add both.
 
@@ -28,7 +30,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -36,6 +38,7 @@ from partglee_ros.geometry import GraspPose, plan_grasp
 from partglee_ros.msg import HierarchicalSegmentation, PartInstance
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
+from partglee_ros.ros.part_cloud import part_cloud
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.sensor_images import paste_mask_crop
 from partglee_ros.srv import PlanGrasps, Segment
@@ -45,6 +48,7 @@ SEGMENT_ANSWER_S = (
 )
 MIN_FRAME_WAIT_S = 0.1  # left for the frame when finding the service took nearly all of the timeout
 Target = tuple[str, GraspPose]
+PartPoints = tuple[int, int, np.ndarray]  # object id, part id, (N, 3) cleaned points
 
 
 def pose_msg(grasp: GraspPose) -> Pose:
@@ -105,6 +109,7 @@ class GraspNode(Node):
         self.poses_pub = self.create_publisher(PoseArray, "grasp_targets", 10)
         self.best_pub = self.create_publisher(PoseStamped, "grasp_target", 10)
         self.marker_pub = self.create_publisher(MarkerArray, "grasp_markers", 10)
+        self.cloud_pub = self.create_publisher(PointCloud2, "part_points", 10)
         self._stopping = threading.Event()
         self._plan_service = ServiceThread(self, PlanGrasps, "plan_grasps", self._on_plan_grasps)
         self._segment = self._plan_service.node.create_client(
@@ -140,7 +145,7 @@ class GraspNode(Node):
             )
             return
         try:
-            targets = self._grasps(msg, depth_msg, info, *self._wanted([], []))
+            targets, clouds = self._grasps(msg, depth_msg, info, *self._wanted([], []))
         except ValueError as err:
             self.get_logger().warning(str(err), throttle_duration_sec=5.0)
             return
@@ -149,6 +154,8 @@ class GraspNode(Node):
         if targets:
             self.best_pub.publish(PoseStamped(header=header, pose=pose_msg(targets[0][1])))
         self.marker_pub.publish(markers(header, targets))
+        if self.cloud_pub.get_subscription_count():
+            self.cloud_pub.publish(part_cloud(header, clouds))
 
     def _wanted(self, parts: list[str], objects: list[str]) -> tuple[set[str], set[str]]:
         """Part names and object names (empty: any) from a request, or else from the parameters."""
@@ -162,8 +169,9 @@ class GraspNode(Node):
         info: CameraInfo,
         wanted: set[str],
         objects: set[str],
-    ) -> list[Target]:
-        """Grasp candidates on the wanted parts, best first; ValueError when the depth cannot be used."""
+    ) -> tuple[list[Target], list[PartPoints]]:
+        """Grasp candidates on the wanted parts, best first, and the cleaned points of every wanted part with
+        usable depth; ValueError when the depth cannot be used."""
         try:
             depth = depth_msg_to_array(depth_msg)
         except ImageConversionError as err:
@@ -176,6 +184,7 @@ class GraspNode(Node):
         k = np.array(info.k, dtype=np.float64).reshape(3, 3)
         min_quality = self.get_parameter("min_quality").value
         targets: list[Target] = []
+        clouds: list[PartPoints] = []
         for part in matching_parts(msg, wanted, objects):
             try:
                 mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
@@ -183,12 +192,14 @@ class GraspNode(Node):
             except ValueError as err:  # a malformed mask (ImageDecodeError), bad intrinsics
                 self.get_logger().warning(f"{part.object_label}: {err}", throttle_duration_sec=5.0)
                 continue
+            if result.geometry is not None:
+                clouds.append((part.parent_id, part.id, result.geometry.points))
             if result.pose is None:
                 self.get_logger().debug(f"{part.object_label} #{part.id}: no grasp ({result.reason})")
             elif result.pose.quality >= min_quality:
                 targets.append((part.object_label, result.pose))
         targets.sort(key=lambda item: -item[1].quality)
-        return targets
+        return targets, clouds
 
     def _on_plan_grasps(
         self, request: PlanGrasps.Request, response: PlanGrasps.Response
@@ -224,11 +235,12 @@ class GraspNode(Node):
         if not answer.depth.data:
             raise ValueError("partglee_node sent no depth with the frame: start it with use_depth:=true")
         seg = answer.segmentation
-        targets = self._grasps(seg, answer.depth, answer.camera_info, wanted, objects)
+        targets, clouds = self._grasps(seg, answer.depth, answer.camera_info, wanted, objects)
         response.poses = PoseArray(header=seg.header, poses=[pose_msg(g) for _, g in targets])
         response.labels = [label for label, _ in targets]
         response.qualities = [float(g.quality) for _, g in targets]
         response.segmentation = seg
+        response.points = part_cloud(seg.header, clouds)
         found = len(matching_parts(seg, wanted, objects))
         stamp = f"{seg.header.stamp.sec}.{seg.header.stamp.nanosec:09d}"
         return f"{len(targets)} grasps on {found} parts named {', '.join(sorted(wanted))} in the frame stamped {stamp}"

@@ -1,0 +1,57 @@
+"""Labelled part point clouds (sensor_msgs/PointCloud2): the cleaned 3D points grasp_node planned on.
+
+Cloud-based grasp planners and collision maps take points, not masks. Each point carries the ids of its
+object and part in the segmentation of the same frame (same header), where their labels and masks are.
+Written with NumPy here because sensor_msgs_py has no PyPI wheel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import Header
+
+# x, y, z in metres (camera frame); ids as in HierarchicalSegmentation (PartInstance.id / parent_id)
+POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("object_id", "<u4"), ("part_id", "<u4")])
+FIELD_TYPES = {np.dtype("<f4"): PointField.FLOAT32, np.dtype("<u4"): PointField.UINT32}
+FIELDS = [
+    PointField(name=name, offset=offset, datatype=FIELD_TYPES[dtype], count=1)
+    for name, (dtype, offset) in POINT_DTYPE.fields.items()
+]
+
+
+def part_cloud(header: Header, parts: Sequence[tuple[int, int, np.ndarray]]) -> PointCloud2:
+    """One unorganised cloud of every (object_id, part_id, (N, 3) points) given, in that order."""
+    count = sum(len(points) for _, _, points in parts)
+    cloud = np.empty(count, POINT_DTYPE)
+    start = 0
+    for object_id, part_id, points in parts:
+        end = start + len(points)
+        for axis, name in enumerate("xyz"):
+            cloud[name][start:end] = points[:, axis]
+        cloud["object_id"][start:end], cloud["part_id"][start:end] = object_id, part_id
+        start = end
+    return PointCloud2(
+        header=header,
+        height=1,
+        width=count,
+        fields=FIELDS,
+        is_bigendian=False,
+        point_step=POINT_DTYPE.itemsize,
+        row_step=POINT_DTYPE.itemsize * count,
+        data=cloud.tobytes(),
+        is_dense=bool(np.isfinite(cloud["z"]).all()),
+    )
+
+
+def cloud_points(msg: PointCloud2) -> np.ndarray:
+    """A part cloud back as a structured array (POINT_DTYPE); ValueError for any other layout."""
+    layout = [(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
+    if layout != [(f.name, f.offset, f.datatype, f.count) for f in FIELDS] or msg.is_bigendian:
+        raise ValueError(f"not a part cloud: fields {layout}")
+    count = msg.width * msg.height
+    if msg.point_step != POINT_DTYPE.itemsize or len(msg.data) != count * POINT_DTYPE.itemsize:
+        raise ValueError(f"part cloud of {count} points has {len(msg.data)} bytes, step {msg.point_step}")
+    return np.frombuffer(bytes(msg.data), POINT_DTYPE)
