@@ -98,7 +98,9 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
     # the segment service's helper node takes the namespace, and the compressed topic is the one it waits on
     segment = ros_node.create_client(Segment, "/perception/segment")
     assert spin_until(ros_node, segment.service_is_ready, 30), proc.output()
-    assert ("partglee_segment", "/perception") in ros_node.get_node_names_and_namespaces()
+    # node names travel on their own discovery topic: they may show a moment after the service
+    helper = ("partglee_segment", "/perception")
+    assert spin_until(ros_node, lambda: helper in ros_node.get_node_names_and_namespaces(), 30)
     future = segment.call_async(Segment.Request(timeout=1.0))
     assert spin_until(ros_node, future.done, 30), proc.output()
     waited = "timed out after 1 s waiting for a camera frame on /robot/cam/image_raw/compressed"

@@ -48,7 +48,9 @@ def test_waiting_requests_leave_the_owner_free_and_a_raising_callback_leaves_the
     client = client_node.create_client(Trigger, "/st/wait")
     try:
         assert client.wait_for_service(timeout_sec=10)
-        assert [n for n in client_node.get_node_names_and_namespaces() if n == ("owner_wait", "/st")]
+        helper = ("owner_wait", "/st")
+        spin_until(executor, lambda: helper in client_node.get_node_names_and_namespaces(), 10.0)
+        assert helper in client_node.get_node_names_and_namespaces()  # names may show after the service
         raising = client.call_async(Trigger.Request())
         spin_until(executor, lambda: calls, 10.0)
         executor.spin_until_future_complete(raising, timeout_sec=0.5)

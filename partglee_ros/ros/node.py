@@ -84,6 +84,7 @@ class PartGleeMixin:
             self.declare_parameter(p.name, p.default, descriptor(p))
         self.segmenter: Segmenter | None = None
         self._slot: LatestFrameSlot[tuple[Any, float]] = LatestFrameSlot()
+        self._query_added = threading.Event()  # ends a max_rate pause: a segment request wants a frame now
         self._worker: threading.Thread | None = None
         self._running = False
         self._processed = 0
@@ -253,12 +254,18 @@ class PartGleeMixin:
         return SetParametersResult(successful=True)
 
     def _work(self) -> None:
+        taken = -1e9  # when the last frame was taken (time.monotonic), for max_rate
         while self._running:
+            self._hold_after(taken)
             item = self._slot.take(timeout=0.5)
             for query in self._queries.take_with_images():
                 self._answer(query, query.image, query.header, time.monotonic(), None)
             if item is None:
                 continue
+            if self._rate_wait(taken) > 0 and not self._queries.waiting():  # max_rate lowered meanwhile
+                self._slot.restore(item)
+                continue
+            taken = time.monotonic()
             msg, received, received_ns = item
             try:
                 self._process(msg, received, received_ns)
@@ -266,6 +273,26 @@ class PartGleeMixin:
                 self._report_error(f"bad image: {err}")
             except Exception as err:  # keep serving good frames whatever one frame did
                 self._report_error(f"segmentation failed: {type(err).__name__}: {err}")
+
+    def _hold_after(self, taken: float) -> None:
+        """max_rate: wait until the next frame is due (1 / max_rate after the last one was ``taken``, at the
+        rate set now) while the slot keeps only the newest frame; a segment request ends the wait, since it
+        asked for the next frame, not the next due one."""
+        self._slot.holding = True
+        try:
+            while self._running:
+                self._query_added.clear()
+                left = self._rate_wait(taken)
+                if left <= 0 or self._queries.waiting():
+                    return
+                self._query_added.wait(min(left, 0.5))
+        finally:
+            self._slot.holding = False
+
+    def _rate_wait(self, taken: float) -> float:
+        """Seconds until max_rate, as set now, lets the next frame in."""
+        rate = self.value("max_rate")
+        return taken + 1.0 / rate - time.monotonic() if rate > 0 else 0.0
 
     def _report_error(self, text: str) -> None:
         """Count and log; each kind of error is logged once per 5 s, a new kind at once. The kind is the text
@@ -354,6 +381,7 @@ class PartGleeMixin:
         errors_before = self._errors
         if not self._queries.add(query):
             return self._segment_failed(response, INACTIVE)
+        self._query_added.set()
         if query.image is not None:
             self._slot.wake()
         if not query.wait(timeout) and self._queries.withdraw(query):
@@ -426,6 +454,8 @@ class PartGleeMixin:
             KeyValue(key="frames_received", value=str(self._slot.received)),
             KeyValue(key="frames_processed", value=str(self._processed)),
             KeyValue(key="frames_dropped", value=str(self._slot.dropped)),
+            KeyValue(key="frames_skipped", value=str(self._slot.skipped)),  # by max_rate, on purpose
+            KeyValue(key="max_rate", value=f"{self.value('max_rate'):g}"),
             KeyValue(key="frame_errors", value=str(self._errors)),
             KeyValue(key="last_error", value=self._last_error),
             KeyValue(key="latency_ms_p50", value=f"{np.percentile(lat, 50):.1f}"),

@@ -97,6 +97,14 @@ PARAMS = (
         "depth_slop", 0.05, "largest stamp difference (s) for depth/camera_info matching", range=(0.0, 1.0)
     ),
     Param("qos_reliability", "best_effort", "image subscription reliability: best_effort | reliable"),
+    Param(
+        "max_rate",
+        0.0,
+        "most frames per second segmented for the topics (0 = every frame inference keeps up with); frames "
+        "between are skipped, the newest is taken when one is due; segment requests do not wait for it",
+        dynamic=True,
+        range=(0.0, 1000.0),
+    ),
     Param("publish_debug_image", True, "publish debug_image (only computed while someone subscribes)"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", range=(0.1, 60.0)),
 )

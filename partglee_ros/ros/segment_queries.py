@@ -74,6 +74,10 @@ class PendingQueries:
         for query in self._take(lambda q: True):
             query.finish(QueryAnswer(error=error))
 
+    def waiting(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
     def take_with_images(self) -> list[SegmentQuery]:
         return self._take(lambda q: q.image is not None)
 
