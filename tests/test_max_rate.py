@@ -3,6 +3,8 @@ time, that segment requests do not wait for."""
 
 from __future__ import annotations
 
+import time
+
 from diagnostic_msgs.msg import DiagnosticArray
 from partglee_ros.msg import HierarchicalSegmentation
 from partglee_ros.srv import Segment
@@ -39,18 +41,21 @@ def test_max_rate_caps_the_topic_and_requests_do_not_wait_for_it(ros_node, start
     assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 90), proc.output()
     assert spin_until(ros_node, segment.service_is_ready, 30), proc.output()
 
-    # 80 frames at 20 Hz: at most one per 0.5 s is segmented, each the newest when it is due
-    sent = int(SEND_HZ * SEND_S)
-    for sec in range(1, sent + 1):
+    # 80 frames at ~20 Hz: at most one per 0.5 s is segmented, each the newest when it is due
+    sent_at: dict[int, float] = {}
+    for sec in range(1, int(SEND_HZ * SEND_S) + 1):
         pub.publish(frame(sec))
+        sent_at[sec] = time.monotonic()
         spin_until(ros_node, lambda: False, 1.0 / SEND_HZ)
+    sending = sent_at[max(sent_at)] - sent_at[1]  # a loaded machine publishes slower than planned
     spin_until(ros_node, lambda: False, 1.5)  # the last due frame's result
     stamps = sorted(r.header.stamp.sec for r in results)
-    assert 2 <= len(stamps) <= RATE_HZ * SEND_S + 2, stamps  # uncapped: one per inference, several per 0.5 s
-    assert all(b - a >= 5 for a, b in zip(stamps, stamps[1:], strict=False)), stamps
+    # one frame when the first arrives, one per 0.5 s while they come, and slack for delivery delays;
+    # uncapped, each inference (tens of ms) would take the newest frame: several per 0.5 s
+    assert 2 <= len(stamps) <= RATE_HZ * sending + 3, (stamps, sending)
     assert spin_until(ros_node, lambda: len(diagnostics) >= 2, 10)
     values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
-    assert values["max_rate"] == "2" and int(values["frames_skipped"]) >= sent // 2, values
+    assert values["max_rate"] == "2" and int(values["frames_skipped"]) > int(values["frames_dropped"]), values
 
     # one frame per 100 s from now on (dynamic): the next frame waits, a segment request does not
     parameters = AsyncParameterClient(ros_node, "/partglee")
@@ -70,3 +75,6 @@ def test_max_rate_caps_the_topic_and_requests_do_not_wait_for_it(ros_node, start
         answer.result().message if answer.done() else proc.output()
     )
     assert answer.result().segmentation.header.stamp.sec > 1000
+    # the frame sent before the request is never segmented: not due, and too early for the request
+    spin_until(ros_node, lambda: False, 1.0)
+    assert 1000 not in [r.header.stamp.sec for r in results]

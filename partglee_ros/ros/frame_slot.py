@@ -1,9 +1,9 @@
 """A one-frame mailbox between the subscription callback and the inference thread: latest frame wins.
 
 The callback never blocks (it only swaps a reference); a frame that arrives while the previous one is still
-waiting replaces it and is counted as dropped, so the node never works through a queue of stale frames. While
-the taker holds back on purpose (a rate cap), replaced frames are counted as skipped instead: dropped frames
-mean the node cannot keep up, skipped ones that it was asked not to.
+waiting replaces it and is counted as dropped, so the node never works through a queue of stale frames. Under
+a rate cap the node keeps up with, frames it leaves are counted as skipped instead: dropped frames mean the
+node cannot keep up, skipped ones that it was asked not to.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ class LatestFrameSlot(Generic[T]):
         self.received = 0
         self.dropped = 0
         self.skipped = 0
-        self.holding = False  # set by the taker while it waits on purpose
+        self._capped = False
 
     def put(self, item: T) -> None:
         with self._cond:
             self.received += 1
             if self._item is not None:
-                if self.holding:
+                if self._capped:
                     self.skipped += 1
                 else:
                     self.dropped += 1
@@ -43,14 +43,15 @@ class LatestFrameSlot(Generic[T]):
             item, self._item, self._woken = self._item, None, False
             return item
 
-    def restore(self, item: T) -> None:
-        """Give back a taken frame the taker may not use yet (a rate cap lowered while it waited), unless a
-        newer one has come since, which wins."""
+    def capped(self, on: bool) -> None:
+        """Count replaced frames as skipped (on: a rate cap the taker keeps up with) or as dropped."""
         with self._cond:
-            if self._item is None:
-                self._item = item
-            else:
-                self.skipped += 1
+            self._capped = on
+
+    def skip(self) -> None:
+        """Count a taken frame the taker leaves unused (not due under the cap)."""
+        with self._cond:
+            self.skipped += 1
 
     def wake(self) -> None:
         """Let a waiting take() return now, frame or not: the taker has other work (a query with its image)."""

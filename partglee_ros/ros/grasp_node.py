@@ -38,7 +38,7 @@ from partglee_ros.geometry import GraspPose, plan_grasp
 from partglee_ros.msg import HierarchicalSegmentation, PartInstance
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
-from partglee_ros.ros.part_cloud import part_cloud
+from partglee_ros.ros.part_cloud import PartPoints, part_cloud
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.sensor_images import paste_mask_crop
 from partglee_ros.srv import PlanGrasps, Segment
@@ -48,7 +48,6 @@ SEGMENT_ANSWER_S = (
 )
 MIN_FRAME_WAIT_S = 0.1  # left for the frame when finding the service took nearly all of the timeout
 Target = tuple[str, GraspPose]
-PartPoints = tuple[int, int, np.ndarray]  # object id, part id, (N, 3) cleaned points
 
 
 def pose_msg(grasp: GraspPose) -> Pose:

@@ -84,7 +84,9 @@ class PartGleeMixin:
             self.declare_parameter(p.name, p.default, descriptor(p))
         self.segmenter: Segmenter | None = None
         self._slot: LatestFrameSlot[tuple[Any, float]] = LatestFrameSlot()
-        self._query_added = threading.Event()  # ends a max_rate pause: a segment request wants a frame now
+        # ends a max_rate pause: a segment request wants a frame now, or the node stops (a changed max_rate
+        # is read within 0.5 s)
+        self._wake_worker = threading.Event()
         self._worker: threading.Thread | None = None
         self._running = False
         self._processed = 0
@@ -229,6 +231,7 @@ class PartGleeMixin:
         """Stop processing: unsubscribe and end the inference thread."""
         self._running = False
         self._slot.close()
+        self._wake_worker.set()
         if self._worker is not None:
             self._worker.join(timeout=30)
         self._queries.close("the node was deactivated")
@@ -254,40 +257,40 @@ class PartGleeMixin:
         return SetParametersResult(successful=True)
 
     def _work(self) -> None:
-        taken = -1e9  # when the last frame was taken (time.monotonic), for max_rate
+        taken, busy = -1e9, 0.0  # when the last frame was taken (time.monotonic), and for how long (s)
         while self._running:
+            rate = self.value("max_rate")
+            self._slot.capped(rate > 0 and busy < 1.0 / rate)  # else frames left are the node's own drops
             self._hold_after(taken)
             item = self._slot.take(timeout=0.5)
             for query in self._queries.take_with_images():
                 self._answer(query, query.image, query.header, time.monotonic(), None)
             if item is None:
                 continue
-            if self._rate_wait(taken) > 0 and not self._queries.waiting():  # max_rate lowered meanwhile
-                self._slot.restore(item)
+            msg, received, received_ns = item
+            # not due: max_rate lowered while waiting, or a request ended the pause and wants a later frame
+            if self._rate_wait(taken) > 0 and not self._queries.want_frame(received_ns):
+                self._slot.skip()
                 continue
             taken = time.monotonic()
-            msg, received, received_ns = item
             try:
                 self._process(msg, received, received_ns)
             except (ImageDecodeError, ImageError) as err:
                 self._report_error(f"bad image: {err}")
             except Exception as err:  # keep serving good frames whatever one frame did
                 self._report_error(f"segmentation failed: {type(err).__name__}: {err}")
+            busy = time.monotonic() - taken
 
     def _hold_after(self, taken: float) -> None:
         """max_rate: wait until the next frame is due (1 / max_rate after the last one was ``taken``, at the
         rate set now) while the slot keeps only the newest frame; a segment request ends the wait, since it
         asked for the next frame, not the next due one."""
-        self._slot.holding = True
-        try:
-            while self._running:
-                self._query_added.clear()
-                left = self._rate_wait(taken)
-                if left <= 0 or self._queries.waiting():
-                    return
-                self._query_added.wait(min(left, 0.5))
-        finally:
-            self._slot.holding = False
+        while self._running:
+            self._wake_worker.clear()
+            left = self._rate_wait(taken)
+            if left <= 0 or self._queries.waiting():
+                return
+            self._wake_worker.wait(min(left, 0.5))
 
     def _rate_wait(self, taken: float) -> float:
         """Seconds until max_rate, as set now, lets the next frame in."""
@@ -381,7 +384,7 @@ class PartGleeMixin:
         errors_before = self._errors
         if not self._queries.add(query):
             return self._segment_failed(response, INACTIVE)
-        self._query_added.set()
+        self._wake_worker.set()
         if query.image is not None:
             self._slot.wake()
         if not query.wait(timeout) and self._queries.withdraw(query):

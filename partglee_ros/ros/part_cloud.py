@@ -16,13 +16,13 @@ from std_msgs.msg import Header
 # x, y, z in metres (camera frame); ids as in HierarchicalSegmentation (PartInstance.id / parent_id)
 POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("object_id", "<u4"), ("part_id", "<u4")])
 FIELD_TYPES = {np.dtype("<f4"): PointField.FLOAT32, np.dtype("<u4"): PointField.UINT32}
-FIELDS = [
-    PointField(name=name, offset=offset, datatype=FIELD_TYPES[dtype], count=1)
-    for name, (dtype, offset) in POINT_DTYPE.fields.items()
+LAYOUT = [  # PointField (name, offset, datatype, count) of each field
+    (name, offset, FIELD_TYPES[dtype], 1) for name, (dtype, offset) in POINT_DTYPE.fields.items()
 ]
+PartPoints = tuple[int, int, np.ndarray]  # object id, part id, (N, 3) points
 
 
-def part_cloud(header: Header, parts: Sequence[tuple[int, int, np.ndarray]]) -> PointCloud2:
+def part_cloud(header: Header, parts: Sequence[PartPoints]) -> PointCloud2:
     """One unorganised cloud of every (object_id, part_id, (N, 3) points) given, in that order."""
     count = sum(len(points) for _, _, points in parts)
     cloud = np.empty(count, POINT_DTYPE)
@@ -37,7 +37,7 @@ def part_cloud(header: Header, parts: Sequence[tuple[int, int, np.ndarray]]) -> 
         header=header,
         height=1,
         width=count,
-        fields=FIELDS,
+        fields=[PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in LAYOUT],
         is_bigendian=False,
         point_step=POINT_DTYPE.itemsize,
         row_step=POINT_DTYPE.itemsize * count,
@@ -49,7 +49,7 @@ def part_cloud(header: Header, parts: Sequence[tuple[int, int, np.ndarray]]) -> 
 def cloud_points(msg: PointCloud2) -> np.ndarray:
     """A part cloud back as a structured array (POINT_DTYPE); ValueError for any other layout."""
     layout = [(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
-    if layout != [(f.name, f.offset, f.datatype, f.count) for f in FIELDS] or msg.is_bigendian:
+    if layout != LAYOUT or msg.is_bigendian:
         raise ValueError(f"not a part cloud: fields {layout}")
     count = msg.width * msg.height
     if msg.point_step != POINT_DTYPE.itemsize or len(msg.data) != count * POINT_DTYPE.itemsize:

@@ -75,8 +75,14 @@ class PendingQueries:
             query.finish(QueryAnswer(error=error))
 
     def waiting(self) -> bool:
+        """Any query at all: a max_rate pause ends for it (node.py), since it asked for the next frame."""
         with self._lock:
             return bool(self._pending)
+
+    def want_frame(self, received_ns: int) -> bool:
+        """Whether take_for_frame(received_ns) would take a query."""
+        with self._lock:
+            return any(q.image is None and q.arrived_ns <= received_ns for q in self._pending)
 
     def take_with_images(self) -> list[SegmentQuery]:
         return self._take(lambda q: q.image is not None)
