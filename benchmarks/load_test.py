@@ -46,6 +46,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: how much of the cores the node takes, not just its rate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,6 +66,7 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=0, help="node parameter torch_threads")
     parser.add_argument("--onnx-threads", type=int, default=0, help="node parameter onnx_threads")
     parser.add_argument("--onnx-spin-threads", action="store_true", help="node parameter onnx_spin_threads")
+    parser.add_argument("--max-rate", type=float, default=0.0, help="node parameter max_rate (Hz)")
     parser.add_argument(
         "--dds-profile",
         default="",
@@ -85,6 +92,8 @@ def main() -> int:
         cmd += ["-p", f"onnx_threads:={args.onnx_threads}"]
     if args.onnx_spin_threads:
         cmd += ["-p", "onnx_spin_threads:=true"]
+    if args.max_rate:
+        cmd += ["-p", f"max_rate:={args.max_rate}"]
     log = open("/tmp/partglee_load_test.log", "wb")  # noqa: SIM115 - lives as long as the node
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()
@@ -119,7 +128,7 @@ def main() -> int:
             print("load test: node did not subscribe; see /tmp/partglee_load_test.log", file=sys.stderr)
             return 1
         time.sleep(2.0)
-        rss_start = rss_mib(proc.pid)
+        rss_start, cpu_start = rss_mib(proc.pid), cpu_seconds(proc.pid)
         period, sent = 1.0 / args.rate, 0
         start = time.monotonic()
         end = start + args.minutes * 60
@@ -130,6 +139,7 @@ def main() -> int:
                 pub.publish(msg)
                 sent += 1
             rclpy.spin_once(node, timeout_sec=max(0.0, start + sent * period - time.monotonic()))
+        cpu_end = cpu_seconds(proc.pid)
         settle = time.monotonic() + 5
         while time.monotonic() < settle:
             rclpy.spin_once(node, timeout_sec=0.1)
@@ -151,6 +161,11 @@ def main() -> int:
         ("frames received by the node", stats.get("frames_received", "?")),
         ("frames processed (published)", f"{len(results)} ({len(results) / elapsed:.2f} Hz)"),
         ("frames dropped (latest frame wins)", stats.get("frames_dropped", "?")),
+        ("frames skipped (max_rate)", stats.get("frames_skipped", "?")),
+        (
+            "node CPU, cores busy on average (user + system)",
+            f"{(cpu_end - cpu_start) / elapsed:.2f} of {len(os.sched_getaffinity(0))}",
+        ),
         (
             "latency receive -> publish p50 / p95 (ms)",
             f"{np.percentile(latency, 50):.0f} / {np.percentile(latency, 95):.0f}",
@@ -167,6 +182,7 @@ def main() -> int:
     flags += f" --torch-threads {args.torch_threads}" if args.torch_threads else ""
     flags += f" --onnx-threads {args.onnx_threads}" if args.onnx_threads else ""
     flags += " --onnx-spin-threads" if args.onnx_spin_threads else ""
+    flags += f" --max-rate {args.max_rate:g}" if args.max_rate else ""
     flags += f" --dds-profile {args.dds_profile}" if args.dds_profile else ""
     section = "load-test" + re.sub(r"[^a-z0-9]+", "-", flags).rstrip("-")  # one section per configuration
     body = (
