@@ -177,9 +177,8 @@ def time_segments(
 ) -> dict[str, dict[str, list[float]]]:
     """Per-stage and end-to-end times of every segmenter, round-robin (run i of each backend back to back),
     so slow phases of a shared machine hit all backends alike instead of whichever ran then. Each round
-    takes the backends in a new random order: a backend's worker threads go on spinning for a moment after
-    it returns and slow whichever runs next (ORT 2-3 ms slower right after the compiled model, in a fixed
-    order)."""
+    takes the backends in a new random order: in a fixed order, ORT ran 2-3 ms slower right after the
+    compiled model (presumably its worker threads go on spinning for a moment after it returns)."""
     samples = {name: {s: [] for s in (*STAGES, "segment()")} for name in segmenters}
     counts: dict[str, list[tuple[int, int]]] = {name: [] for name in segmenters}
     rng = random.Random(0)

@@ -55,6 +55,19 @@ def spin_until(node, predicate: Callable[[], bool], timeout: float) -> bool:
         executor.remove_node(node)
 
 
+def first_answer(
+    node, call: Callable[[], object], tries: int, wait: float, output: Callable[[], str] | None = None
+) -> object:
+    """Call until a reply comes back, and return that call's future. A ready service has matched the
+    client's requests, not always yet its replies: a reply sent before then is lost (ros2/rmw_fastrtps#842;
+    a call in CI never returned). So only calls that change nothing, or nothing more when repeated, go here."""
+    for _ in range(tries):
+        future = call()
+        if spin_until(node, future.done, wait):
+            return future
+    raise AssertionError(f"no reply to {tries} calls\n{output() if output else ''}")
+
+
 class RosProcess:
     """A node in its own process; output goes to a log file that failing tests print."""
 

@@ -4,7 +4,6 @@ time, that segment requests do not wait for."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from partglee_ros.msg import HierarchicalSegmentation
@@ -12,12 +11,11 @@ from partglee_ros.srv import Segment
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.task import Future
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import rgb_to_image_msg
-from tests.conftest import spin_until
+from tests.conftest import first_answer, spin_until
 from tests.ros_testing import noise_image, params_file, partglee_command, small_checkpoint
 
 QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -31,16 +29,6 @@ def frame(sec: int) -> Image:
     return rgb_to_image_msg(noise_image(sec % 1000), header)
 
 
-def answered(node, call: Callable[[], Future]) -> Future:
-    """Call until a reply comes: the first replies to a new client can be lost while the service has not
-    matched its reply reader yet (ros2/rmw_fastrtps#842), so only idempotent calls go through here."""
-    for _ in range(6):
-        future = call()
-        if spin_until(node, future.done, 5.0):
-            return future
-    raise AssertionError("no reply to 6 calls")
-
-
 def test_max_rate_caps_the_topic_and_requests_do_not_wait_for_it(ros_node, start_process, tmp_path) -> None:
     params = params_file(tmp_path, max_rate=RATE_HZ, object_threshold=0.0, part_threshold=0.0)
     proc = start_process(*partglee_command(params, small_checkpoint(tmp_path / "model"), image_topic=TOPIC))
@@ -52,7 +40,9 @@ def test_max_rate_caps_the_topic_and_requests_do_not_wait_for_it(ros_node, start
     segment = ros_node.create_client(Segment, "/segment")
     assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 90), proc.output()
     assert spin_until(ros_node, segment.service_is_ready, 30), proc.output()
-    answered(ros_node, lambda: segment.call_async(Segment.Request(timeout=-1.0)))  # refused at once
+    first_answer(
+        ros_node, lambda: segment.call_async(Segment.Request(timeout=-1.0)), 6, 5.0
+    )  # refused at once
 
     # 80 frames at ~20 Hz: at most one per 0.5 s is segmented, each the newest when it is due
     sent_at: dict[int, float] = {}
@@ -73,7 +63,9 @@ def test_max_rate_caps_the_topic_and_requests_do_not_wait_for_it(ros_node, start
     # one frame per 100 s from now on (dynamic): the next frame waits, a segment request does not
     parameters = AsyncParameterClient(ros_node, "/partglee")
     assert parameters.wait_for_services(30)
-    lower = answered(ros_node, lambda: parameters.set_parameters([Parameter("max_rate", value=0.01)]))
+    lower = first_answer(
+        ros_node, lambda: parameters.set_parameters([Parameter("max_rate", value=0.01)]), 6, 5.0
+    )
     assert lower.result().results[0].successful
     pub.publish(frame(1000))
     spin_until(ros_node, lambda: False, 2.0)

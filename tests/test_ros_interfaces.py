@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, ObjectParts, PartInstance, Vocabulary
@@ -14,7 +16,7 @@ from partglee_ros.ros.conversions import msg_to_result, object_parts_from_msgs, 
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from partglee_ros.runtime.vocabulary import VocabularyError
 from partglee_ros.sensor_images import ImageDecodeError, paste_mask_crop
-from tests.conftest import PYTHON, REPO, spin_until
+from tests.conftest import PYTHON, REPO, first_answer, spin_until
 
 RELIABLE = QoSProfile(
     depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE
@@ -109,24 +111,15 @@ def _call(node, client, request, peer):
     return future.result()
 
 
-def _answered_once(node, client, harmless_request, peer) -> None:
-    """Call until one answer comes back. A ready service has matched the client's requests, not always yet
-    its replies: a reply sent before then is lost (a call in CI never returned). So each client first gets
-    one answer to a request that changes nothing, asked again if need be."""
-    assert spin_until(node, client.service_is_ready, timeout=30.0), f"service not up:\n{peer.output()}"
-    for _ in range(10):
-        future = client.call_async(harmless_request)
-        if spin_until(node, future.done, timeout=3.0):
-            return
-        client.remove_pending_request(future)
-    raise AssertionError(f"no answer in 10 calls:\n{peer.output()}")
-
-
 def test_vocabulary_services(ros_node, peer) -> None:
     set_client = ros_node.create_client(SetVocabulary, "set_vocabulary")
     get_client = ros_node.create_client(GetVocabulary, "get_vocabulary")
-    _answered_once(ros_node, get_client, GetVocabulary.Request(), peer)
-    _answered_once(ros_node, set_client, SetVocabulary.Request(), peer)  # refused: no objects
+    # each client first gets one reply to a request that changes nothing (conftest.first_answer)
+    for client, harmless in ((get_client, GetVocabulary.Request()), (set_client, SetVocabulary.Request())):
+        assert spin_until(ros_node, client.service_is_ready, timeout=30.0), (
+            f"service not up:\n{peer.output()}"
+        )
+        first_answer(ros_node, partial(client.call_async, harmless), 10, 3.0, peer.output)
 
     initial = _call(ros_node, get_client, GetVocabulary.Request(), peer).vocabulary
     assert (initial.revision, list(initial.objects), list(initial.parts)) == (0, ["mug"], ["handle"])
