@@ -15,7 +15,7 @@ from partglee_ros.bag.make_sample import sample_scenes, write_scene_bag
 from partglee_ros.bag.offline import run_offline
 from partglee_ros.bag.reader import Bag, BagError, TopicError, read_frames
 from partglee_ros.bag.report import score
-from partglee_ros.bag.segmentation_msgs import bag_msg_to_result, deserialize
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_result
 from partglee_ros.bag.typestore import bag_typestore
 from partglee_ros.sensor_images import ImageDecodeError, raw_image_to_rgb
 from tests.bag_testing import (
@@ -94,7 +94,7 @@ def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_p
     for name in ("latency_histogram.png", "per_class_ap.png", "overlays/frame_00000.png"):
         assert cv2.imread(str(out / name)) is not None, name
     with Bag(out / "results") as results:  # the results bag: the same detections, readable by rosbags
-        msgs = [deserialize(m.data, m.msgtype) for m in results.messages({"/segmentation"})]
+        msgs = [results.deserialize(m) for m in results.messages({"/segmentation"})]
     assert len(msgs) == FRAMES
     for msg, pred in zip(msgs, preds, strict=True):
         assert_same_results(bag_msg_to_result(msg), pred)

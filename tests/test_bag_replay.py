@@ -11,7 +11,7 @@ from partglee_ros.bag.evaluate import main as bag_eval
 from partglee_ros.bag.offline import run_offline
 from partglee_ros.bag.reader import Bag
 from partglee_ros.bag.report import score
-from partglee_ros.bag.segmentation_msgs import bag_msg_to_result, deserialize
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_result
 from tests.bag_testing import (
     GT_TOPIC,
     SAMPLE_BAG,
@@ -58,7 +58,7 @@ def test_lockstep_replay_gives_the_offline_detections(node, model_dir, tmp_path)
         vocab = load_vocabulary(parse_args([str(SAMPLE_BAG), "--out", "x"]), gts)
         offline = run_offline(bag, IMAGE_TOPIC, segmenter_for(model_dir, vocab), None, max_frames=frames)
     with Bag(tmp_path / "replay" / "results") as results:
-        replayed = [deserialize(m.data, m.msgtype) for m in results.messages({"/segmentation"})]
+        replayed = [results.deserialize(m) for m in results.messages({"/segmentation"})]
     assert len(replayed) == frames
     for msg, want in zip(replayed, offline.frames, strict=True):
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == want.stamp_ns

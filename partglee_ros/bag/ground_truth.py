@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from partglee_ros.bag.reader import Bag, BagError
-from partglee_ros.bag.segmentation_msgs import bag_msg_to_annotation, deserialize, stamp_ns
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_annotation, stamp_ns
 from partglee_ros.bag.typestore import SEGMENTATION_TYPE
 from training.data.coco_io import read_paco_json, write_paco_json
 from training.data.hierarchy import ImageAnnotation
@@ -25,7 +25,7 @@ def from_topic(bag: Bag, topic: str) -> tuple[dict[int, ImageAnnotation], str | 
     out: dict[int, ImageAnnotation] = {}
     try:
         for message in bag.messages({topic}):
-            msg = deserialize(message.data, message.msgtype)
+            msg = bag.deserialize(message)
             stamp = stamp_ns(msg.header)
             out[stamp] = bag_msg_to_annotation(msg, image_id=len(out) + 1)
     except BagError as err:

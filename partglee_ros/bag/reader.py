@@ -7,7 +7,9 @@ Real bags are not always clean. What is handled here, each with a message that n
 - corruption met while reading (sqlite "malformed", a cut chunk): `BagError` after the good messages, so a
   caller keeps its partial results;
 - a missing topic: `TopicError` listing every topic with its type and count;
-- a frame that does not decode: yielded with `error` set, never fatal.
+- a frame that does not decode: yielded with `error` set, never fatal;
+- messages serialized with older (or newer) definitions of a type than this package's: each bag is decoded
+  with the definitions it carries (`Bag.deserialize`), falling back to the current ones where it has none.
 """
 
 from __future__ import annotations
@@ -17,20 +19,25 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from mcap.exceptions import EndOfFile, McapError
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
+from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.typesys.store import Typestore
 
-from partglee_ros.bag.segmentation_msgs import deserialize, stamp_ns
-from partglee_ros.bag.typestore import IMAGE_TYPES
+from partglee_ros.bag.segmentation_msgs import stamp_ns
+from partglee_ros.bag.typestore import IMAGE_TYPES, reading_typestore
 from partglee_ros.sensor_images import ImageDecodeError, image_to_rgb
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
 # What rosbags, sqlite3 and the mcap stream reader raise for damaged data.
 READ_ERRORS = (ReaderError, sqlite3.DatabaseError, McapError, struct.error, EOFError, ValueError, KeyError)
+# mcap schema encodings of ROS 2 message definitions
+SCHEMA_FORMATS = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
 
 
 class BagError(RuntimeError):
@@ -82,12 +89,17 @@ class _RecoveredMcap:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.topics: dict[str, TopicInfo] = {}
+        self.definitions: list[tuple[str, MessageDefinitionFormat, str]] = []
         self.scan_error: str | None = None
         counts: dict[str, int] = {}
         types: dict[str, str] = {}
         for record in self._records():
             if isinstance(record, Channel):
-                types[record.topic] = self._schemas.get(record.schema_id, "")
+                schema = self._schemas.get(record.schema_id)
+                types[record.topic] = schema.name if schema else ""
+                if schema and schema.encoding in SCHEMA_FORMATS:
+                    text = schema.data.decode("utf-8", errors="replace")
+                    self.definitions.append((schema.name, SCHEMA_FORMATS[schema.encoding], text))
                 counts.setdefault(record.topic, 0)
             elif isinstance(record, Message):
                 counts[self._channels[record.channel_id]] += 1
@@ -96,14 +108,14 @@ class _RecoveredMcap:
             raise BagError(f"{path}: not a readable mcap file: {self.scan_error}")
 
     def _records(self) -> Iterator[object]:
-        self._schemas: dict[int, str] = {}
+        self._schemas: dict[int, Schema] = {}
         self._channels: dict[int, str] = {}
         self.scan_error = None
         with self.path.open("rb") as stream:
             try:
                 for record in StreamReader(stream, validate_crcs=True).records:
                     if isinstance(record, Schema):
-                        self._schemas[record.id] = record.name
+                        self._schemas[record.id] = record
                     elif isinstance(record, Channel):
                         self._channels[record.id] = record.topic
                     yield record
@@ -145,6 +157,7 @@ class Bag:
         except (*READ_ERRORS, FileNotFoundError) as err:
             self._reader = None
             self._open_damaged(target, err)
+        self.typestore: Typestore = reading_typestore(self._definitions(), self.warnings)
 
     def _open_damaged(self, target: Path, err: Exception) -> None:
         problem = f"{type(err).__name__}: {err}"
@@ -159,6 +172,16 @@ class Bag:
             f"{mcap_files[0]} has no valid footer/index ({problem}); its records were scanned directly"
             + (f" and end in damage: {self._recovered.scan_error}" if self._recovered.scan_error else "")
         )
+
+    def _definitions(self) -> list[tuple[str, MessageDefinitionFormat, str]]:
+        if self._recovered is not None:
+            return self._recovered.definitions
+        assert self._reader is not None
+        return [(c.msgtype, c.msgdef.format, c.msgdef.data) for c in self._reader.connections]
+
+    def deserialize(self, message: RawMessage) -> Any:
+        """One message of this bag, decoded with the definition the bag carries for its type."""
+        return self.typestore.deserialize_cdr(message.data, message.msgtype)
 
     @property
     def topics(self) -> dict[str, TopicInfo]:
@@ -224,11 +247,11 @@ class Bag:
         self.close()
 
 
-def decode_frame(index: int, message: RawMessage) -> Frame:
+def decode_frame(index: int, message: RawMessage, bag: Bag) -> Frame:
     """Deserialize and convert one image message; failures are kept on the frame, not raised."""
     frame = Frame(index, message.log_ns, -1, "", message.msgtype, message.data)
     try:
-        msg = deserialize(message.data, message.msgtype)
+        msg = bag.deserialize(message)
     except Exception as err:  # rosbags raises assorted errors for malformed CDR
         frame.error = f"cannot deserialize {message.msgtype}: {type(err).__name__}: {err}"
         return frame
@@ -247,7 +270,7 @@ def read_frames(bag: Bag, topic: str, max_frames: int | None = None) -> Iterator
     for index, message in enumerate(bag.messages({topic})):
         if max_frames is not None and index >= max_frames:
             return
-        frame = decode_frame(index, message)
+        frame = decode_frame(index, message, bag)
         if frame.error is None and frame.stamp_ns in seen:
             frame.error = f"duplicate header stamp {frame.stamp_ns} ns (frames are matched by stamp)"
             frame.rgb = None

@@ -1,15 +1,21 @@
-"""One rosbags typestore that knows the standard ROS 2 messages and this package's own message types.
+"""rosbags typestores: one for writing (standard ROS 2 messages plus this package's own types) and one per
+bag for reading.
 
 The partglee_ros types are parsed from the package's msg/*.msg files (the same files colcon builds), so a
-bag written here carries exactly the definitions a ROS 2 `ros2 bag play` expects.
+bag written here carries exactly the definitions a ROS 2 `ros2 bag play` expects. A bag is read with the
+definitions it carries, because its messages were serialized with them: a bag recorded before a message
+changed (a field added to ObjectInstance, say) would misparse under today's definitions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.interfaces import MessageDefinitionFormat
+from rosbags.interfaces.typing import Typesdict
+from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 PACKAGE = "partglee_ros"
@@ -33,11 +39,55 @@ def msg_directory() -> Path:
 
 
 @cache
+def package_types() -> Typesdict:
+    """partglee_ros/msg/* as this package defines them now."""
+    types: Typesdict = {}
+    for path in sorted(msg_directory().glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{PACKAGE}/msg/{path.stem}"))
+    return types
+
+
+@cache
 def bag_typestore() -> Typestore:
     """ROS 2 Kilted's standard types plus partglee_ros/msg/*, parsed once per process."""
     store = get_typestore(Stores.ROS2_KILTED)
-    types = {}
-    for path in sorted(msg_directory().glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(), f"{PACKAGE}/msg/{path.stem}"))
+    store.register(package_types())
+    return store
+
+
+def parse_definition(msgtype: str, fmt: MessageDefinitionFormat, text: str) -> Typesdict:
+    """The types of one topic's embedded definition (the type and every type it nests); {} when the bag
+    carries none (rosbag2 sqlite3 bags before Iron)."""
+    if fmt == MessageDefinitionFormat.MSG and text.strip():
+        return get_types_from_msg(text, msgtype)
+    if fmt == MessageDefinitionFormat.IDL and text.strip():
+        return get_types_from_idl(text)
+    return {}
+
+
+def reading_typestore(
+    definitions: Iterable[tuple[str, MessageDefinitionFormat, str]], warnings: list[str]
+) -> Typestore:
+    """A typestore for one bag: each (msgtype, format, text) definition the bag carries, then, for types it
+    does not define, this package's current ones and ROS 2 Kilted's. A definition that does not parse, or
+    that contradicts another topic's, is reported in `warnings` and the fallback is used for it."""
+    types: Typesdict = {}
+    for msgtype, fmt, text in definitions:
+        try:
+            parsed = parse_definition(msgtype, fmt, text)
+        except (TypesysError, ValueError) as err:
+            warnings.append(
+                f"the bag's definition of {msgtype} does not parse ({err}); using the current one"
+            )
+            continue
+        clashes = sorted(name for name, fields in parsed.items() if types.get(name, fields) != fields)
+        if clashes:
+            warnings.append(
+                f"the bag defines {', '.join(clashes)} differently on two topics; kept the first definition"
+            )
+        types.update({name: fields for name, fields in parsed.items() if name not in types})
+    for fallback in (package_types(), get_typestore(Stores.ROS2_KILTED).fielddefs):
+        types.update({name: fields for name, fields in fallback.items() if name not in types})
+    store = get_typestore(Stores.EMPTY)
     store.register(types)
     return store
