@@ -51,15 +51,10 @@ def foreign_store() -> Typestore:
 
 def foreign_message(store: Typestore, scene: ImageAnnotation, stamp: int) -> object:
     msg = annotation_to_bag_msg(scene, header(stamp, "camera"))
+    object_fields = [name for name, _ in store.fielddefs[OBJECT_TYPE][1] if name != "note"]
     objects = [
         store.types[OBJECT_TYPE](
-            id=o.id,
-            label=o.label,
-            note="recorded elsewhere",
-            score=o.score,
-            box=o.box,
-            mask=o.mask,
-            parts=o.parts,
+            note="recorded elsewhere", **{name: getattr(o, name) for name in object_fields}
         )
         for o in msg.objects
     ]

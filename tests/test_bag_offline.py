@@ -17,6 +17,7 @@ from partglee_ros.bag.reader import Bag, BagError, TopicError, read_frames
 from partglee_ros.bag.report import score
 from partglee_ros.bag.segmentation_msgs import bag_msg_to_result
 from partglee_ros.bag.typestore import bag_typestore
+from partglee_ros.runtime.tracking import ObjectTracker
 from partglee_ros.sensor_images import ImageDecodeError, raw_image_to_rgb
 from tests.bag_testing import (
     GT_TOPIC,
@@ -79,6 +80,9 @@ def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_p
     vocab = vocabulary_of(truth)  # the CLI takes every name of the ground truth topic (all 12 frames)
     direct = segmenter_for(model_dir, vocab)
     preds = [direct.segment(frame.rgb) for frame in frames[:FRAMES]]
+    tracker = ObjectTracker()  # the node's default tracking, which the CLI applies too
+    for pred in preds:
+        tracker.update(pred)
     want = evaluate(truth[:FRAMES], preds)
     assert want["part_miou"]["oracle_obj"]["mIoU"] > 0  # a real comparison, not 0 == 0 everywhere
 
@@ -98,6 +102,8 @@ def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_p
     assert len(msgs) == FRAMES
     for msg, pred in zip(msgs, preds, strict=True):
         assert_same_results(bag_msg_to_result(msg), pred)
+        assert [o.track_id for o in msg.objects] == [o.track_id for o in pred.objects]
+    assert all(o.track_id > 0 for msg in msgs for o in msg.objects)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from partglee_ros.msg import HierarchicalSegmentation
 from partglee_ros.srv import SetVocabulary
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -39,6 +41,7 @@ class NodeClient:
         self.pub = node.create_publisher(Image, IMAGE_TOPIC, QOS)
         node.create_subscription(HierarchicalSegmentation, "/segmentation", self.results.append, QOS)
         self.set_vocab = node.create_client(SetVocabulary, "/set_vocabulary")
+        self.set_params = None
 
     def wait_ready(self) -> None:
         ok = spin_until(
@@ -62,6 +65,16 @@ class NodeClient:
         future = self.set_vocab.call_async(request)
         assert spin_until(self.node, future.done, timeout), "set_vocabulary did not answer"
         return future.result()
+
+    def set_param(self, name: str, value: ParameterValue) -> bool:
+        if self.set_params is None:
+            self.set_params = self.node.create_client(SetParameters, "/partglee/set_parameters")
+            assert spin_until(self.node, self.set_params.service_is_ready, 30)
+        future = self.set_params.call_async(
+            SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+        )
+        assert spin_until(self.node, future.done, 30)
+        return future.result().results[0].successful
 
 
 def frame(seed: int, sec: int, frame_id: str = "camera_optical", **kwargs) -> Image:
@@ -191,21 +204,12 @@ def test_vocabulary_change_applies_to_next_frame(client) -> None:
     assert labels <= {"tasse à café", "kettle", "handle", "spout"} and labels
 
 
+def double(x: float) -> ParameterValue:
+    return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=x)
+
+
 def test_thresholds_reconfigure_with_validation(client) -> None:
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import SetParameters
-
-    setter = client.node.create_client(SetParameters, "/partglee/set_parameters")
-    assert spin_until(client.node, setter.service_is_ready, 30)
-
-    def set_param(name: str, value: ParameterValue) -> bool:
-        future = setter.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
-        assert spin_until(client.node, future.done, 30)
-        return future.result().results[0].successful
-
-    def double(x: float) -> ParameterValue:
-        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=x)
-
+    set_param = client.set_param
     assert not set_param("object_threshold", double(1.5))  # outside its declared range
     assert not set_param("backend", ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="onnx"))
     before = client.send(frame(6, 400))
@@ -213,6 +217,21 @@ def test_thresholds_reconfigure_with_validation(client) -> None:
     after = client.send(frame(6, 401))
     assert len(after.objects) < len(before.objects)  # random weights never score 0.999
     assert set_param("object_threshold", double(0.0))
+
+
+def test_tracking_keeps_ids_across_frames_and_can_be_switched_off(client) -> None:
+    """The same image twice: every object continues its track (same label, IoU 1); with tracking off the ids
+    are 0, and switched on again it starts new tracks with ids never used before."""
+    first = client.send(frame(9, 450))
+    ids = [o.track_id for o in first.objects]
+    assert len(ids) > 0 and 0 not in ids and len(set(ids)) == len(ids)
+    assert [o.track_id for o in client.send(frame(9, 451)).objects] == ids
+    assert not client.set_param("track_iou", double(0.0))  # in the declared range, refused by the node
+    assert client.set_param("tracking", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))
+    assert {o.track_id for o in client.send(frame(9, 452)).objects} == {0}
+    assert client.set_param("tracking", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True))
+    again = [o.track_id for o in client.send(frame(9, 453)).objects]
+    assert len(again) == len(ids) and min(again) > max(ids)
 
 
 def test_diagnostics_count_frames(client) -> None:
@@ -231,6 +250,7 @@ def test_diagnostics_count_frames(client) -> None:
     assert int(values["frames_stamped_off_clock"]) == int(values["frames_processed"]) - 1
     assert int(values["frames_received"]) >= int(values["frames_processed"])
     assert float(values["latency_ms_p95"]) > 0
+    assert int(values["active_tracks"]) >= 1  # the objects of the frame just sent
     assert values["backend"] == "torch/cpu"  # auto: the test model has no model.onnx next to it
     assert 1 <= int(values["cpu_threads"]) <= len(os.sched_getaffinity(0))
 

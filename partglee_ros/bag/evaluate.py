@@ -29,6 +29,7 @@ from partglee_ros.bag.report import score, write_report
 from partglee_ros.ros.dds_profile import use_bundled_dds_profile
 from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.postprocess import PostprocessConfig
+from partglee_ros.runtime.tracking import ObjectTracker, TrackingConfig
 from partglee_ros.runtime.vocabulary import Vocabulary, make_vocabulary, parse_object_parts
 from training.data.hierarchy import ImageAnnotation
 from training.evaluation.split import CategorySplit
@@ -66,7 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     o.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "tensorrt"))
     o.add_argument("--device", default="cpu")
     o.add_argument(
-        "--params-file", type=Path, help="node parameter YAML to take thresholds from (as the node)"
+        "--params-file",
+        type=Path,
+        help="node parameter YAML to take thresholds and tracking (tracking, track_iou, track_max_missed) from",
     )
     o.add_argument("--object-threshold", type=float, help="overrides the params file")
     o.add_argument("--part-threshold", type=float, help="overrides the params file")
@@ -118,12 +121,28 @@ def load_vocabulary(args: argparse.Namespace, gts: dict[int, ImageAnnotation]) -
     return make_vocabulary(objects, parts, revision=1)
 
 
-def postprocess_from(args: argparse.Namespace) -> PostprocessConfig:
+def node_parameters(args: argparse.Namespace) -> dict:
+    """The ros__parameters of every section of --params-file ({} without one)."""
     values: dict = {}
     if args.params_file:
         data = yaml.safe_load(args.params_file.read_text()) or {}
         for section in data.values():
             values.update((section or {}).get("ros__parameters", {}))
+    return values
+
+
+def tracker_from(args: argparse.Namespace) -> ObjectTracker | None:
+    """The node's tracking, with its defaults where --params-file does not set it (None: tracking off)."""
+    values = node_parameters(args)
+    if not values.get("tracking", True):
+        return None
+    defaults = TrackingConfig()
+    iou = float(values.get("track_iou", defaults.iou))
+    return ObjectTracker(TrackingConfig(iou, int(values.get("track_max_missed", defaults.max_missed))))
+
+
+def postprocess_from(args: argparse.Namespace) -> PostprocessConfig:
+    values = node_parameters(args)
     cfg = PostprocessConfig(**{k: values[k] for k in POSTPROCESS_KEYS if k in values})
     if args.object_threshold is not None:
         cfg.object_threshold = args.object_threshold
@@ -157,7 +176,10 @@ def run_mode(args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, 
             args.model, args.backend, args.device, postprocess_config=postprocess_from(args)
         )
         segmenter.apply_vocabulary(vocab)
-        return run_offline(bag, topic, segmenter, writer, args.result_topic, args.max_frames, args.overlays)
+        tracker = tracker_from(args)
+        return run_offline(
+            bag, topic, segmenter, writer, args.result_topic, args.max_frames, args.overlays, tracker
+        )
     from partglee_ros.bag.replay import ReplayOptions, run_replay
 
     options = ReplayOptions(

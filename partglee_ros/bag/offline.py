@@ -8,6 +8,7 @@ from partglee_ros.bag.reader import Bag, BagError, read_frames
 from partglee_ros.bag.segmentation_msgs import header, result_to_bag_msg
 from partglee_ros.bag.typestore import SEGMENTATION_TYPE
 from partglee_ros.runtime.segmenter import ImageError, Segmenter
+from partglee_ros.runtime.tracking import ObjectTracker
 
 
 def run_offline(
@@ -18,8 +19,10 @@ def run_offline(
     result_topic: str = "/segmentation",
     max_frames: int | None = None,
     overlays: int = 4,
+    tracker: ObjectTracker | None = None,
 ) -> EvaluationRun:
-    """Segment every frame; each result is written to `writer` at its frame's log time with its header."""
+    """Segment every frame; each result is written to `writer` at its frame's log time with its header.
+    With a `tracker` the results carry track ids, as the node's (tracking on) would."""
     run = EvaluationRun("offline", str(bag.path), image_topic)
     run.log.warnings += bag.warnings
     count = bag.topics[image_topic].count
@@ -35,6 +38,8 @@ def run_offline(
                 outcome.error = str(err)
                 run.log.frame_errors.append((frame.index, str(err)))
                 continue
+            if tracker is not None:
+                tracker.update(result)
             outcome.result, outcome.latency_ms = result, result.timings_ms["total"]
             if writer is not None:
                 msg = result_to_bag_msg(result, header(frame.stamp_ns, frame.frame_id))

@@ -90,6 +90,7 @@ def result_to_bag_msg(result: SegmentationResult, hdr: Any) -> Any:
         objects.append(
             types["partglee_ros/msg/ObjectInstance"](
                 id=obj.id,
+                track_id=obj.track_id,
                 label=obj.label,
                 score=float(np.float32(obj.score)),
                 box=roi,
@@ -133,11 +134,10 @@ def bag_msg_to_result(msg: Any) -> SegmentationResult:
             )
             for p in o.parts
         ]
-        objects.append(
-            ObjectResult(
-                int(o.id), o.label, float(o.score), _box(o.box), paste_mask_crop(o.box, o.mask, h, w), parts
-            )
-        )
+        mask = paste_mask_crop(o.box, o.mask, h, w)
+        # a bag recorded before ObjectInstance had track_id decodes without it (Bag.deserialize)
+        track_id = int(getattr(o, "track_id", 0))
+        objects.append(ObjectResult(int(o.id), o.label, float(o.score), _box(o.box), mask, parts, track_id))
     return SegmentationResult(
         h, w, int(msg.vocabulary_revision), objects, {"total": float(msg.processing_time_ms)}
     )

@@ -64,7 +64,9 @@ def result_to_msg(result: SegmentationResult, header: Header) -> HierarchicalSeg
     msg.processing_time_ms = _f32(result.timings_ms.get("total", 0.0))
     for obj in result.objects:
         box, mask = mask_to_crop(obj.mask, header)
-        out = ObjectInstance(id=obj.id, label=obj.label, score=_f32(obj.score), box=box, mask=mask)
+        out = ObjectInstance(
+            id=obj.id, track_id=obj.track_id, label=obj.label, score=_f32(obj.score), box=box, mask=mask
+        )
         for part in obj.parts:
             pbox, pmask = mask_to_crop(part.mask, header)
             out.parts.append(
@@ -100,7 +102,9 @@ def msg_to_result(msg: HierarchicalSegmentation) -> SegmentationResult:
             for p in obj.parts
         ]
         mask = paste_mask_crop(obj.box, obj.mask, h, w)
-        objects.append(ObjectResult(obj.id, obj.label, obj.score, _box_of(obj.box), mask, parts))
+        objects.append(
+            ObjectResult(obj.id, obj.label, obj.score, _box_of(obj.box), mask, parts, obj.track_id)
+        )
     timings = {"total": float(msg.processing_time_ms)}
     return SegmentationResult(h, w, msg.vocabulary_revision, objects, timings)
 

@@ -44,7 +44,13 @@ from partglee_ros.ros.conversions import object_parts_from_msgs, result_to_msg, 
 from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
-from partglee_ros.ros.parameters import DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
+from partglee_ros.ros.parameters import (
+    DEFAULT_MODEL,
+    PARAMS,
+    descriptor,
+    postprocess_config,
+    tracking_config,
+)
 from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
@@ -52,6 +58,7 @@ from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.overlay import draw_overlay
 from partglee_ros.runtime.segmenter import ImageError, Segmenter, validate_image
+from partglee_ros.runtime.tracking import ObjectTracker
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary, parse_object_parts
 from partglee_ros.sensor_images import ImageDecodeError, compressed_image_to_rgb, raw_image_to_rgb
 from partglee_ros.srv import Segment
@@ -83,6 +90,7 @@ class PartGleeMixin:
         for p in PARAMS:
             self.declare_parameter(p.name, p.default, descriptor(p))
         self.segmenter: Segmenter | None = None
+        self._tracker = ObjectTracker()  # used by the inference thread only; configure() sets its config
         self._slot: LatestFrameSlot[tuple[Any, float]] = LatestFrameSlot()
         # ends a max_rate pause: a segment request wants a frame now, or the node stops (a changed max_rate
         # is read within 0.5 s)
@@ -123,6 +131,7 @@ class PartGleeMixin:
         values = {p.name: self.value(p.name) for p in PARAMS}
         try:
             post = postprocess_config(values)
+            self._tracker.config = tracking_config(values)
         except ValueError as err:
             raise StartupError(str(err)) from err
         model_dir = Path(self.value("model_path")) if self.value("model_path") else default_model_dir()
@@ -224,6 +233,7 @@ class PartGleeMixin:
         self._slot = LatestFrameSlot()
         self._diag_counts = (0, self._processed, self._errors)  # the new slot counts from 0
         self._last_input = time.monotonic()
+        self._tracker.reset()  # frames from before a pause prove nothing about where objects are now
         self._worker = threading.Thread(target=self._work, name="partglee-inference", daemon=True)
         self._worker.start()
 
@@ -250,10 +260,12 @@ class PartGleeMixin:
         values = {p.name: self.value(p.name) for p in PARAMS} | updates
         try:
             new_config = postprocess_config(values)
+            new_tracking = tracking_config(values)
         except (ValueError, TypeError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         if self.segmenter is not None:
             self.segmenter.config = new_config  # one reference swap; the next frame uses it
+        self._tracker.config = new_tracking  # likewise
         return SetParametersResult(successful=True)
 
     def _work(self) -> None:
@@ -321,6 +333,10 @@ class PartGleeMixin:
         queries = self._queries.take_for_frame(received_ns)
         try:
             result = self.segmenter.segment(rgb)
+            if self.value("tracking"):
+                self._tracker.update(result)
+            else:  # re-enabled tracking starts afresh, not from masks of long ago
+                self._tracker.reset()
             result.timings_ms["total"] = (time.monotonic() - received) * 1e3
             segmentation = result_to_msg(result, msg.header)
             self.seg_pub.publish(segmentation)
@@ -468,6 +484,7 @@ class PartGleeMixin:
             KeyValue(key="frame_age_ms_p95", value=f"{np.percentile(ages, 95):.1f}" if ages.size else ""),
             KeyValue(key="frames_stamped_off_clock", value=str(self._stamps_off_clock)),
             KeyValue(key="vocabulary_revision", value=str(vocab.revision if vocab else 0)),
+            KeyValue(key="active_tracks", value=str(self._tracker.active)),
         ]
         self.diag_pub.publish(DiagnosticArray(header=self._header_now(), status=[status]))
 

@@ -13,6 +13,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US
 from partglee_ros.runtime.postprocess import PostprocessConfig
+from partglee_ros.runtime.tracking import TrackingConfig
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,26 @@ PARAMS = (
         dynamic=True,
         range=(0.0, 1000.0),
     ),
+    Param(
+        "tracking",
+        True,
+        "give objects track ids that stay the same across frames (ObjectInstance.track_id; 0 when off)",
+        dynamic=True,
+    ),
+    Param(
+        "track_iou",
+        TrackingConfig.iou,
+        "mask IoU with a track's last mask needed to continue it (same label only); must be > 0",
+        dynamic=True,
+        range=(0.0, 1.0),
+    ),
+    Param(
+        "track_max_missed",
+        TrackingConfig.max_missed,
+        "segmented frames in a row a track may go unmatched (occlusion, a missed detection) before it ends",
+        dynamic=True,
+        range=(0, 1000),
+    ),
     Param("publish_debug_image", True, "publish debug_image (only computed while someone subscribes)"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", range=(0.1, 60.0)),
 )
@@ -130,5 +151,11 @@ def postprocess_config(values: dict[str, Any]) -> PostprocessConfig:
         max_parts_per_object=int(values["max_parts_per_object"]),
         nms_iou=float(values["nms_iou"]),
     )
+    cfg.validate()
+    return cfg
+
+
+def tracking_config(values: dict[str, Any]) -> TrackingConfig:
+    cfg = TrackingConfig(iou=float(values["track_iou"]), max_missed=int(values["track_max_missed"]))
     cfg.validate()
     return cfg

@@ -29,6 +29,7 @@ class ObjectResult:
     box: np.ndarray
     mask: np.ndarray
     parts: list[PartResult] = field(default_factory=list)
+    track_id: int = 0  # the same object across frames (runtime/tracking.py); 0 = not tracked
 
 
 @dataclass

@@ -1,0 +1,125 @@
+"""Track ids for objects across frames, so a planner can follow "the same mug" from one result to the next.
+
+Each new frame's objects are matched to the live tracks of the same label by mask IoU with the track's last
+mask, one to one (scipy's linear_sum_assignment, largest total IoU); a pair below `iou` is no match. A
+matched object takes the track's id, an unmatched one starts a new track, and a track unmatched for more
+than `max_missed` frames in a row ends. No motion model: at camera rates an object moves little between
+frames, and its last mask is a better guess of where it is than a box extrapolated from noisy detections.
+Parts are not tracked apart: a part is (its object's track id, its label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from partglee_ros.runtime.result import ObjectResult, SegmentationResult
+
+MAX_TRACK_ID = 2**32 - 1  # ids are uint32 in ObjectInstance; 0 means "not tracked"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    iou: float = 0.3  # mask IoU with a track's last mask needed to continue it
+    max_missed: int = 5  # frames in a row a track may go unmatched before it ends
+
+    def validate(self) -> None:
+        if not 0.0 < self.iou <= 1.0:
+            raise ValueError(f"track IoU must be in (0, 1], got {self.iou}")
+        if self.max_missed < 0:
+            raise ValueError(f"track max_missed must be >= 0, got {self.max_missed}")
+
+
+@dataclass
+class _Silhouette:
+    """A mask with its tight bounds (x0, y0, x1, y1) and area, so IoU only looks where both can overlap."""
+
+    mask: np.ndarray
+    bounds: tuple[int, int, int, int]
+    area: int
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> _Silhouette:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(rows) == 0:
+            return cls(mask, (0, 0, 0, 0), 0)
+        bounds = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        return cls(mask, bounds, int(np.count_nonzero(mask)))
+
+    def iou(self, other: _Silhouette) -> float:
+        x0, y0 = max(self.bounds[0], other.bounds[0]), max(self.bounds[1], other.bounds[1])
+        x1, y1 = min(self.bounds[2], other.bounds[2]), min(self.bounds[3], other.bounds[3])
+        if x0 >= x1 or y0 >= y1:
+            return 0.0
+        inter = np.count_nonzero(self.mask[y0:y1, x0:x1] & other.mask[y0:y1, x0:x1])
+        return inter / (self.area + other.area - inter)
+
+
+@dataclass
+class _Track:
+    id: int
+    label: str
+    silhouette: _Silhouette
+    missed: int = 0
+
+
+class ObjectTracker:
+    """Sets `track_id` on the objects of consecutive results of one camera. Not thread-safe: feed it from
+    the one thread that sees the frames in order."""
+
+    def __init__(self, config: TrackingConfig | None = None) -> None:
+        self.config = config or TrackingConfig()
+        self.config.validate()
+        self._tracks: list[_Track] = []
+        self._size: tuple[int, int] | None = None
+        self._next_id = 1
+
+    @property
+    def active(self) -> int:
+        """Tracks alive now (matched in this frame or missed for at most max_missed frames)."""
+        return len(self._tracks)
+
+    def reset(self) -> None:
+        """End every track (ids keep counting up, so an old id never names a new object)."""
+        self._tracks = []
+        self._size = None
+
+    def update(self, result: SegmentationResult) -> None:
+        if self._size != (result.height, result.width):  # another camera mode: no mask compares
+            self.reset()
+            self._size = (result.height, result.width)
+        config = self.config  # one read: a concurrent swap applies from the next frame
+        shapes = [_Silhouette.of(o.mask) for o in result.objects]
+        matches = self._match(result.objects, shapes, config.iou)
+        seen = set()
+        for j, (obj, shape) in enumerate(zip(result.objects, shapes, strict=True)):
+            track = matches.get(j)
+            if track is None:
+                track = _Track(self._new_id(), obj.label, shape)
+                self._tracks.append(track)
+            track.silhouette = shape
+            obj.track_id = track.id
+            seen.add(track.id)
+        for track in self._tracks:
+            track.missed = 0 if track.id in seen else track.missed + 1
+        self._tracks = [t for t in self._tracks if t.missed <= config.max_missed]
+
+    def _match(
+        self, objects: list[ObjectResult], shapes: list[_Silhouette], min_iou: float
+    ) -> dict[int, _Track]:
+        if not self._tracks or not objects:
+            return {}
+        iou = np.zeros((len(self._tracks), len(objects)))
+        for i, track in enumerate(self._tracks):
+            for j, (obj, shape) in enumerate(zip(objects, shapes, strict=True)):
+                if obj.label == track.label:
+                    iou[i, j] = track.silhouette.iou(shape)
+        rows, cols = linear_sum_assignment(iou, maximize=True)
+        return {int(j): self._tracks[i] for i, j in zip(rows, cols, strict=True) if iou[i, j] >= min_iou}
+
+    def _new_id(self) -> int:
+        new = self._next_id
+        self._next_id = new % MAX_TRACK_ID + 1
+        return new

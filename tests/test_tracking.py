@@ -1,0 +1,107 @@
+"""Object track ids across frames (partglee_ros/runtime/tracking.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from partglee_ros.runtime.result import ObjectResult, SegmentationResult
+from partglee_ros.runtime.tracking import ObjectTracker, TrackingConfig
+
+H, W = 120, 160
+
+
+def rect(x: int, y: int, w: int, h: int, size: tuple[int, int] = (H, W)) -> np.ndarray:
+    mask = np.zeros(size, bool)
+    mask[y : y + h, x : x + w] = True
+    return mask
+
+
+def frame(*objects: tuple[str, np.ndarray]) -> SegmentationResult:
+    height, width = objects[0][1].shape if objects else (H, W)
+    found = [
+        ObjectResult(i + 1, label, 0.9, np.zeros(4, np.float32), m) for i, (label, m) in enumerate(objects)
+    ]
+    return SegmentationResult(height, width, 1, found)
+
+
+def track_ids(tracker: ObjectTracker, result: SegmentationResult) -> list[int]:
+    tracker.update(result)
+    return [o.track_id for o in result.objects]
+
+
+def test_moving_objects_keep_their_ids_and_labels_never_share_a_track() -> None:
+    tracker = ObjectTracker()
+    first = track_ids(tracker, frame(("mug", rect(10, 10, 20, 20)), ("kettle", rect(100, 50, 30, 30))))
+    assert len(set(first)) == 2 and 0 not in first
+    for step in range(1, 15):  # 3 px per frame: IoU with the last mask ~0.74
+        got = track_ids(
+            tracker,
+            frame(("kettle", rect(100 - 2 * step, 50, 30, 30)), ("mug", rect(10 + 3 * step, 10, 20, 20))),
+        )
+        assert got == first[::-1]
+    # a different label where the mug was is another object, and the mug's track lives on unmatched
+    last_mug = rect(10 + 3 * 14, 10, 20, 20)
+    (bottle,) = track_ids(tracker, frame(("bottle", last_mug)))
+    assert bottle not in first and tracker.active == 3
+    assert track_ids(tracker, frame(("mug", last_mug))) == [first[0]]
+
+
+def test_a_track_survives_max_missed_frames_and_then_ends() -> None:
+    tracker = ObjectTracker(TrackingConfig(iou=0.3, max_missed=3))
+    mug = rect(40, 40, 30, 30)
+    (mug_id,) = track_ids(tracker, frame(("mug", mug)))
+    for _ in range(3):  # occluded
+        assert track_ids(tracker, frame()) == []
+    assert track_ids(tracker, frame(("mug", mug))) == [mug_id]
+    for _ in range(4):
+        track_ids(tracker, frame())
+    assert tracker.active == 0
+    (again,) = track_ids(tracker, frame(("mug", mug)))
+    assert again != mug_id and again > mug_id  # ids are never reused
+
+
+def test_overlap_below_the_threshold_starts_a_new_track() -> None:
+    tracker = ObjectTracker(TrackingConfig(iou=0.5))
+    (a,) = track_ids(tracker, frame(("mug", rect(0, 0, 40, 40))))
+    (b,) = track_ids(tracker, frame(("mug", rect(20, 0, 40, 40))))  # IoU 1/3
+    (c,) = track_ids(tracker, frame(("mug", rect(30, 0, 40, 40))))  # IoU 3/5 with the last mask
+    assert b != a and c == b
+
+
+def test_assignment_is_one_to_one_and_maximises_total_overlap() -> None:
+    """Two mugs side by side move 12 px right. The new left mug overlaps the old right one most (IoU 0.43),
+    so matching the best pair first would give it the right mug's id and leave the left track unmatched; the
+    assignment pairs old left with new left and old right with new right (IoU 0.25 each, 0.5 in all)."""
+    tracker = ObjectTracker(TrackingConfig(iou=0.2))
+    left, right = rect(10, 10, 20, 20), rect(30, 10, 20, 20)
+    ids = track_ids(tracker, frame(("mug", left), ("mug", right)))
+    moved = track_ids(tracker, frame(("mug", rect(42, 10, 20, 20)), ("mug", rect(22, 10, 20, 20))))
+    assert moved == ids[::-1]
+    # an object cannot continue two tracks, and two objects cannot continue one
+    merged = track_ids(tracker, frame(("mug", rect(22, 10, 40, 20))))
+    assert len(merged) == 1 and merged[0] in ids and tracker.active == 2
+
+
+def test_a_new_image_size_ends_every_track() -> None:
+    tracker = ObjectTracker()
+    (a,) = track_ids(tracker, frame(("mug", rect(10, 10, 20, 20))))
+    (b,) = track_ids(tracker, frame(("mug", rect(10, 10, 20, 20, size=(240, 320)))))
+    assert b != a and tracker.active == 1
+
+
+def test_empty_masks_never_match() -> None:
+    tracker = ObjectTracker()
+    (a,) = track_ids(tracker, frame(("mug", np.zeros((H, W), bool))))
+    (b,) = track_ids(tracker, frame(("mug", np.zeros((H, W), bool))))
+    assert a != b
+
+
+@pytest.mark.parametrize(
+    "config", [TrackingConfig(iou=0.0), TrackingConfig(iou=1.5), TrackingConfig(max_missed=-1)]
+)
+def test_bad_configs_are_refused(config) -> None:
+    with pytest.raises(ValueError, match="track"):
+        config.validate()
+    with pytest.raises(ValueError, match="track"):
+        ObjectTracker(config)
