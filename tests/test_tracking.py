@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from partglee_ros.runtime.overlay import draw_overlay
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
 from partglee_ros.runtime.tracking import ObjectTracker, TrackingConfig
 
@@ -105,3 +106,17 @@ def test_bad_configs_are_refused(config) -> None:
         config.validate()
     with pytest.raises(ValueError, match="track"):
         ObjectTracker(config)
+
+
+def test_the_debug_overlay_colours_a_tracked_object_by_its_track() -> None:
+    image = np.full((H, W, 3), 128, np.uint8)
+
+    def drawn(object_id: int, track_id: int) -> np.ndarray:
+        obj = ObjectResult(
+            object_id, "mug", 0.9, np.array([10, 10, 40, 40], np.float32), rect(10, 10, 30, 30)
+        )
+        obj.track_id = track_id
+        return draw_overlay(image, SegmentationResult(H, W, 1, [obj]))
+
+    assert np.array_equal(drawn(1, 7), drawn(2, 7))  # the frame's id changes, the track's colour stays
+    assert not np.array_equal(drawn(1, 0), drawn(2, 0))

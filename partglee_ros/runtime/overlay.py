@@ -43,11 +43,12 @@ def draw_overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0
         any_part |= part.mask
     canvas[any_part] = mixed[any_part]
     for obj in result.objects:
-        color = _color(obj.id)
+        color = _color(obj.track_id or obj.id)  # a tracked object keeps its colour from frame to frame
         contours, _ = cv2.findContours(obj.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(canvas, contours, -1, color, 2)
         x0, y0 = int(obj.box[0]), int(obj.box[1])
-        _label(canvas, f"{obj.label} {obj.score:.2f}", x0, y0, color, scale)
+        track = f" #{obj.track_id}" if obj.track_id else ""
+        _label(canvas, f"{obj.label}{track} {obj.score:.2f}", x0, y0, color, scale)
         for part in obj.parts:
             ys, xs = np.nonzero(part.mask)
             if len(xs):
