@@ -6,7 +6,11 @@ The bag holds the images on /camera/color/image_raw (sensor_msgs/Image rgb8 or b
 sensor_msgs/CompressedImage on .../compressed) and the annotations on /ground_truth/segmentation
 (partglee_ros/HierarchicalSegmentation, score 1), with equal header stamps; `--sidecar` also writes the same
 annotations as PACO-style JSON keyed by `timestamp_ns`. Scenes come from the SynthParts test split
-(training/configs/synthparts.yaml), so the frames were never seen in training.
+(training/configs/synthparts.yaml), so the frames were never seen in training. With `--orbit DEG` the frames
+are one scene seen by a camera circling the table DEG degrees per frame, and the ground truth carries each
+object's track id, so the bag evaluation also scores tracking (docs/BAG_EVAL.md):
+
+    python -m partglee_ros.bag.make_sample --out /tmp/orbit_bag --frames 30 --orbit 2
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from partglee_ros.bag.ground_truth import write_sidecar
 from partglee_ros.bag.segmentation_msgs import annotation_to_bag_msg, header
 from partglee_ros.bag.typestore import COMPRESSED_TYPE, IMAGE_TYPE, SEGMENTATION_TYPE, bag_typestore
 from training.data.hierarchy import ImageAnnotation
-from training.data.synthparts import load_split_config, split_scenes
+from training.data.synthparts import generate_scene, load_split_config, split_scenes
 
 REPO = Path(__file__).resolve().parents[2]
 SPLIT_CONFIG = REPO / "training" / "configs" / "synthparts.yaml"
@@ -93,6 +97,20 @@ def sample_scenes(frames: int, width: int, height: int, split: str = "test") -> 
     )
 
 
+def sequence_scenes(
+    frames: int, width: int, height: int, split: str = "test", orbit_deg: float = 2.0, index: int = 0
+) -> list[ImageAnnotation]:
+    """One scene of the split (its `index`-th) seen by a camera circling the table by `orbit_deg` per frame:
+    a sequence whose ground truth carries track ids."""
+    config = load_split_config(SPLIT_CONFIG)
+    seed = config.seeds[split][0] + index
+    categories = config.categories_for(split)
+    return [
+        generate_scene(seed, width, height, categories, orbit=np.deg2rad(orbit_deg * i))
+        for i in range(frames)
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,10 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="mcap", choices=tuple(STORAGES))
     parser.add_argument("--encoding", default="rgb8", choices=ENCODINGS, help="png/jpeg = CompressedImage")
     parser.add_argument("--sidecar", type=Path, help="also write the ground truth as PACO-style JSON here")
+    parser.add_argument(
+        "--orbit",
+        type=float,
+        metavar="DEG",
+        help="a sequence instead: one scene, the camera circling it by DEG per frame (ground truth with track ids)",
+    )
     args = parser.parse_args(argv)
     if args.out.exists():
         parser.error(f"{args.out} exists; remove it or choose another --out")
-    scenes = sample_scenes(args.frames, args.width, args.height, args.split)
+    if args.orbit is None:
+        scenes = sample_scenes(args.frames, args.width, args.height, args.split)
+    else:
+        scenes = sequence_scenes(args.frames, args.width, args.height, args.split, args.orbit)
     stamps = write_scene_bag(args.out, scenes, args.storage, args.encoding, args.rate)
     if args.sidecar:
         write_sidecar(scenes, stamps, args.sidecar)

@@ -24,6 +24,7 @@ from partglee_ros.runtime.vocabulary import Vocabulary  # noqa: E402
 from training.data.hierarchy import ImageAnnotation, part_label  # noqa: E402
 from training.evaluation.report import evaluate, metrics_to_markdown  # noqa: E402
 from training.evaluation.split import CategorySplit  # noqa: E402
+from training.evaluation.tracking import tracking_metrics, tracking_to_markdown  # noqa: E402
 
 
 def scored_pairs(
@@ -36,9 +37,18 @@ def scored_pairs(
 def score(
     run: EvaluationRun, gts: dict[int, ImageAnnotation], split: CategorySplit | None = None
 ) -> dict | None:
-    """evaluate() over the answered frames that have ground truth; None when there are none."""
+    """evaluate() over the answered frames that have ground truth; None when there are none. Where the ground
+    truth carries track ids, "tracking" adds how well the results' track ids follow them over every frame
+    with ground truth, in bag order (a frame without a result misses all its objects)."""
     g, p = scored_pairs(run, gts)
-    return evaluate(g, p, split) if g else None
+    if not g:
+        return None
+    metrics = evaluate(g, p, split)
+    sequence = [f for f in run.frames if f.stamp_ns in gts]
+    tracking = tracking_metrics([gts[f.stamp_ns] for f in sequence], [f.result for f in sequence])
+    if tracking is not None:
+        metrics["tracking"] = tracking
+    return metrics
 
 
 def latency_summary(run: EvaluationRun) -> dict[str, float]:
@@ -59,6 +69,7 @@ def annotation_as_result(ann: ImageAnnotation) -> SegmentationResult:
             o.box,
             o.mask,
             [PartResult(p.id, p.name, part_label(o.name, p.name), 1.0, p.box, p.mask, o.id) for p in o.parts],
+            o.track_id,
         )
         for o in ann.objects
     ]
@@ -184,6 +195,13 @@ def write_report(
         lines += ["", "## Metrics", "", metrics_to_markdown(metrics, per_category=True)]
         lines += ["![per-class AP](per_class_ap.png)"]
         _per_class_plot(metrics, out / "per_class_ap.png")
+        if "tracking" in metrics:
+            threshold = metrics["tracking"]["iou_threshold"]
+            lines += [
+                "",
+                f"## Tracking (py-motmetrics; a match needs the same label and mask IoU >= {threshold:g})",
+            ]
+            lines += ["", tracking_to_markdown(metrics["tracking"])]
     else:
         lines += ["", "No frame has both a result and ground truth: no metrics."]
     overlays = _overlays(run, gts, out / "overlays")

@@ -112,6 +112,7 @@ def annotation_to_bag_msg(ann: ImageAnnotation, hdr: Any) -> Any:
             o.box,
             o.mask,
             [PartResult(p.id, p.name, part_label(o.name, p.name), 1.0, p.box, p.mask, o.id) for p in o.parts],
+            o.track_id,
         )
         for o in ann.objects
     ]
@@ -152,6 +153,7 @@ def bag_msg_to_annotation(msg: Any, image_id: int) -> ImageAnnotation:
             o.mask,
             [PartAnnotation(p.id, p.label, p.mask, o.id, p.box) for p in o.parts],
             o.box,
+            track_id=o.track_id,
         )
         for o in result.objects
     ]

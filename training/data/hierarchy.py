@@ -55,6 +55,7 @@ class ObjectAnnotation:
     box: np.ndarray | None = None
     pose: PartPose | None = None
     iscrowd: bool = False  # COCO crowd region: no training target (nor its parts), ignored by COCO AP
+    track_id: int = 0  # the same physical object in every frame of a sequence; 0 = not known
 
     def __post_init__(self) -> None:
         if self.box is None:

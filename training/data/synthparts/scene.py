@@ -52,13 +52,16 @@ def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.stack([right, np.cross(forward, right), forward])
 
 
-def _sample_camera(rng: np.random.Generator, width: int, height: int) -> tuple[_Camera, float, float]:
+def _sample_camera(
+    rng: np.random.Generator, width: int, height: int, orbit: float = 0.0
+) -> tuple[_Camera, float, float]:
     fov = np.deg2rad(rng.uniform(50.0, 68.0))
     f = width / (2 * np.tan(fov / 2))
     cx = (width - 1) / 2 + rng.normal(0, 0.01 * width)
     cy = (height - 1) / 2 + rng.normal(0, 0.01 * height)
     K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
     dist, elev, azim = rng.uniform(0.55, 0.95), np.deg2rad(rng.uniform(30, 70)), rng.uniform(0, 2 * np.pi)
+    azim += orbit  # after every draw, so the rest of the scene does not depend on it
     target = np.array([rng.normal(0, 0.02), rng.normal(0, 0.02), 0.0])
     eye = target + dist * np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
     return _Camera(K, _look_at(eye, target), eye), dist, fov
@@ -321,20 +324,27 @@ def _ray_grid(K: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def generate_scene(
-    seed: int, width: int = 320, height: int = 240, categories: Sequence[str] | None = None
+    seed: int,
+    width: int = 320,
+    height: int = 240,
+    categories: Sequence[str] | None = None,
+    orbit: float = 0.0,
 ) -> ImageAnnotation:
     """Render one SynthParts scene; the same arguments always give the same bytes.
 
     Objects are drawn from ``categories`` (all of CATEGORIES when None), 2-6 instances plus 0-6
     unlabelled clutter solids. Masks are visible pixels; poses are camera-frame metres,
     a part's cut to its stretch outside the other parts of its object (a buried handle end is not in it).
+    ``orbit`` (radians) moves the camera around the vertical through the point it looks at, everything else
+    unchanged: frames of one seed at growing ``orbit`` are a camera circling the table, and each object's
+    ``track_id`` (its index in the scene + 1) names it in every frame it is visible in.
     """
     cats = tuple(categories) if categories is not None else tuple(BUILDERS)
     unknown = [c for c in cats if c not in BUILDERS]
     if unknown or not cats:
         raise ValueError(f"unknown or empty categories: {unknown or cats}; known: {sorted(BUILDERS)}")
     rng = np.random.default_rng(seed)
-    cam, dist, fov = _sample_camera(rng, width, height)
+    cam, dist, fov = _sample_camera(rng, width, height, orbit)
     spread = dist * np.tan(fov / 2) * 0.75
     zb = _ZBuffer(_ray_grid(cam.K, width, height))
 
@@ -400,6 +410,7 @@ def _annotate(
             name=inst.name,
             mask=np.isin(part_map, keys),
             pose=pose_of_solids([p for k in keys for p in part_keys[k][2]]),
+            track_id=i + 1,
         )
         next_id += 1
         for k in keys:

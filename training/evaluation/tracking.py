@@ -1,0 +1,113 @@
+"""How well track ids follow objects through a sequence: CLEAR MOT and identity metrics by py-motmetrics.
+
+Each frame's ground-truth objects with a track id are matched to the predicted objects of the same label by
+mask IoU (pycocotools); pairs below `iou_threshold` may not match. motmetrics then does the rest exactly as
+in the MOT benchmarks: MOTA (misses, false positives and identity switches against the ground truth),
+IDF1 (the share of detections whose identity agrees under the best one-to-one track correspondence over the
+whole sequence), switches and fragmentations. Frames are scored in the order given, so pass them as the
+camera saw them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from partglee_ros.runtime.result import SegmentationResult
+from training.data.hierarchy import ImageAnnotation
+
+IOU_THRESHOLD = 0.5
+# motmetrics name -> key in the result
+METRICS = {
+    "num_frames": "frames",
+    "num_unique_objects": "ground_truth_tracks",
+    "num_objects": "ground_truth_objects",
+    "num_predictions": "predicted_objects",
+    "mota": "MOTA",
+    "motp": "MOTP_iou",
+    "idf1": "IDF1",
+    "idp": "IDP",
+    "idr": "IDR",
+    "num_switches": "id_switches",
+    "num_fragmentations": "fragmentations",
+    "mostly_tracked": "mostly_tracked",
+    "mostly_lost": "mostly_lost",
+    "num_misses": "misses",
+    "num_false_positives": "false_positives",
+}
+
+
+def _rles(masks: list[np.ndarray]) -> list[dict]:
+    return [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+
+
+def _distances(truth: ImageAnnotation, pred: SegmentationResult, iou_threshold: float) -> np.ndarray:
+    """1 - mask IoU, [truth, predicted]; NaN (may not match) across labels and below the threshold."""
+    gts = [o for o in truth.objects if o.track_id]
+    out = np.full((len(gts), len(pred.objects)), np.nan)
+    if not gts or not pred.objects:
+        return out
+    iou = mask_utils.iou(_rles([o.mask for o in pred.objects]), _rles([o.mask for o in gts]), [0] * len(gts))
+    iou = np.asarray(iou).T
+    same = np.array([[g.name == p.label for p in pred.objects] for g in gts])
+    ok = same & (iou >= iou_threshold)
+    out[ok] = 1.0 - iou[ok]
+    return out
+
+
+def has_tracks(truth: Sequence[ImageAnnotation]) -> bool:
+    return any(o.track_id for ann in truth for o in ann.objects)
+
+
+def tracking_metrics(
+    truth: Sequence[ImageAnnotation],
+    preds: Sequence[SegmentationResult | None],
+    iou_threshold: float = IOU_THRESHOLD,
+) -> dict | None:
+    """Metrics of `preds[i]` (None: no result for that frame, all its objects missed) against `truth[i]`,
+    frame by frame in order; None when the ground truth carries no track ids. Predictions without a track
+    id (tracking off) each count as a new identity. MOTP_iou is the mean IoU of matched pairs."""
+    if len(truth) != len(preds):
+        raise ValueError(f"{len(truth)} ground-truth frames but {len(preds)} predictions")
+    if not has_tracks(truth):
+        return None
+    import motmetrics as mm  # pandas with it: only where tracking is scored
+
+    accumulator = mm.MOTAccumulator(auto_id=True)
+    untracked = iter(range(-1, -(10**9), -1))  # distinct ids for objects without a track id
+    for ann, pred in zip(truth, preds, strict=True):
+        pred = pred or SegmentationResult(ann.height, ann.width, 0)
+        gt_ids = [o.track_id for o in ann.objects if o.track_id]
+        pred_ids = [o.track_id or next(untracked) for o in pred.objects]
+        accumulator.update(gt_ids, pred_ids, _distances(ann, pred, iou_threshold))
+    summary = mm.metrics.create().compute(accumulator, metrics=list(METRICS), name="run")
+    out = {key: summary[name].iloc[0].item() for name, key in METRICS.items()}
+    out["MOTP_iou"] = 1.0 - out["MOTP_iou"]  # motmetrics averages the distance, 1 - IoU
+    out["iou_threshold"] = iou_threshold
+    return out
+
+
+def tracking_to_markdown(metrics: dict) -> str:
+    rows = [
+        ("IDF1", "IDF1 (identity F1)"),
+        ("IDP", "IDP"),
+        ("IDR", "IDR"),
+        ("MOTA", "MOTA"),
+        ("MOTP_iou", "MOTP (mean IoU of matches)"),
+        ("id_switches", "identity switches"),
+        ("fragmentations", "fragmentations"),
+        ("mostly_tracked", "mostly tracked tracks"),
+        ("mostly_lost", "mostly lost tracks"),
+        ("ground_truth_tracks", "ground-truth tracks"),
+        ("ground_truth_objects", "ground-truth objects"),
+        ("misses", "misses"),
+        ("false_positives", "false positives"),
+        ("frames", "frames"),
+    ]
+    lines = ["| metric | value |", "|---|---|"]
+    for key, label in rows:
+        value = metrics[key]
+        lines.append(f"| {label} | {value:.3f} |" if isinstance(value, float) else f"| {label} | {value} |")
+    return "\n".join(lines)
