@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from partglee_ros.bag import ground_truth
 from partglee_ros.bag.evaluate import main as bag_eval
+from partglee_ros.bag.make_sample import sequence_scenes, write_scene_bag
 from partglee_ros.bag.offline import run_offline
 from partglee_ros.bag.reader import Bag
 from partglee_ros.bag.report import score
 from partglee_ros.bag.segmentation_msgs import bag_msg_to_result
+from partglee_ros.runtime.tracking import ObjectTracker
 from tests.bag_testing import (
     GT_TOPIC,
     SAMPLE_BAG,
@@ -38,8 +41,8 @@ def node(start_module_process, model_dir, tmp_path_factory):
     return start_module_process(*partglee_command(params, model_dir, image_topic=IMAGE_TOPIC), name="node")
 
 
-def _replay(node, out, *extra: str) -> dict:
-    args = [str(SAMPLE_BAG), "--mode", "replay", "--out", str(out), "--gt-topic", GT_TOPIC]
+def _replay(node, out, *extra: str, bag: Path = SAMPLE_BAG) -> dict:
+    args = [str(bag), "--mode", "replay", "--out", str(out), "--gt-topic", GT_TOPIC]
     rc = bag_eval([*args, "--connect-timeout", "120", "--drain-timeout", "10", *extra])
     assert rc == 0, node.output()
     return json.loads((out / "metrics.json").read_text())
@@ -64,6 +67,24 @@ def test_lockstep_replay_gives_the_offline_detections(node, model_dir, tmp_path)
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == want.stamp_ns
         assert_same_results(bag_msg_to_result(msg), want.result)
     assert_same_metrics(from_json(summary["metrics"]), score(offline, gts))
+
+
+def test_replayed_sequence_scores_the_nodes_tracks_as_offline_tracks_them(node, model_dir, tmp_path) -> None:
+    """A sequence with track ids in its ground truth, replayed in lockstep: the node's published track ids
+    score exactly as offline mode's tracker does. 240x180 frames: the node's tracks from earlier tests (other
+    frame sizes) end, so both start from no tracks."""
+    write_scene_bag(tmp_path / "bag", sequence_scenes(4, 240, 180, orbit_deg=3))
+    summary = _replay(node, tmp_path / "replay", "--lockstep", bag=tmp_path / "bag")
+    with Bag(tmp_path / "bag") as bag:
+        gts, _ = ground_truth.from_topic(bag, GT_TOPIC)
+        from partglee_ros.bag.evaluate import load_vocabulary, parse_args
+
+        vocab = load_vocabulary(parse_args([str(tmp_path / "bag"), "--out", "x"]), gts)
+        segmenter = segmenter_for(model_dir, vocab)
+        offline = run_offline(bag, IMAGE_TOPIC, segmenter, None, tracker=ObjectTracker())
+    tracking = summary["metrics"]["tracking"]
+    assert tracking["frames"] == 4 and tracking["predicted_objects"] > 4
+    assert_same_metrics(from_json(tracking), score(offline, gts)["tracking"])
 
 
 def test_fast_replay_reports_drops_and_latency(node, tmp_path) -> None:
