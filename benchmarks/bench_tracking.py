@@ -26,7 +26,7 @@ COUNTS = (5, 20)
 
 
 def scene(width: int, height: int, count: int, step: int) -> SegmentationResult:
-    """`count` filled ellipses on a grid, a third of a grid cell wide, swinging right and back 3 px per step."""
+    """`count` filled ellipses on a grid, two thirds of a grid cell wide, swinging right and back 3 px per step."""
     yy, xx = np.mgrid[:height, :width]
     cols = int(np.ceil(np.sqrt(count)))
     rx, ry = width / (3 * cols), height / (3 * cols)

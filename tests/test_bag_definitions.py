@@ -37,13 +37,18 @@ def scenes() -> list[ImageAnnotation]:
     return sample_scenes(2, 320, 240)
 
 
-def foreign_store() -> Typestore:
-    """Today's types, except that ObjectInstance has one more field (a string between label and score), as an
-    older or newer partglee_ros might have had: any reader that uses today's definition misparses it."""
-    text = (msg_directory() / "ObjectInstance.msg").read_text()
-    lines = text.splitlines()
+def object_definition(version: str) -> str:
+    """ObjectInstance as another partglee_ros had it: "newer" has one more field (a string after label),
+    "older" has no track_id (as before tracking). A reader that uses today's definition misparses both."""
+    lines = (msg_directory() / "ObjectInstance.msg").read_text().splitlines()
+    if version == "older":
+        return "\n".join(line for line in lines if not line.startswith("uint32 track_id"))
     at = next(i for i, line in enumerate(lines) if line.startswith("string label"))
-    changed = "\n".join([*lines[: at + 1], "string note", *lines[at + 1 :]])
+    return "\n".join([*lines[: at + 1], "string note", *lines[at + 1 :]])
+
+
+def foreign_store(version: str) -> Typestore:
+    changed = object_definition(version)
     store = get_typestore(Stores.ROS2_KILTED)
     store.register({**package_types(), **get_types_from_msg(changed, OBJECT_TYPE)})
     return store
@@ -51,10 +56,11 @@ def foreign_store() -> Typestore:
 
 def foreign_message(store: Typestore, scene: ImageAnnotation, stamp: int) -> object:
     msg = annotation_to_bag_msg(scene, header(stamp, "camera"))
-    object_fields = [name for name, _ in store.fielddefs[OBJECT_TYPE][1] if name != "note"]
+    object_fields = [name for name, _ in store.fielddefs[OBJECT_TYPE][1]]
+    extra = {"note": "recorded elsewhere"}
     objects = [
         store.types[OBJECT_TYPE](
-            note="recorded elsewhere", **{name: getattr(o, name) for name in object_fields}
+            **{name: extra[name] if name in extra else getattr(o, name) for name in object_fields}
         )
         for o in msg.objects
     ]
@@ -64,8 +70,8 @@ def foreign_message(store: Typestore, scene: ImageAnnotation, stamp: int) -> obj
     return store.types[SEGMENTATION_TYPE](**fields, objects=objects)
 
 
-def write_foreign_bag(path: Path, storage: str, scenes: list[ImageAnnotation]) -> list[bytes]:
-    store = foreign_store()
+def write_foreign_bag(path: Path, storage: str, scenes: list[ImageAnnotation], version: str) -> list[bytes]:
+    store = foreign_store(version)
     raws = []
     with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
         connection = writer.add_connection(TOPIC, SEGMENTATION_TYPE, typestore=store)
@@ -96,19 +102,26 @@ def misparses_today(raw: bytes, scene: ImageAnnotation) -> bool:
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_ground_truth_is_read_with_the_bags_own_definitions(scenes, tmp_path, storage) -> None:
-    raws = write_foreign_bag(tmp_path / "bag", storage, scenes)
+@pytest.mark.parametrize("version", ["newer", "older"])
+def test_ground_truth_is_read_with_the_bags_own_definitions(scenes, tmp_path, storage, version) -> None:
+    raws = write_foreign_bag(tmp_path / "bag", storage, scenes, version)
     assert misparses_today(raws[0], scenes[0])  # so this bag tells the bag's definitions from today's
     with Bag(tmp_path / "bag") as bag:
         assert bag.warnings == []
         got, error = ground_truth.from_topic(bag, TOPIC)
-        note = bag.deserialize(next(bag.messages({TOPIC}))).objects[0].note
-    assert error is None and note == "recorded elsewhere"
+        first = bag.deserialize(next(bag.messages({TOPIC}))).objects[0]
+    assert error is None
+    if version == "newer":
+        assert first.note == "recorded elsewhere"
+    else:  # recorded before tracking: no track ids, read as 0 ("not tracked")
+        assert not hasattr(first, "track_id") and all(
+            o.track_id == 0 for a in got.values() for o in a.objects
+        )
     assert_ground_truth(got, scenes)
 
 
 def test_an_mcap_without_footer_is_read_with_its_schemas(scenes, tmp_path) -> None:
-    write_foreign_bag(tmp_path / "bag", "mcap", scenes)
+    write_foreign_bag(tmp_path / "bag", "mcap", scenes, "newer")
     mcap = tmp_path / "bag" / "bag.mcap"
     with mcap.open("r+b") as f:  # the footer and the end of the summary: every message is still whole
         f.truncate(mcap.stat().st_size - 20)
@@ -126,7 +139,7 @@ def test_unparsable_or_contradicting_definitions_fall_back_with_a_warning() -> N
     assert store.fielddefs[SEGMENTATION_TYPE] == today
     assert len(warnings) == 1 and "does not parse" in warnings[0] and SEGMENTATION_TYPE in warnings[0]
 
-    changed = (msg_directory() / "ObjectInstance.msg").read_text() + "\nstring note\n"
+    changed = object_definition("newer")
     warnings = []
     store = reading_typestore(
         [
@@ -135,5 +148,41 @@ def test_unparsable_or_contradicting_definitions_fall_back_with_a_warning() -> N
         ],
         warnings,
     )
-    assert store.fielddefs[OBJECT_TYPE][1][-1][0] == "note"  # the first topic's definition is kept
+    assert "note" in dict(store.fielddefs[OBJECT_TYPE][1])  # the first topic's definition is kept
     assert len(warnings) == 1 and OBJECT_TYPE in warnings[0] and "differently" in warnings[0]
+
+
+def test_a_partglee_type_without_definition_is_read_with_todays_and_a_warning() -> None:
+    """rosbag2 sqlite3 bags before Iron carry no definitions: today's are all there is, said once."""
+    warnings: list[str] = []
+    store = reading_typestore(
+        [
+            (SEGMENTATION_TYPE, MessageDefinitionFormat.NONE, ""),
+            ("sensor_msgs/msg/Image", MessageDefinitionFormat.NONE, ""),
+        ],
+        warnings,
+    )
+    assert store.fielddefs[SEGMENTATION_TYPE] == bag_typestore().fielddefs[SEGMENTATION_TYPE]
+    assert len(warnings) == 1 and "no definition of " + SEGMENTATION_TYPE in warnings[0]
+
+
+IDL = """module test_msgs {
+  module msg {
+    struct Note {
+      string text;
+      uint32 count;
+    };
+  };
+};
+"""
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_idl_definitions_are_read_alone_or_as_rosbag2_joins_them(joined) -> None:
+    text = f"{'=' * 80}\nIDL: test_msgs/msg/Note\n{IDL}" if joined else IDL
+    warnings: list[str] = []
+    store = reading_typestore([("test_msgs/msg/Note", MessageDefinitionFormat.IDL, text)], warnings)
+    assert warnings == [] and [name for name, _ in store.fielddefs["test_msgs/msg/Note"][1]] == [
+        "text",
+        "count",
+    ]

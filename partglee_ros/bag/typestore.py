@@ -10,7 +10,7 @@ changed (a field added to ObjectInstance, say) would misparse under today's defi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from rosbags.interfaces import MessageDefinitionFormat
@@ -55,39 +55,71 @@ def bag_typestore() -> Typestore:
     return store
 
 
+IDL_SEPARATOR = "=" * 80 + "\n"  # rosbag2 joins the .idl files of a type and the types it nests with this
+
+
 def parse_definition(msgtype: str, fmt: MessageDefinitionFormat, text: str) -> Typesdict:
     """The types of one topic's embedded definition (the type and every type it nests); {} when the bag
     carries none (rosbag2 sqlite3 bags before Iron)."""
     if fmt == MessageDefinitionFormat.MSG and text.strip():
         return get_types_from_msg(text, msgtype)
     if fmt == MessageDefinitionFormat.IDL and text.strip():
-        return get_types_from_idl(text)
+        if not text.startswith(f"{IDL_SEPARATOR}IDL: "):
+            return get_types_from_idl(text)
+        types: Typesdict = {}
+        for section in text.split(IDL_SEPARATOR)[1:]:  # each "IDL: pkg/msg/Name\n<idl>"
+            types.update(get_types_from_idl(section.split("\n", 1)[1]))
+        return types
     return {}
 
 
-def reading_typestore(
-    definitions: Iterable[tuple[str, MessageDefinitionFormat, str]], warnings: list[str]
-) -> Typestore:
-    """A typestore for one bag: each (msgtype, format, text) definition the bag carries, then, for types it
-    does not define, this package's current ones and ROS 2 Kilted's. A definition that does not parse, or
-    that contradicts another topic's, is reported in `warnings` and the fallback is used for it."""
+def _reading_types(
+    definitions: tuple[tuple[str, MessageDefinitionFormat, str], ...],
+) -> tuple[Typesdict, list[str]]:
     types: Typesdict = {}
+    warnings = []
     for msgtype, fmt, text in definitions:
         try:
             parsed = parse_definition(msgtype, fmt, text)
-        except (TypesysError, ValueError) as err:
+        except (TypesysError, ValueError, IndexError) as err:
             warnings.append(
                 f"the bag's definition of {msgtype} does not parse ({err}); using the current one"
             )
             continue
+        if not parsed and msgtype.startswith(f"{PACKAGE}/"):
+            warnings.append(
+                f"the bag carries no definition of {msgtype}; decoded with this package's current one, which "
+                "misreads messages recorded with another"
+            )
         clashes = sorted(name for name, fields in parsed.items() if types.get(name, fields) != fields)
         if clashes:
             warnings.append(
                 f"the bag defines {', '.join(clashes)} differently on two topics; kept the first definition"
             )
         types.update({name: fields for name, fields in parsed.items() if name not in types})
+    return types, warnings
+
+
+@lru_cache(maxsize=8)
+def _cached_store(
+    definitions: tuple[tuple[str, MessageDefinitionFormat, str], ...],
+) -> tuple[Typestore, tuple[str, ...]]:
+    types, warnings = _reading_types(definitions)
     for fallback in (package_types(), get_typestore(Stores.ROS2_KILTED).fielddefs):
         types.update({name: fields for name, fields in fallback.items() if name not in types})
     store = get_typestore(Stores.EMPTY)
     store.register(types)
+    return store, tuple(warnings)
+
+
+def reading_typestore(
+    definitions: Iterable[tuple[str, MessageDefinitionFormat, str]], warnings: list[str]
+) -> Typestore:
+    """A typestore for one bag: each (msgtype, format, text) definition the bag carries, then, for types it
+    does not define, this package's current ones and ROS 2 Kilted's. A definition that does not parse is
+    reported in `warnings` and today's is used for it; of two topics that define a type differently, the
+    first one's definition is kept, with a warning. Bags with the same definitions share one store (building
+    one takes ~0.2 s)."""
+    store, found = _cached_store(tuple(definitions))
+    warnings.extend(found)
     return store

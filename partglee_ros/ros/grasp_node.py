@@ -77,9 +77,13 @@ def markers(header: Header, targets: list[tuple[str, GraspPose]]) -> MarkerArray
     return out
 
 
-def matching_parts(msg: HierarchicalSegmentation, wanted: set[str], objects: set[str]) -> list[PartInstance]:
-    """The parts named in ``wanted`` of the objects named in ``objects`` (empty: of any object)."""
-    return [p for o in msg.objects if not objects or o.label in objects for p in o.parts if p.label in wanted]
+def matching_parts(
+    msg: HierarchicalSegmentation, wanted: set[str], objects: set[str], track_id: int = 0
+) -> list[PartInstance]:
+    """The parts named in ``wanted`` of the objects named in ``objects`` (empty: of any object), and of the
+    object with ``track_id`` only (0: any)."""
+    chosen = [o for o in msg.objects if (not objects or o.label in objects) and track_id in (0, o.track_id)]
+    return [p for o in chosen for p in o.parts if p.label in wanted]
 
 
 class GraspNode(Node):
@@ -168,6 +172,7 @@ class GraspNode(Node):
         info: CameraInfo,
         wanted: set[str],
         objects: set[str],
+        track_id: int = 0,
     ) -> tuple[list[Target], list[PartPoints]]:
         """Grasp candidates on the wanted parts, best first, and the cleaned points of every wanted part with
         usable depth; ValueError when the depth cannot be used."""
@@ -184,7 +189,7 @@ class GraspNode(Node):
         min_quality = self.get_parameter("min_quality").value
         targets: list[Target] = []
         clouds: list[PartPoints] = []
-        for part in matching_parts(msg, wanted, objects):
+        for part in matching_parts(msg, wanted, objects, track_id):
             try:
                 mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
                 result = plan_grasp(mask, depth, k, depth_msg.encoding)
@@ -221,6 +226,11 @@ class GraspNode(Node):
         timeout = request_timeout(request.timeout)
         named_parts = [p for p in request.parts if p.strip()]
         named_objects = [o for o in request.objects if o.strip()]
+        if request.track_id and named_objects:
+            raise ValueError(
+                "track_id names an object of the active vocabulary's stream (the only tracked one): "
+                "name no objects with it"
+            )
         wanted, objects = self._wanted(named_parts, named_objects)
         deadline = time.monotonic() + timeout
         self._wait_for_segment_service(deadline)
@@ -234,15 +244,21 @@ class GraspNode(Node):
         if not answer.depth.data:
             raise ValueError("partglee_node sent no depth with the frame: start it with use_depth:=true")
         seg = answer.segmentation
-        targets, clouds = self._grasps(seg, answer.depth, answer.camera_info, wanted, objects)
+        targets, clouds = self._grasps(
+            seg, answer.depth, answer.camera_info, wanted, objects, request.track_id
+        )
         response.poses = PoseArray(header=seg.header, poses=[pose_msg(g) for _, g in targets])
         response.labels = [label for label, _ in targets]
         response.qualities = [float(g.quality) for _, g in targets]
         response.segmentation = seg
         response.points = part_cloud(seg.header, clouds)
-        found = len(matching_parts(seg, wanted, objects))
+        found = len(matching_parts(seg, wanted, objects, request.track_id))
         stamp = f"{seg.header.stamp.sec}.{seg.header.stamp.nanosec:09d}"
-        return f"{len(targets)} grasps on {found} parts named {', '.join(sorted(wanted))} in the frame stamped {stamp}"
+        names = ", ".join(sorted(wanted))
+        if request.track_id:
+            tracked = any(o.track_id == request.track_id for o in seg.objects)
+            names += f" of track {request.track_id}" + ("" if tracked else " (not in this frame)")
+        return f"{len(targets)} grasps on {found} parts named {names} in the frame stamped {stamp}"
 
     def _wait_for_segment_service(self, deadline: float) -> None:
         """Within the request's timeout: discovery lags behind a fresh start of either node, by seconds on a

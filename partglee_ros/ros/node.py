@@ -49,7 +49,6 @@ from partglee_ros.ros.parameters import (
     PARAMS,
     descriptor,
     postprocess_config,
-    tracking_config,
 )
 from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
@@ -58,7 +57,7 @@ from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.overlay import draw_overlay
 from partglee_ros.runtime.segmenter import ImageError, Segmenter, validate_image
-from partglee_ros.runtime.tracking import ObjectTracker
+from partglee_ros.runtime.tracking import ObjectTracker, TrackingConfig
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary, parse_object_parts
 from partglee_ros.sensor_images import ImageDecodeError, compressed_image_to_rgb, raw_image_to_rgb
 from partglee_ros.srv import Segment
@@ -131,7 +130,7 @@ class PartGleeMixin:
         values = {p.name: self.value(p.name) for p in PARAMS}
         try:
             post = postprocess_config(values)
-            self._tracker.config = tracking_config(values)
+            self._tracker.config = TrackingConfig.from_parameters(values)
         except ValueError as err:
             raise StartupError(str(err)) from err
         model_dir = Path(self.value("model_path")) if self.value("model_path") else default_model_dir()
@@ -260,7 +259,7 @@ class PartGleeMixin:
         values = {p.name: self.value(p.name) for p in PARAMS} | updates
         try:
             new_config = postprocess_config(values)
-            new_tracking = tracking_config(values)
+            new_tracking = TrackingConfig.from_parameters(values)
         except (ValueError, TypeError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         if self.segmenter is not None:

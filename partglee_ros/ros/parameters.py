@@ -153,9 +153,3 @@ def postprocess_config(values: dict[str, Any]) -> PostprocessConfig:
     )
     cfg.validate()
     return cfg
-
-
-def tracking_config(values: dict[str, Any]) -> TrackingConfig:
-    cfg = TrackingConfig(iou=float(values["track_iou"]), max_missed=int(values["track_max_missed"]))
-    cfg.validate()
-    return cfg

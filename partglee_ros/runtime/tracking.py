@@ -1,7 +1,8 @@
 """Track ids for objects across frames, so a planner can follow "the same mug" from one result to the next.
 
 Each new frame's objects are matched to the live tracks of the same label by mask IoU with the track's last
-mask, one to one (scipy's linear_sum_assignment, largest total IoU); a pair below `iou` is no match. A
+mask, one to one (scipy's linear_sum_assignment, largest total IoU over the pairs of at least `iou`: weaker
+pairs are left out before assigning, as ByteTrack gates its costs, so they cannot crowd out a valid one). A
 matched object takes the track's id, an unmatched one starts a new track, and a track unmatched for more
 than `max_missed` frames in a row ends. No motion model: at camera rates an object moves little between
 frames, and its last mask is a better guess of where it is than a box extrapolated from noisy detections.
@@ -10,7 +11,9 @@ Parts are not tracked apart: a part is (its object's track id, its label).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -24,6 +27,18 @@ MAX_TRACK_ID = 2**32 - 1  # ids are uint32 in ObjectInstance; 0 means "not track
 class TrackingConfig:
     iou: float = 0.3  # mask IoU with a track's last mask needed to continue it
     max_missed: int = 5  # frames in a row a track may go unmatched before it ends
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, Any]) -> TrackingConfig:
+        """From the node's parameters `track_iou` and `track_max_missed` (defaults for missing ones), validated:
+        the node and the offline bag evaluation read them alike."""
+        defaults = cls()
+        config = cls(
+            iou=float(values.get("track_iou", defaults.iou)),
+            max_missed=int(values.get("track_max_missed", defaults.max_missed)),
+        )
+        config.validate()
+        return config
 
     def validate(self) -> None:
         if not 0.0 < self.iou <= 1.0:
@@ -116,8 +131,11 @@ class ObjectTracker:
             for j, (obj, shape) in enumerate(zip(objects, shapes, strict=True)):
                 if obj.label == track.label:
                     iou[i, j] = track.silhouette.iou(shape)
+        iou[iou < min_iou] = (
+            0.0  # before assigning: a pair that may not match must not crowd out one that may
+        )
         rows, cols = linear_sum_assignment(iou, maximize=True)
-        return {int(j): self._tracks[i] for i, j in zip(rows, cols, strict=True) if iou[i, j] >= min_iou}
+        return {int(j): self._tracks[i] for i, j in zip(rows, cols, strict=True) if iou[i, j] > 0.0}
 
     def _new_id(self) -> int:
         new = self._next_id

@@ -328,23 +328,25 @@ def generate_scene(
     width: int = 320,
     height: int = 240,
     categories: Sequence[str] | None = None,
-    orbit: float = 0.0,
+    orbit: float | None = None,
 ) -> ImageAnnotation:
     """Render one SynthParts scene; the same arguments always give the same bytes.
 
     Objects are drawn from ``categories`` (all of CATEGORIES when None), 2-6 instances plus 0-6
     unlabelled clutter solids. Masks are visible pixels; poses are camera-frame metres,
     a part's cut to its stretch outside the other parts of its object (a buried handle end is not in it).
-    ``orbit`` (radians) moves the camera around the vertical through the point it looks at, everything else
-    unchanged: frames of one seed at growing ``orbit`` are a camera circling the table, and each object's
-    ``track_id`` (its index in the scene + 1) names it in every frame it is visible in.
+    ``orbit`` (radians) makes the scene a frame of a sequence: the camera moves around the vertical through
+    the point it looks at, the table, wall, objects, materials and light stay (the backdrop beyond them is a
+    flat image that does not move), so frames of one seed at growing ``orbit`` are a camera circling the
+    table, and each object's ``track_id`` (its index in the scene + 1) names it in every frame it is
+    visible in. Single scenes (``orbit`` None) have no track ids: they are not a sequence.
     """
     cats = tuple(categories) if categories is not None else tuple(BUILDERS)
     unknown = [c for c in cats if c not in BUILDERS]
     if unknown or not cats:
         raise ValueError(f"unknown or empty categories: {unknown or cats}; known: {sorted(BUILDERS)}")
     rng = np.random.default_rng(seed)
-    cam, dist, fov = _sample_camera(rng, width, height, orbit)
+    cam, dist, fov = _sample_camera(rng, width, height, orbit or 0.0)
     spread = dist * np.tan(fov / 2) * 0.75
     zb = _ZBuffer(_ray_grid(cam.K, width, height))
 
@@ -353,7 +355,8 @@ def generate_scene(
     _, table_t = cam.to_camera(np.eye(3), np.zeros(3))
     zb.plane(TABLE_ID, cam.R_cw[:, 2], table_t, cam.R_cw @ table_R[:, :2], table_half, _surface(rng))
     if rng.random() < 0.5:  # a wall behind the table; otherwise the camera sees past it (no return)
-        back = -cam.R_cw[2].copy()
+        # behind the table as the camera saw it before its orbit, so the wall stays put while the camera moves
+        back = -(rot_z(-orbit) @ cam.R_cw[2] if orbit else cam.R_cw[2].copy())
         back[2] = 0.0
         back /= np.linalg.norm(back)
         wall_p = -back * rng.uniform(0.5, 1.2)
@@ -381,7 +384,7 @@ def generate_scene(
     depth = np.where(np.isfinite(zb.depth), zb.depth, 0.0).astype(np.float32)
     lut = np.asarray(part_of_prim + [-1], dtype=np.int32)  # index -1 (no/static hit) -> -1
     part_map = np.where(zb.ids >= 0, lut[np.maximum(zb.ids, -1)], -1)
-    objects = _annotate(instances, part_keys, part_map)
+    objects = _annotate(instances, part_keys, part_map, tracked=orbit is not None)
     return ImageAnnotation(
         image_id=int(seed),
         file_name=f"synthparts_{seed:09d}.png",
@@ -395,9 +398,13 @@ def generate_scene(
 
 
 def _annotate(
-    instances: list[_Instance], part_keys: list[tuple[int, str, list[Primitive]]], part_map: np.ndarray
+    instances: list[_Instance],
+    part_keys: list[tuple[int, str, list[Primitive]]],
+    part_map: np.ndarray,
+    tracked: bool,
 ) -> list[ObjectAnnotation]:
-    """Visible masks from the part map; ids run 1.. over objects and their parts in order."""
+    """Visible masks from the part map; ids run 1.. over objects and their parts in order; with ``tracked``
+    each object's track id is its instance index + 1, the same in every frame of a sequence."""
     areas = np.bincount(part_map[part_map >= 0], minlength=len(part_keys))
     objects: list[ObjectAnnotation] = []
     next_id = 1
@@ -410,7 +417,7 @@ def _annotate(
             name=inst.name,
             mask=np.isin(part_map, keys),
             pose=pose_of_solids([p for k in keys for p in part_keys[k][2]]),
-            track_id=i + 1,
+            track_id=i + 1 if tracked else 0,
         )
         next_id += 1
         for k in keys:
