@@ -44,12 +44,7 @@ from partglee_ros.ros.conversions import object_parts_from_msgs, result_to_msg, 
 from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
-from partglee_ros.ros.parameters import (
-    DEFAULT_MODEL,
-    PARAMS,
-    descriptor,
-    postprocess_config,
-)
+from partglee_ros.ros.parameters import DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
 from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
