@@ -10,6 +10,7 @@ camera saw them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,7 +77,7 @@ def tracking_metrics(
     import motmetrics as mm  # pandas with it: only where tracking is scored
 
     accumulator = mm.MOTAccumulator(auto_id=True)
-    untracked = iter(range(-1, -(10**9), -1))  # distinct ids for objects without a track id
+    untracked = itertools.count(-1, -1)  # distinct ids for objects without a track id
     for ann, pred in zip(truth, preds, strict=True):
         pred = pred or SegmentationResult(ann.height, ann.width, 0)
         gt_ids = [o.track_id for o in ann.objects if o.track_id]
