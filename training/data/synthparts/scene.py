@@ -61,7 +61,7 @@ def _sample_camera(
     cy = (height - 1) / 2 + rng.normal(0, 0.01 * height)
     K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
     dist, elev, azim = rng.uniform(0.55, 0.95), np.deg2rad(rng.uniform(30, 70)), rng.uniform(0, 2 * np.pi)
-    azim += orbit  # after every draw, so the rest of the scene does not depend on it
+    azim += orbit  # no random draw depends on it: every orbit of a seed shows the same scene
     target = np.array([rng.normal(0, 0.02), rng.normal(0, 0.02), 0.0])
     eye = target + dist * np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
     return _Camera(K, _look_at(eye, target), eye), dist, fov
