@@ -104,7 +104,8 @@ def test_a_track_id_selects_one_object_of_the_stream(ros_node, nodes) -> None:
     (chosen,) = [o for o in response.segmentation.objects if o.track_id == track]
     assert len(response.poses.poses) > 0
     assert set(response.labels) <= {p.object_label for p in chosen.parts}
-    assert set(cloud_points(response.points)["object_id"]) == {chosen.id}
+    points = cloud_points(response.points)
+    assert set(points["object_id"]) == {chosen.id} and set(points["track_id"]) == {track}
     request.track_id = 4_000_000_000
     gone = ask(ros_node, client, camera, request, 500)
     assert gone.success and len(gone.poses.poses) == 0 and "(not in this frame)" in gone.message, gone.message

@@ -189,6 +189,7 @@ class GraspNode(Node):
         min_quality = self.get_parameter("min_quality").value
         targets: list[Target] = []
         clouds: list[PartPoints] = []
+        tracks = {o.id: o.track_id for o in msg.objects}
         for part in matching_parts(msg, wanted, objects, track_id):
             try:
                 mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
@@ -197,7 +198,9 @@ class GraspNode(Node):
                 self.get_logger().warning(f"{part.object_label}: {err}", throttle_duration_sec=5.0)
                 continue
             if result.geometry is not None:
-                clouds.append((part.parent_id, part.id, result.geometry.points))
+                clouds.append(
+                    PartPoints(part.parent_id, part.id, tracks[part.parent_id], result.geometry.points)
+                )
             if result.pose is None:
                 self.get_logger().debug(f"{part.object_label} #{part.id}: no grasp ({result.reason})")
             elif result.pose.quality >= min_quality:
