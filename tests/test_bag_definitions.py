@@ -138,6 +138,10 @@ def test_unparsable_or_contradicting_definitions_fall_back_with_a_warning() -> N
     store = reading_typestore([(SEGMENTATION_TYPE, MessageDefinitionFormat.MSG, "uint32[ broken")], warnings)
     assert store.fielddefs[SEGMENTATION_TYPE] == today
     assert len(warnings) == 1 and "does not parse" in warnings[0] and SEGMENTATION_TYPE in warnings[0]
+    warnings = []
+    headless = f"{'=' * 80}IDL: {SEGMENTATION_TYPE}"  # a joined IDL section cut after its header
+    reading_typestore([(SEGMENTATION_TYPE, MessageDefinitionFormat.IDL, headless)], warnings)
+    assert len(warnings) == 1 and "does not parse" in warnings[0]
 
     changed = object_definition("newer")
     warnings = []
@@ -153,7 +157,8 @@ def test_unparsable_or_contradicting_definitions_fall_back_with_a_warning() -> N
 
 
 def test_a_partglee_type_without_definition_is_read_with_todays_and_a_warning() -> None:
-    """rosbag2 sqlite3 bags before Iron carry no definitions: today's are all there is, said once."""
+    """rosbag2 sqlite3 bags before Iron carry no definitions: today's are all there is, said for each
+    partglee_ros topic (standard types need no warning)."""
     warnings: list[str] = []
     store = reading_typestore(
         [

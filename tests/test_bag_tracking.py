@@ -7,8 +7,23 @@ import json
 
 import numpy as np
 
+from partglee_ros.bag import ground_truth
+from partglee_ros.bag.bag_writer import BagWriter
 from partglee_ros.bag.evaluate import main as bag_eval
-from partglee_ros.bag.make_sample import sample_scenes, sequence_scenes, write_scene_bag
+from partglee_ros.bag.make_sample import (
+    FRAME_ID,
+    IMAGE_TOPIC,
+    START_NS,
+    image_message,
+    sample_scenes,
+    sequence_scenes,
+    write_scene_bag,
+)
+from partglee_ros.bag.offline import run_offline
+from partglee_ros.bag.reader import Bag
+from partglee_ros.bag.report import score
+from partglee_ros.bag.segmentation_msgs import annotation_to_bag_msg, header
+from partglee_ros.bag.typestore import SEGMENTATION_TYPE
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.tracking import ObjectTracker
@@ -65,3 +80,26 @@ def test_offline_cli_scores_the_bundled_models_tracks(tmp_path, capsys) -> None:
     )
     assert got["IDF1"] > 2 * untracked["IDF1"], (got, untracked)
     assert "## Tracking" in (out / "report.md").read_text()
+
+
+def test_a_repeated_stamp_is_scored_once(tmp_path) -> None:
+    """A frame recorded twice with one header stamp is an error frame, not a second look at its ground truth:
+    tracking scores the same as on the bag without it."""
+    scenes = sequence_scenes(3, 320, 240, orbit_deg=2, index=SCENE)
+    with BagWriter(tmp_path / "bag") as writer:
+        for slot, i in enumerate([0, 1, 1, 2]):
+            hdr = header(START_NS + i * 10**8, FRAME_ID)
+            msgtype, msg = image_message(scenes[i].image, hdr, "rgb8")
+            writer.write_msg(IMAGE_TOPIC, msgtype, START_NS + slot * 10**8, msg)
+            writer.write_msg(
+                GT_TOPIC, SEGMENTATION_TYPE, START_NS + slot * 10**8, annotation_to_bag_msg(scenes[i], hdr)
+            )
+    post = PostprocessConfig(object_threshold=THRESHOLD, part_threshold=THRESHOLD)
+    segmenter = load_segmenter(DEFAULT_MODEL, backend="torch", postprocess_config=post)
+    segmenter.apply_vocabulary(vocabulary_of(scenes))
+    with Bag(tmp_path / "bag") as bag:
+        gts, _ = ground_truth.from_topic(bag, GT_TOPIC)
+        run = run_offline(bag, IMAGE_TOPIC, segmenter, None, tracker=ObjectTracker())
+    assert len(run.frames) == 4 and "duplicate header stamp" in (run.frames[2].error or "")
+    unique = [run.frames[i].result for i in (0, 1, 3)]
+    assert score(run, gts)["tracking"] == tracking_metrics(scenes, unique)

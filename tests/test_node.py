@@ -220,18 +220,23 @@ def test_thresholds_reconfigure_with_validation(client) -> None:
 
 
 def test_tracking_keeps_ids_across_frames_and_can_be_switched_off(client) -> None:
-    """The same image twice: every object continues its track (same label, IoU 1); with tracking off the ids
-    are 0, and switched on again it starts new tracks with ids never used before."""
+    """The same image twice: every object continues its track (same label, IoU 1). Switched off and on again
+    with no frame in between, tracking starts new tracks with ids never used before; off, the ids are 0."""
+
+    def tracking(on: bool) -> bool:
+        return client.set_param("tracking", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=on))
+
     first = client.send(frame(9, 450))
     ids = [o.track_id for o in first.objects]
     assert len(ids) > 0 and 0 not in ids and len(set(ids)) == len(ids)
     assert [o.track_id for o in client.send(frame(9, 451)).objects] == ids
     assert not client.set_param("track_iou", double(0.0))  # in the declared range, refused by the node
-    assert client.set_param("tracking", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))
-    assert {o.track_id for o in client.send(frame(9, 452)).objects} == {0}
-    assert client.set_param("tracking", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True))
-    again = [o.track_id for o in client.send(frame(9, 453)).objects]
+    assert tracking(False) and tracking(True)
+    again = [o.track_id for o in client.send(frame(9, 452)).objects]
     assert len(again) == len(ids) and min(again) > max(ids)
+    assert tracking(False)
+    assert {o.track_id for o in client.send(frame(9, 453)).objects} == {0}
+    assert tracking(True)
 
 
 def test_diagnostics_count_frames(client) -> None:

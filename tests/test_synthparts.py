@@ -216,3 +216,11 @@ def test_visualize_cli_writes_labelled_panels(tmp_path):
     rgb = cv2.cvtColor(panels[:, :320], cv2.COLOR_BGR2RGB)
     assert np.array_equal(rgb, scene.image)  # first panel is the untouched image
     assert not np.array_equal(panels[:, 320:640], panels[:, :320])  # object overlay drawn
+
+
+def test_an_orbit_sequence_never_looks_from_behind_the_wall() -> None:
+    """The wall stands beyond the camera's whole orbit circle: seed 1055, whose wall once stood inside it,
+    shows objects from every side (it showed none from behind the wall)."""
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    counts = [len(generate_scene(1055, 160, 120, orbit=a).objects) for a in angles]
+    assert min(counts) > 0, counts

@@ -68,7 +68,10 @@ def parse_definition(msgtype: str, fmt: MessageDefinitionFormat, text: str) -> T
             return get_types_from_idl(text)
         types: Typesdict = {}
         for section in text.split(IDL_SEPARATOR)[1:]:  # each "IDL: pkg/msg/Name\n<idl>"
-            types.update(get_types_from_idl(section.split("\n", 1)[1]))
+            name, _, idl = section.partition("\n")
+            if not idl.strip():
+                raise ValueError(f"{name.strip()} has no IDL text")
+            types.update(get_types_from_idl(idl))
         return types
     return {}
 
@@ -81,9 +84,10 @@ def _reading_types(
     for msgtype, fmt, text in definitions:
         try:
             parsed = parse_definition(msgtype, fmt, text)
-        except (TypesysError, ValueError, IndexError) as err:
+        except (TypesysError, ValueError) as err:
             warnings.append(
-                f"the bag's definition of {msgtype} does not parse ({err}); using the current one"
+                f"the bag's definition of {msgtype} does not parse ({err}); decoded with this package's or "
+                "ROS 2 Kilted's, if either has the type"
             )
             continue
         if not parsed and msgtype.startswith(f"{PACKAGE}/"):
@@ -119,7 +123,7 @@ def reading_typestore(
     does not define, this package's current ones and ROS 2 Kilted's. A definition that does not parse is
     reported in `warnings` and today's is used for it; of two topics that define a type differently, the
     first one's definition is kept, with a warning. Bags with the same definitions share one store (building
-    one takes ~0.2 s)."""
+    one takes ~0.2 s), so callers must not register types in it."""
     store, found = _cached_store(tuple(definitions))
     warnings.extend(found)
     return store

@@ -5,14 +5,14 @@ colour image) and camera_info; remap them to what partglee_node republishes with
 (segmentation/depth, segmentation/camera_info; README), matched to each segmentation by nearest stamp within
 `depth_slop`. Outputs, all in the image's frame with the image's stamp: grasp_targets (PoseArray, best
 first), grasp_target (PoseStamped, the best), grasp_markers (MarkerArray for RViz), part_points
-(PointCloud2 of the requested parts' cleaned points with their object and part ids; part_cloud.py; published
-while subscribed). Each pose: position =
+(PointCloud2 of the requested parts' cleaned points with their object and part ids and the object's track id;
+part_cloud.py; published while subscribed). Each pose: position =
 the part's estimated centre, z axis = approach along the camera ray, y axis = closing direction across the
 part's principal axis. No collision checking and no gripper model: a planner must add both.
 
 Service plan_grasps (PlanGrasps): on request, asks partglee_node's `segment` service (relative name
 `segment`, remap it like the topics) for the requested names on its next camera frame, with that frame's
-depth, and answers with the grasps on it; served from a helper node (partglee_ros/ros/service_thread.py)
+depth, and answers with the grasps on it (a `track_id` restricts them to one tracked object); served from a helper node (partglee_ros/ros/service_thread.py)
 so the topics go on while a request waits.
 """
 
@@ -35,7 +35,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from partglee_ros.geometry import GraspPose, plan_grasp
-from partglee_ros.msg import HierarchicalSegmentation, PartInstance
+from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInstance
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.part_cloud import PartPoints, part_cloud
@@ -79,11 +79,11 @@ def markers(header: Header, targets: list[tuple[str, GraspPose]]) -> MarkerArray
 
 def matching_parts(
     msg: HierarchicalSegmentation, wanted: set[str], objects: set[str], track_id: int = 0
-) -> list[PartInstance]:
-    """The parts named in ``wanted`` of the objects named in ``objects`` (empty: of any object), and of the
-    object with ``track_id`` only (0: any)."""
+) -> list[tuple[ObjectInstance, PartInstance]]:
+    """(object, part) for the parts named in ``wanted`` of the objects named in ``objects`` (empty: of any
+    object), and of the object with ``track_id`` only (0: any)."""
     chosen = [o for o in msg.objects if (not objects or o.label in objects) and track_id in (0, o.track_id)]
-    return [p for o in chosen for p in o.parts if p.label in wanted]
+    return [(o, p) for o in chosen for p in o.parts if p.label in wanted]
 
 
 class GraspNode(Node):
@@ -189,8 +189,7 @@ class GraspNode(Node):
         min_quality = self.get_parameter("min_quality").value
         targets: list[Target] = []
         clouds: list[PartPoints] = []
-        tracks = {o.id: o.track_id for o in msg.objects}
-        for part in matching_parts(msg, wanted, objects, track_id):
+        for obj, part in matching_parts(msg, wanted, objects, track_id):
             try:
                 mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
                 result = plan_grasp(mask, depth, k, depth_msg.encoding)
@@ -198,9 +197,7 @@ class GraspNode(Node):
                 self.get_logger().warning(f"{part.object_label}: {err}", throttle_duration_sec=5.0)
                 continue
             if result.geometry is not None:
-                clouds.append(
-                    PartPoints(part.parent_id, part.id, tracks[part.parent_id], result.geometry.points)
-                )
+                clouds.append(PartPoints(obj.id, part.id, obj.track_id, result.geometry.points))
             if result.pose is None:
                 self.get_logger().debug(f"{part.object_label} #{part.id}: no grasp ({result.reason})")
             elif result.pose.quality >= min_quality:
@@ -259,8 +256,11 @@ class GraspNode(Node):
         stamp = f"{seg.header.stamp.sec}.{seg.header.stamp.nanosec:09d}"
         names = ", ".join(sorted(wanted))
         if request.track_id:
-            tracked = any(o.track_id == request.track_id for o in seg.objects)
-            names += f" of track {request.track_id}" + ("" if tracked else " (not in this frame)")
+            names += f" of track {request.track_id}"
+            if not any(o.track_id for o in seg.objects):
+                names += " (the frame has no track ids: is partglee_node's tracking on?)"
+            elif not any(o.track_id == request.track_id for o in seg.objects):
+                names += " (not in this frame)"
         return f"{len(targets)} grasps on {found} parts named {names} in the frame stamped {stamp}"
 
     def _wait_for_segment_service(self, deadline: float) -> None:

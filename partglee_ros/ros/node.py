@@ -85,6 +85,7 @@ class PartGleeMixin:
             self.declare_parameter(p.name, p.default, descriptor(p))
         self.segmenter: Segmenter | None = None
         self._tracker = ObjectTracker()  # used by the inference thread only; configure() sets its config
+        self._restart_tracks = threading.Event()  # tracking switched back on: the inference thread resets
         self._slot: LatestFrameSlot[tuple[Any, float]] = LatestFrameSlot()
         # ends a max_rate pause: a segment request wants a frame now, or the node stops (a changed max_rate
         # is read within 0.5 s)
@@ -260,6 +261,8 @@ class PartGleeMixin:
         if self.segmenter is not None:
             self.segmenter.config = new_config  # one reference swap; the next frame uses it
         self._tracker.config = new_tracking  # likewise
+        if updates.get("tracking") is True and not self.value("tracking"):
+            self._restart_tracks.set()
         return SetParametersResult(successful=True)
 
     def _work(self) -> None:
@@ -327,10 +330,11 @@ class PartGleeMixin:
         queries = self._queries.take_for_frame(received_ns)
         try:
             result = self.segmenter.segment(rgb)
+            if self._restart_tracks.is_set() or not self.value("tracking"):
+                self._restart_tracks.clear()
+                self._tracker.reset()  # re-enabled tracking starts afresh, not from masks of long ago
             if self.value("tracking"):
                 self._tracker.update(result)
-            else:  # re-enabled tracking starts afresh, not from masks of long ago
-                self._tracker.reset()
             result.timings_ms["total"] = (time.monotonic() - received) * 1e3
             segmentation = result_to_msg(result, msg.header)
             self.seg_pub.publish(segmentation)

@@ -33,6 +33,7 @@ class _Camera:
     K: np.ndarray
     R_cw: np.ndarray  # world -> camera rotation (OpenCV axes: x right, y down, z forward)
     eye: np.ndarray  # camera centre in the world
+    target: np.ndarray  # the world point it looks at (an orbit circles the vertical through it)
 
     def to_camera(self, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.R_cw @ R, self.R_cw @ (t - self.eye)
@@ -64,7 +65,7 @@ def _sample_camera(
     azim += orbit  # no random draw depends on it: every orbit of a seed shows the same scene
     target = np.array([rng.normal(0, 0.02), rng.normal(0, 0.02), 0.0])
     eye = target + dist * np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
-    return _Camera(K, _look_at(eye, target), eye), dist, fov
+    return _Camera(K, _look_at(eye, target), eye, target), dist, fov
 
 
 def _footprint(prims: list[Primitive]) -> float:
@@ -359,7 +360,11 @@ def generate_scene(
         back = -(rot_z(-orbit) @ cam.R_cw[2] if orbit else cam.R_cw[2].copy())
         back[2] = 0.0
         back /= np.linalg.norm(back)
-        wall_p = -back * rng.uniform(0.5, 1.2)
+        wall_d = rng.uniform(0.5, 1.2)
+        if orbit is not None:  # beyond the whole orbit circle, so no frame of a sequence looks from behind it
+            radius = np.linalg.norm((cam.eye - cam.target)[:2]) + np.linalg.norm(cam.target[:2])
+            wall_d = max(wall_d, radius + 0.1)
+        wall_p = -back * wall_d
         side = np.cross([0.0, 0.0, 1.0], back)
         axes = np.stack([side, [0.0, 0.0, 1.0]], axis=1)
         _, wall_t = cam.to_camera(np.eye(3), wall_p)
