@@ -18,10 +18,11 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from partglee_ros.bag.outcome import EvaluationRun  # noqa: E402
+from partglee_ros.bag.segmentation_msgs import annotation_as_result  # noqa: E402
 from partglee_ros.runtime.overlay import draw_overlay  # noqa: E402
-from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult  # noqa: E402
+from partglee_ros.runtime.result import SegmentationResult  # noqa: E402
 from partglee_ros.runtime.vocabulary import Vocabulary  # noqa: E402
-from training.data.hierarchy import ImageAnnotation, part_label  # noqa: E402
+from training.data.hierarchy import ImageAnnotation  # noqa: E402
 from training.evaluation.report import evaluate, metrics_to_markdown  # noqa: E402
 from training.evaluation.split import CategorySplit  # noqa: E402
 from training.evaluation.tracking import tracking_metrics, tracking_to_markdown  # noqa: E402
@@ -62,23 +63,6 @@ def latency_summary(run: EvaluationRun) -> dict[str, float]:
         return {}
     out = {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)}
     return out | {"mean": float(values.mean()), "max": float(values.max()), "count": int(values.size)}
-
-
-def annotation_as_result(ann: ImageAnnotation) -> SegmentationResult:
-    """Ground truth in result form, so it is drawn by the same overlay code as predictions."""
-    objects = [
-        ObjectResult(
-            o.id,
-            o.name,
-            1.0,
-            o.box,
-            o.mask,
-            [PartResult(p.id, p.name, part_label(o.name, p.name), 1.0, p.box, p.mask, o.id) for p in o.parts],
-            o.track_id,
-        )
-        for o in ann.objects
-    ]
-    return SegmentationResult(ann.height, ann.width, 0, objects)
 
 
 def _latency_histogram(run: EvaluationRun, path: Path) -> None:

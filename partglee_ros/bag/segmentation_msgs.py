@@ -102,8 +102,8 @@ def result_to_bag_msg(result: SegmentationResult, hdr: Any) -> Any:
     return _message(hdr, result.height, result.width, result.vocabulary_revision, objects, total)
 
 
-def annotation_to_bag_msg(ann: ImageAnnotation, hdr: Any) -> Any:
-    """Ground truth in the node's message type: every instance with score 1."""
+def annotation_as_result(ann: ImageAnnotation) -> SegmentationResult:
+    """Ground truth in result form, every instance with score 1: for the message and the overlays."""
     objects = [
         ObjectResult(
             o.id,
@@ -116,7 +116,12 @@ def annotation_to_bag_msg(ann: ImageAnnotation, hdr: Any) -> Any:
         )
         for o in ann.objects
     ]
-    return result_to_bag_msg(SegmentationResult(ann.height, ann.width, 0, objects), hdr)
+    return SegmentationResult(ann.height, ann.width, 0, objects)
+
+
+def annotation_to_bag_msg(ann: ImageAnnotation, hdr: Any) -> Any:
+    """Ground truth in the node's message type."""
+    return result_to_bag_msg(annotation_as_result(ann), hdr)
 
 
 def bag_msg_to_result(msg: Any) -> SegmentationResult:

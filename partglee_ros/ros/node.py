@@ -330,10 +330,11 @@ class PartGleeMixin:
         queries = self._queries.take_for_frame(received_ns)
         try:
             result = self.segmenter.segment(rgb)
-            if self._restart_tracks.is_set() or not self.value("tracking"):
+            tracking = self.value("tracking")
+            if self._restart_tracks.is_set() or not tracking:
                 self._restart_tracks.clear()
                 self._tracker.reset()  # re-enabled tracking starts afresh, not from masks of long ago
-            if self.value("tracking"):
+            if tracking:
                 self._tracker.update(result)
             result.timings_ms["total"] = (time.monotonic() - received) * 1e3
             segmentation = result_to_msg(result, msg.header)
