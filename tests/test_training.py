@@ -121,6 +121,25 @@ def test_checkpoint_loads_for_inference(tmp_path: Path) -> None:
         assert torch.equal(v, model.state_dict()[k])
 
 
+def test_init_fine_tunes_from_a_model_folder(tmp_path: Path) -> None:
+    source = _trainer(tiny_config(steps=2), tmp_path / "source")
+    source.fit()
+    trained = _params(source.model)
+
+    tuned = _trainer(tiny_config(steps=1, seed=7), tmp_path / "tuned")
+    assert any(not torch.equal(v, trained[k]) for k, v in _params(tuned.model).items())
+    tuned.init_weights(tmp_path / "source" / "model")
+    assert all(torch.equal(v, trained[k]) for k, v in _params(tuned.model).items())
+    assert tuned.step == 0  # a new run: fresh optimizer and schedule
+    tuned.fit()
+    assert any(not torch.equal(v, trained[k]) for k, v in _params(tuned.model).items())
+
+    raw = {**TINY, "model_overrides": {**TINY["model_overrides"], "hidden_dim": 64}}
+    other = _trainer(parse_train_config(raw, REPO), tmp_path / "other")
+    with pytest.raises(ValueError, match="hidden_dim"):
+        other.init_weights(tmp_path / "source" / "model")
+
+
 def test_batches_depend_on_step_and_rank_only() -> None:
     src = SynthPartsSource(
         "s", {"split_config": str(REPO / "training/configs/synthparts.yaml"), "max_scenes": 50}

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 from tqdm import tqdm
 
-from partglee_ros.config import save_checkpoint
+from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, save_checkpoint
 from partglee_ros.model.partglee import PartGLEE, build_model
 from partglee_ros.model.text_encoder import build_text_encoder
 from partglee_ros.runtime.postprocess import PostprocessConfig
@@ -143,6 +144,17 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         return True
+
+    def init_weights(self, model_dir: Path) -> None:
+        """Start from a trained model's weights (fine-tuning) with a fresh optimizer and schedule. The
+        folder's config must describe the same network as the training config: weights are loaded strictly."""
+        init_config = ModelConfig.from_file(model_dir / CONFIG_FILE)
+        mine = {k: v for k, v in self.cfg.model.to_dict().items() if k != "loss"}
+        theirs = {k: v for k, v in init_config.to_dict().items() if k != "loss"}
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if differ:
+            raise ValueError(f"--init {model_dir}: its config differs from the training config in {differ}")
+        load_model(self.model, str(model_dir / WEIGHTS_FILE), strict=True, device=str(self.ctx.device))
 
     def _set_lr(self, step: int) -> float:
         factor = lr_factor(step, self.cfg.optim.steps, self.cfg.optim.schedule)

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --out/checkpoints"
     )
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="start from this model folder's weights (config.json + model.safetensors of the same network) "
+        "with a fresh optimizer and schedule: fine-tuning. Ignored when --resume finds a checkpoint",
+    )
     p.add_argument("--steps", type=int, help="override train.steps (total optimizer steps)")
     p.add_argument(
         "--stop-after",
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = Trainer(cfg, out, ctx, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
         resumed = args.resume and trainer.resume()
+        if args.init is not None and not resumed:
+            trainer.init_weights(args.init)
         if ctx.is_main:
             print(
                 f"training {cfg.model.name} ({cfg.model.architecture}) on {ctx.device} x{ctx.world_size}, "
