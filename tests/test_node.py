@@ -239,6 +239,22 @@ def test_tracking_keeps_ids_across_frames_and_can_be_switched_off(client) -> Non
     assert tracking(True)
 
 
+def test_tracks_end_when_time_goes_back_or_after_track_max_age(client) -> None:
+    """By header stamps: a frame stamped before the previous one (a bag replayed into the node) and a frame
+    more than `track_max_age` (1 s) after the last match (a paused camera) start new tracks."""
+
+    def ids(sec: int) -> list[int]:
+        return [o.track_id for o in client.send(frame(9, sec)).objects]
+
+    live = ids(1000)
+    assert ids(1001) == live and live
+    replayed = ids(500)
+    assert len(replayed) == len(live) and min(replayed) > max(live)
+    assert ids(501) == replayed
+    paused = ids(503)
+    assert len(paused) == len(live) and min(paused) > max(replayed)
+
+
 def test_diagnostics_count_frames(client) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
 

@@ -26,8 +26,8 @@ def frame(*objects: tuple[str, np.ndarray]) -> SegmentationResult:
     return SegmentationResult(height, width, 1, found)
 
 
-def track_ids(tracker: ObjectTracker, result: SegmentationResult) -> list[int]:
-    tracker.update(result)
+def track_ids(tracker: ObjectTracker, result: SegmentationResult, stamp: float | None = None) -> list[int]:
+    tracker.update(result, stamp)
     return [o.track_id for o in result.objects]
 
 
@@ -60,6 +60,33 @@ def test_a_track_survives_max_missed_frames_and_then_ends() -> None:
     assert tracker.active == 0
     (again,) = track_ids(tracker, frame(("mug", mug)))
     assert again != mug_id and again > mug_id  # ids are never reused
+
+
+def test_a_track_unseen_for_longer_than_max_age_ends_however_few_frames_came() -> None:
+    tracker = ObjectTracker(TrackingConfig(iou=0.3, max_missed=5, max_age=1.0))
+    mug = rect(40, 40, 30, 30)
+    (mug_id,) = track_ids(tracker, frame(("mug", mug)), stamp=10.0)
+    assert track_ids(tracker, frame(), stamp=10.5) == []
+    assert track_ids(tracker, frame(("mug", mug)), stamp=11.0) == [mug_id]  # 1.0 s: still alive
+    assert track_ids(tracker, frame(), stamp=11.5) == [] and tracker.active == 1
+    (after_pause,) = track_ids(tracker, frame(("mug", mug)), stamp=12.1)  # one frame, but 1.1 s later
+    assert after_pause not in (0, mug_id)
+    # no time limit: only frames count
+    patient = ObjectTracker(TrackingConfig(max_age=0.0))
+    (first,) = track_ids(patient, frame(("mug", mug)), stamp=0.0)
+    assert track_ids(patient, frame(("mug", mug)), stamp=3600.0) == [first]
+
+
+def test_time_going_back_ends_every_track() -> None:
+    tracker = ObjectTracker()
+    mug = rect(40, 40, 30, 30)
+    (mug_id,) = track_ids(tracker, frame(("mug", mug)), stamp=100.0)
+    assert track_ids(tracker, frame(("mug", mug)), stamp=100.1) == [mug_id]
+    (replayed,) = track_ids(tracker, frame(("mug", mug)), stamp=5.0)  # a bag replayed into a live node
+    assert replayed not in (0, mug_id)
+    assert track_ids(tracker, frame(("mug", mug)), stamp=5.1) == [replayed]
+    # equal stamps (a driver that leaves them unset) are not time going back
+    assert track_ids(tracker, frame(("mug", mug)), stamp=5.1) == [replayed]
 
 
 def test_overlap_below_the_threshold_starts_a_new_track() -> None:
@@ -113,7 +140,14 @@ def test_empty_masks_never_match() -> None:
 
 
 @pytest.mark.parametrize(
-    "config", [TrackingConfig(iou=0.0), TrackingConfig(iou=1.5), TrackingConfig(max_missed=-1)]
+    "config",
+    [
+        TrackingConfig(iou=0.0),
+        TrackingConfig(iou=1.5),
+        TrackingConfig(max_missed=-1),
+        TrackingConfig(max_age=-1.0),
+        TrackingConfig(max_age=float("nan")),
+    ],
 )
 def test_bad_configs_are_refused(config) -> None:
     with pytest.raises(ValueError, match="track"):

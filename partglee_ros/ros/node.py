@@ -335,7 +335,7 @@ class PartGleeMixin:
                 self._restart_tracks.clear()
                 self._tracker.reset()  # re-enabled tracking starts afresh, not from masks of long ago
             if tracking:
-                self._tracker.update(result)
+                self._tracker.update(result, t)
             result.timings_ms["total"] = (time.monotonic() - received) * 1e3
             segmentation = result_to_msg(result, msg.header)
             self.seg_pub.publish(segmentation)

@@ -126,6 +126,14 @@ PARAMS = (
         dynamic=True,
         range=(0, 1000),
     ),
+    Param(
+        "track_max_age",
+        TrackingConfig.max_age,
+        "seconds of frame stamps a track may go unseen before it ends, however few frames came (a paused "
+        "camera); 0 = no time limit. A frame stamped before the previous one ends every track",
+        dynamic=True,
+        range=(0.0, 3600.0),
+    ),
     Param("publish_debug_image", True, "publish debug_image (only computed while someone subscribes)"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", range=(0.1, 60.0)),
 )

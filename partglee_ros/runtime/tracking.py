@@ -4,7 +4,9 @@ Each new frame's objects are matched to the live tracks of the same label by mas
 mask, one to one (scipy's linear_sum_assignment, largest total IoU over the pairs of at least `iou`: weaker
 pairs are left out before assigning, as ByteTrack gates its costs, so they cannot crowd out a valid one). A
 matched object takes the track's id, an unmatched one starts a new track, and a track unmatched for more
-than `max_missed` frames in a row ends. No motion model: at camera rates an object moves little between
+than `max_missed` frames in a row, or not seen for more than `max_age` seconds of frame stamps, ends (a
+camera that paused for a minute must not continue old tracks into its first frame). A frame stamped before
+the previous one (a looped or replayed bag, a restarted simulator) ends every track. No motion model: at camera rates an object moves little between
 frames, and its last mask is a better guess of where it is than a box extrapolated from noisy detections.
 Parts are not tracked apart: a part is (its object's track id, its label).
 """
@@ -27,15 +29,17 @@ MAX_TRACK_ID = 2**32 - 1  # ids are uint32 in ObjectInstance; 0 means "not track
 class TrackingConfig:
     iou: float = 0.3  # mask IoU with a track's last mask needed to continue it
     max_missed: int = 5  # frames in a row a track may go unmatched before it ends
+    max_age: float = 1.0  # seconds (of frame stamps) a track may go unseen before it ends; 0: no limit
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> TrackingConfig:
-        """From the node's parameters `track_iou` and `track_max_missed` (defaults for missing ones), validated:
-        the node and the offline bag evaluation read them alike."""
+        """From the node's parameters `track_iou`, `track_max_missed` and `track_max_age` (defaults for missing
+        ones), validated: the node and the offline bag evaluation read them alike."""
         defaults = cls()
         config = cls(
             iou=float(values.get("track_iou", defaults.iou)),
             max_missed=int(values.get("track_max_missed", defaults.max_missed)),
+            max_age=float(values.get("track_max_age", defaults.max_age)),
         )
         config.validate()
         return config
@@ -45,6 +49,8 @@ class TrackingConfig:
             raise ValueError(f"track IoU must be in (0, 1], got {self.iou}")
         if self.max_missed < 0:
             raise ValueError(f"track max_missed must be >= 0, got {self.max_missed}")
+        if not self.max_age >= 0.0:  # also refuses NaN
+            raise ValueError(f"track max_age must be >= 0 seconds (0: no limit), got {self.max_age}")
 
 
 @dataclass
@@ -77,6 +83,7 @@ class _Track:
     id: int
     label: str
     silhouette: _Silhouette
+    seen: float | None  # stamp (s) of the last frame that matched it
     missed: int = 0
 
 
@@ -89,32 +96,42 @@ class ObjectTracker:
         self.config.validate()
         self._tracks: list[_Track] = []
         self._size: tuple[int, int] | None = None
+        self._stamp: float | None = None
         self._next_id = 1
 
     @property
     def active(self) -> int:
-        """Tracks alive now (matched in this frame or missed for at most max_missed frames)."""
+        """Tracks alive now (matched in this frame, or missed for at most max_missed frames and max_age s)."""
         return len(self._tracks)
 
     def reset(self) -> None:
         """End every track (ids keep counting up, so an old id never names a new object)."""
         self._tracks = []
         self._size = None
+        self._stamp = None
 
-    def update(self, result: SegmentationResult) -> None:
-        if self._size != (result.height, result.width):  # another camera mode: no mask compares
-            self.reset()
-            self._size = (result.height, result.width)
+    def update(self, result: SegmentationResult, stamp: float | None = None) -> None:
+        """Give the objects of the next frame their track ids. `stamp`: the frame's time in seconds (its
+        header stamp), for `max_age` and to notice time going back; without one only frames count."""
         config = self.config  # one read: a concurrent swap applies from the next frame
+        size = (result.height, result.width)
+        went_back = stamp is not None and self._stamp is not None and stamp < self._stamp
+        if self._size != size or went_back:  # another camera mode (no mask compares), or time went back
+            self.reset()
+            self._size = size
+        if stamp is not None:
+            self._stamp = stamp
+            if config.max_age > 0.0:
+                self._tracks = [t for t in self._tracks if t.seen is None or stamp - t.seen <= config.max_age]
         shapes = [_Silhouette.of(o.mask) for o in result.objects]
         matches = self._match(result.objects, shapes, config.iou)
         seen = set()
         for j, (obj, shape) in enumerate(zip(result.objects, shapes, strict=True)):
             track = matches.get(j)
             if track is None:
-                track = _Track(self._new_id(), obj.label, shape)
+                track = _Track(self._new_id(), obj.label, shape, stamp)
                 self._tracks.append(track)
-            track.silhouette = shape
+            track.silhouette, track.seen = shape, stamp
             obj.track_id = track.id
             seen.add(track.id)
         for track in self._tracks:
