@@ -19,6 +19,7 @@ from partglee_ros.bag.make_sample import (
     sequence_scenes,
     write_scene_bag,
 )
+from partglee_ros.bag.make_sample import main as make_sample
 from partglee_ros.bag.offline import run_offline
 from partglee_ros.bag.reader import Bag
 from partglee_ros.bag.report import score
@@ -49,6 +50,34 @@ def test_sequence_ground_truth_keeps_each_objects_track_id() -> None:
             overlap = {t: (obj.mask & o.mask).sum() / (obj.mask | o.mask).sum() for t, o in before.items()}
             assert max(overlap, key=overlap.get) == track and overlap[track] > 0.2, overlap
     assert all(o.track_id == 0 for o in sample_scenes(2, 160, 120)[1].objects)  # single scenes: no tracks
+
+
+def test_sidecar_json_carries_track_ids(tmp_path) -> None:
+    """`make_sample --orbit --sidecar`: the JSON's objects have the bag topic's track ids (TAO's `track_id`
+    key; CocoVID's `instance_id` reads the same)."""
+    sidecar = tmp_path / "gt.json"
+    assert (
+        make_sample(
+            ["--out", str(tmp_path / "bag"), "--frames", "3", "--orbit", "2", "--sidecar", str(sidecar)]
+        )
+        == 0
+    )
+    with Bag(tmp_path / "bag") as bag:
+        from_topic, error = ground_truth.from_topic(bag, GT_TOPIC)
+    assert error is None and len(from_topic) == 3
+
+    def identities(truth: dict) -> dict[int, list[tuple[str, int]]]:
+        return {stamp: sorted((o.name, o.track_id) for o in a.objects) for stamp, a in truth.items()}
+
+    want = identities(from_topic)
+    assert all(t > 0 for frame in want.values() for _, t in frame)
+    assert identities(ground_truth.from_sidecar(sidecar)) == want
+    data = json.loads(sidecar.read_text())
+    for ann in data["annotations"]:
+        if "track_id" in ann:
+            ann["instance_id"] = ann.pop("track_id")
+    sidecar.write_text(json.dumps(data))
+    assert identities(ground_truth.from_sidecar(sidecar)) == want
 
 
 def test_offline_cli_scores_the_bundled_models_tracks(tmp_path, capsys) -> None:

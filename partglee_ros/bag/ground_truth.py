@@ -1,6 +1,7 @@
 """Ground truth for bag frames, keyed by the image's header stamp (ns): from a topic in the bag carrying
 HierarchicalSegmentation annotations, or from a sidecar PACO-style COCO JSON whose image entries have a
-`timestamp_ns` key (the PACO readers ignore the extra key)."""
+`timestamp_ns` key (the PACO readers ignore the extra key) and whose object annotations of a sequence carry
+their `track_id`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def from_sidecar(path: str | Path) -> dict[int, ImageAnnotation]:
 def write_sidecar(annotations: Sequence[ImageAnnotation], stamps: Sequence[int], path: str | Path) -> Path:
     """PACO-style JSON of `annotations` (no image files) with each image's header stamp added."""
     path = Path(path)
+    if len({a.image_id for a in annotations}) != len(annotations):
+        raise ValueError("sidecar ground truth needs a distinct image_id per frame")
     bare = [dataclasses.replace(a, image=None, depth=None) for a in annotations]
     written = write_paco_json(bare, path.parent, json_name=path.name)
     data = json.loads(written.read_text())

@@ -16,6 +16,7 @@ object's track id, so the bag evaluation also scores tracking (docs/BAG_EVAL.md)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,12 +102,17 @@ def sequence_scenes(
     frames: int, width: int, height: int, split: str = "test", orbit_deg: float = 2.0, index: int = 0
 ) -> list[ImageAnnotation]:
     """One scene of the split (its `index`-th) seen by a camera circling the table by `orbit_deg` per frame:
-    a sequence whose ground truth carries track ids."""
+    a sequence whose ground truth carries track ids. Frames are images 1.. of their own (`image_id`, file
+    name), as a sidecar JSON needs."""
     config = load_split_config(SPLIT_CONFIG)
     seed = config.seeds[split][0] + index
     categories = config.categories_for(split)
     return [
-        generate_scene(seed, width, height, categories, orbit=np.deg2rad(orbit_deg * i))
+        dataclasses.replace(
+            generate_scene(seed, width, height, categories, orbit=np.deg2rad(orbit_deg * i)),
+            image_id=i + 1,
+            file_name=f"synthparts_{seed:09d}_frame{i:04d}.png",
+        )
         for i in range(frames)
     ]
 

@@ -142,6 +142,8 @@ def _ann(
     }
     if inst.pose is not None:
         ann["pose"] = _pose_json(inst.pose)
+    if getattr(inst, "track_id", 0):
+        ann["track_id"] = int(inst.track_id)
     return ann
 
 
@@ -192,6 +194,8 @@ def read_paco_json(
     the files exist. Object annotations are those with ``obj_ann_id == id``; every other annotation is
     a part of the object its ``obj_ann_id`` names, its generic name the text after ``:``. COCO crowd
     annotations (``iscrowd: 1``) are kept with ``iscrowd=True``: no training target, ignored by COCO AP.
+    An object's identity across the images of a sequence is its ``track_id`` (TAO's key; CocoVID's
+    ``instance_id`` is read too), written when known.
     """
     return index_paco_json(path, image_dir).decode_all(load_images)
 
@@ -215,6 +219,7 @@ def _decode_paco_image(
                 box=xywh_to_xyxy(ann["bbox"]),
                 pose=_pose_from_json(ann.get("pose")),
                 iscrowd=bool(ann.get("iscrowd", 0)),
+                track_id=int(ann.get("track_id", ann.get("instance_id", 0))),
             )
     for ann in anns:
         if _is_object(ann):
