@@ -32,7 +32,7 @@ def track_ids(tracker: ObjectTracker, result: SegmentationResult, stamp: float |
 
 
 def test_moving_objects_keep_their_ids_and_labels_never_share_a_track() -> None:
-    tracker = ObjectTracker()
+    tracker = ObjectTracker(TrackingConfig(relabel_iou=0.0))
     first = track_ids(tracker, frame(("mug", rect(10, 10, 20, 20)), ("kettle", rect(100, 50, 30, 30))))
     assert len(set(first)) == 2 and 0 not in first
     for step in range(1, 15):  # 3 px per frame: IoU with the last mask ~0.74
@@ -87,6 +87,29 @@ def test_time_going_back_ends_every_track() -> None:
     assert track_ids(tracker, frame(("mug", mug)), stamp=5.1) == [replayed]
     # equal stamps (a driver that leaves them unset) are not time going back
     assert track_ids(tracker, frame(("mug", mug)), stamp=5.1) == [replayed]
+
+
+def test_relabel_iou_lets_a_track_keep_its_id_when_the_label_wavers() -> None:
+    mug = rect(40, 40, 30, 30)
+    strict = ObjectTracker(TrackingConfig(relabel_iou=0.0))  # labels never share a track
+    (a,) = track_ids(strict, frame(("mug", mug)))
+    assert track_ids(strict, frame(("cup", mug))) != [a]
+
+    tracker = ObjectTracker()  # the default relabel_iou, 0.5
+    (a,) = track_ids(tracker, frame(("mug", mug)))
+    assert track_ids(tracker, frame(("cup", rect(43, 40, 30, 30)))) == [a]  # IoU 0.82
+    assert track_ids(tracker, frame(("cup", mug))) == [a]  # the track took the new label
+    (b,) = track_ids(tracker, frame(("mug", rect(58, 40, 30, 30))))  # IoU 0.25 < 0.5: another object
+    assert b != a
+
+
+def test_a_pair_across_labels_never_displaces_a_same_label_pair() -> None:
+    """Track mug A; the new frame has a mug overlapping A by 0.5 and a cup overlapping it by 0.82: the mug
+    continues A (same label first), the cup starts a track."""
+    tracker = ObjectTracker(TrackingConfig(relabel_iou=0.3))
+    (a,) = track_ids(tracker, frame(("mug", rect(40, 40, 30, 30))))
+    mug_id, cup_id = track_ids(tracker, frame(("mug", rect(50, 40, 30, 30)), ("cup", rect(43, 40, 30, 30))))
+    assert mug_id == a and cup_id not in (0, a)
 
 
 def test_overlap_below_the_threshold_starts_a_new_track() -> None:
@@ -147,6 +170,8 @@ def test_empty_masks_never_match() -> None:
         TrackingConfig(max_missed=-1),
         TrackingConfig(max_age=-1.0),
         TrackingConfig(max_age=float("nan")),
+        TrackingConfig(relabel_iou=-0.1),
+        TrackingConfig(relabel_iou=1.1),
     ],
 )
 def test_bad_configs_are_refused(config) -> None:
@@ -168,3 +193,12 @@ def test_the_debug_overlay_colours_a_tracked_object_by_its_track() -> None:
 
     assert np.array_equal(drawn(1, 7), drawn(2, 7))  # the frame's id changes, the track's colour stays
     assert not np.array_equal(drawn(1, 0), drawn(2, 0))
+
+
+def test_the_node_parameters_make_the_config() -> None:
+    """The node and the offline bag evaluation both read these names (defaults for missing ones)."""
+    values = {"track_iou": 0.2, "track_max_missed": 3, "track_max_age": 2.5, "track_relabel_iou": 0.0}
+    assert TrackingConfig.from_parameters(values) == TrackingConfig(0.2, 3, 2.5, 0.0)
+    assert TrackingConfig.from_parameters({}) == TrackingConfig()
+    with pytest.raises(ValueError, match="relabel_iou"):
+        TrackingConfig.from_parameters({"track_relabel_iou": 2.0})

@@ -96,3 +96,23 @@ def test_no_track_ids_in_the_ground_truth_means_no_tracking_metrics() -> None:
     assert tracking_metrics(gts, [predicted(a, [10, 20]) for a in gts]) is None
     with pytest.raises(ValueError, match="predictions"):
         tracking_metrics(truth(), [None])
+
+
+def test_labels_ignored_scores_association_alone() -> None:
+    """The mug called a cup in frame 2. Labelled, that frame is a miss whatever its id; labels ignored, a
+    track that kept its id through it keeps the identity (IDF1 1), a new id there switches away and back."""
+    gts = truth()
+
+    def run(flicker_id: int) -> dict:
+        preds = [
+            predicted(a, [flicker_id if t == 2 else 10, 20], ["cup" if t == 2 else "mug", "kettle"])
+            for t, a in enumerate(gts)
+        ]
+        return tracking_metrics(gts, preds)
+
+    kept, new = run(10), run(30)
+    for got in (kept, new):
+        assert got["misses"] == 1 and got["id_switches"] == 0
+    assert kept["IDF1_any_label"] == 1.0 and kept["id_switches_any_label"] == 0
+    assert new["id_switches_any_label"] == 2 and new["IDF1_any_label"] == pytest.approx(0.9)
+    assert "| identity switches, labels ignored | 2 |" in tracking_to_markdown(new)

@@ -188,7 +188,8 @@ def write_report(
             threshold = metrics["tracking"]["iou_threshold"]
             lines += [
                 "",
-                f"## Tracking (py-motmetrics; a match needs the same label and mask IoU >= {threshold:g})",
+                f"## Tracking (py-motmetrics; a match needs the same label and mask IoU >= {threshold:g}, "
+                "the IoU alone in the rows with labels ignored)",
             ]
             lines += ["", tracking_to_markdown(metrics["tracking"])]
     else:

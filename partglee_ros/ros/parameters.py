@@ -115,7 +115,7 @@ PARAMS = (
     Param(
         "track_iou",
         TrackingConfig.iou,
-        "mask IoU with a track's last mask needed to continue it (same label only); must be > 0",
+        "mask IoU with a track's last mask needed to continue it; must be > 0",
         dynamic=True,
         range=(0.0, 1.0),
     ),
@@ -125,6 +125,14 @@ PARAMS = (
         "segmented frames in a row a track may go unmatched (occlusion, a missed detection) before it ends",
         dynamic=True,
         range=(0, 1000),
+    ),
+    Param(
+        "track_relabel_iou",
+        TrackingConfig.relabel_iou,
+        "mask IoU with a track's last mask at which an object of another label continues it (a detector "
+        "wavering between two names for one object; the track takes the new label); 0 = labels never change",
+        dynamic=True,
+        range=(0.0, 1.0),
     ),
     Param(
         "track_max_age",

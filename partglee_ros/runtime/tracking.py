@@ -2,12 +2,15 @@
 
 Each new frame's objects are matched to the live tracks of the same label by mask IoU with the track's last
 mask, one to one (scipy's linear_sum_assignment, largest total IoU over the pairs of at least `iou`: weaker
-pairs are left out before assigning, as ByteTrack gates its costs, so they cannot crowd out a valid one). A
-matched object takes the track's id, an unmatched one starts a new track, and a track unmatched for more
-than `max_missed` frames in a row, or not seen for more than `max_age` seconds of frame stamps, ends (a
-camera that paused for a minute must not continue old tracks into its first frame). A frame stamped before
-the previous one (a looped or replayed bag, a restarted simulator) ends every track. No motion model: at camera rates an object moves little between
-frames, and its last mask is a better guess of where it is than a box extrapolated from noisy detections.
+pairs are left out before assigning, as ByteTrack gates its costs, so they cannot crowd out a valid one).
+With `relabel_iou` > 0 a track may also continue with an object of another label whose mask overlaps its
+last one that much (a detector wavering between "mug" and "cup" on one object); the track then takes the
+new label. A matched object takes the track's id, an unmatched one starts a new track, and a track unmatched
+for more than `max_missed` frames in a row, or not seen for more than `max_age` seconds of frame stamps, ends
+(a camera that paused for a minute must not continue old tracks into its first frame). A frame stamped
+before the previous one (a looped or replayed bag, a restarted simulator) ends every track. No motion
+model: at camera rates an object moves little between frames, and its last mask is a better guess of where
+it is than a box extrapolated from noisy detections.
 Parts are not tracked apart: a part is (its object's track id, its label).
 """
 
@@ -22,6 +25,7 @@ from scipy.optimize import linear_sum_assignment
 
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
 
+RELABEL_WEIGHT = 1e-3  # of a pair across labels, against a same-label pair's IoU
 MAX_TRACK_ID = 2**32 - 1  # ids are uint32 in ObjectInstance; 0 means "not tracked"
 
 
@@ -30,6 +34,7 @@ class TrackingConfig:
     iou: float = 0.3  # mask IoU with a track's last mask needed to continue it
     max_missed: int = 5  # frames in a row a track may go unmatched before it ends
     max_age: float = 1.0  # seconds (of frame stamps) a track may go unseen before it ends; 0: no limit
+    relabel_iou: float = 0.5  # mask IoU at which a track continues with an object of another label; 0: never
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> TrackingConfig:
@@ -40,6 +45,7 @@ class TrackingConfig:
             iou=float(values.get("track_iou", defaults.iou)),
             max_missed=int(values.get("track_max_missed", defaults.max_missed)),
             max_age=float(values.get("track_max_age", defaults.max_age)),
+            relabel_iou=float(values.get("track_relabel_iou", defaults.relabel_iou)),
         )
         config.validate()
         return config
@@ -51,6 +57,8 @@ class TrackingConfig:
             raise ValueError(f"track max_missed must be >= 0, got {self.max_missed}")
         if not self.max_age >= 0.0:  # also refuses NaN
             raise ValueError(f"track max_age must be >= 0 seconds (0: no limit), got {self.max_age}")
+        if not 0.0 <= self.relabel_iou <= 1.0:
+            raise ValueError(f"track relabel_iou must be in [0, 1] (0: never), got {self.relabel_iou}")
 
 
 @dataclass
@@ -124,14 +132,14 @@ class ObjectTracker:
             if config.max_age > 0.0:
                 self._tracks = [t for t in self._tracks if t.seen is None or stamp - t.seen <= config.max_age]
         shapes = [_Silhouette.of(o.mask) for o in result.objects]
-        matches = self._match(result.objects, shapes, config.iou)
+        matches = self._match(result.objects, shapes, config)
         seen = set()
         for j, (obj, shape) in enumerate(zip(result.objects, shapes, strict=True)):
             track = matches.get(j)
             if track is None:
                 track = _Track(self._new_id(), obj.label, shape, stamp)
                 self._tracks.append(track)
-            track.silhouette, track.seen = shape, stamp
+            track.silhouette, track.seen, track.label = shape, stamp, obj.label
             obj.track_id = track.id
             seen.add(track.id)
         for track in self._tracks:
@@ -139,20 +147,26 @@ class ObjectTracker:
         self._tracks = [t for t in self._tracks if t.missed <= config.max_missed]
 
     def _match(
-        self, objects: list[ObjectResult], shapes: list[_Silhouette], min_iou: float
+        self, objects: list[ObjectResult], shapes: list[_Silhouette], config: TrackingConfig
     ) -> dict[int, _Track]:
+        """One to one, largest total IoU. A pair across labels (allowed from `relabel_iou` on) counts a
+        thousandth of its IoU: it fills in where no same-label pair is lost by it, never displaces one."""
         if not self._tracks or not objects:
             return {}
-        iou = np.zeros((len(self._tracks), len(objects)))
+        score = np.zeros((len(self._tracks), len(objects)))
         for i, track in enumerate(self._tracks):
             for j, (obj, shape) in enumerate(zip(objects, shapes, strict=True)):
-                if obj.label == track.label:
-                    iou[i, j] = track.silhouette.iou(shape)
-        iou[iou < min_iou] = (
-            0.0  # before assigning: a pair that may not match must not crowd out one that may
-        )
-        rows, cols = linear_sum_assignment(iou, maximize=True)
-        return {int(j): self._tracks[i] for i, j in zip(rows, cols, strict=True) if iou[i, j] > 0.0}
+                same = obj.label == track.label
+                if not same and config.relabel_iou == 0.0:
+                    continue
+                iou = track.silhouette.iou(shape)
+                # gated before assigning: a pair that may not match must not crowd out one that may
+                if same and iou >= config.iou:
+                    score[i, j] = iou
+                elif not same and iou >= max(config.relabel_iou, config.iou):
+                    score[i, j] = RELABEL_WEIGHT * iou
+        rows, cols = linear_sum_assignment(score, maximize=True)
+        return {int(j): self._tracks[i] for i, j in zip(rows, cols, strict=True) if score[i, j] > 0.0}
 
     def _new_id(self) -> int:
         new = self._next_id

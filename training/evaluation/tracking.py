@@ -5,7 +5,9 @@ mask IoU (pycocotools); pairs below `iou_threshold` may not match. motmetrics th
 in the MOT benchmarks: MOTA (misses, false positives and identity switches against the ground truth),
 IDF1 (the share of detections whose identity agrees under the best one-to-one track correspondence over the
 whole sequence), switches and fragmentations. Frames are scored in the order given, so pass them as the
-camera saw them.
+camera saw them. Association is also scored with labels ignored (`IDF1_any_label`, `id_switches_any_label`:
+a match needs only the IoU), as TETA separates association from classification: a track that keeps its id
+while the detector wavers between two names for one object is a kept identity there, a switch above.
 """
 
 from __future__ import annotations
@@ -44,16 +46,20 @@ def _rles(masks: list[np.ndarray]) -> list[dict]:
     return [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
 
 
-def _distances(truth: ImageAnnotation, pred: SegmentationResult, iou_threshold: float) -> np.ndarray:
-    """1 - mask IoU, [truth, predicted]; NaN (may not match) across labels and below the threshold."""
+def _distances(
+    truth: ImageAnnotation, pred: SegmentationResult, iou_threshold: float, labels: bool = True
+) -> np.ndarray:
+    """1 - mask IoU, [truth, predicted]; NaN (may not match) below the threshold and, with `labels`, across
+    labels."""
     gts = [o for o in truth.objects if o.track_id]
     out = np.full((len(gts), len(pred.objects)), np.nan)
     if not gts or not pred.objects:
         return out
     iou = mask_utils.iou(_rles([o.mask for o in pred.objects]), _rles([o.mask for o in gts]), [0] * len(gts))
     iou = np.asarray(iou).T
-    same = np.array([[g.name == p.label for p in pred.objects] for g in gts])
-    ok = same & (iou >= iou_threshold)
+    ok = iou >= iou_threshold
+    if labels:
+        ok &= np.array([[g.name == p.label for p in pred.objects] for g in gts])
     out[ok] = 1.0 - iou[ok]
     return out
 
@@ -76,16 +82,21 @@ def tracking_metrics(
         return None
     import motmetrics as mm  # pandas with it: only where tracking is scored
 
-    accumulator = mm.MOTAccumulator(auto_id=True)
+    accumulators = {True: mm.MOTAccumulator(auto_id=True), False: mm.MOTAccumulator(auto_id=True)}
     untracked = itertools.count(-1, -1)  # distinct ids for objects without a track id
     for ann, pred in zip(truth, preds, strict=True):
         pred = pred or SegmentationResult(ann.height, ann.width, 0)
         gt_ids = [o.track_id for o in ann.objects if o.track_id]
         pred_ids = [o.track_id or next(untracked) for o in pred.objects]
-        accumulator.update(gt_ids, pred_ids, _distances(ann, pred, iou_threshold))
-    summary = mm.metrics.create().compute(accumulator, metrics=list(METRICS), name="run")
+        for labels, accumulator in accumulators.items():
+            accumulator.update(gt_ids, pred_ids, _distances(ann, pred, iou_threshold, labels))
+    metrics = mm.metrics.create()
+    summary = metrics.compute(accumulators[True], metrics=list(METRICS), name="run")
     out = {key: summary[name].iloc[0].item() for name, key in METRICS.items()}
     out["MOTP_iou"] = 1.0 - out["MOTP_iou"]  # motmetrics averages the distance, 1 - IoU
+    agnostic = metrics.compute(accumulators[False], metrics=["idf1", "num_switches"], name="run")
+    out["IDF1_any_label"] = agnostic["idf1"].iloc[0].item()
+    out["id_switches_any_label"] = agnostic["num_switches"].iloc[0].item()
     out["iou_threshold"] = iou_threshold
     return out
 
@@ -98,6 +109,8 @@ def tracking_to_markdown(metrics: dict) -> str:
         ("MOTA", "MOTA"),
         ("MOTP_iou", "MOTP (mean IoU of matches)"),
         ("id_switches", "identity switches"),
+        ("IDF1_any_label", "IDF1, labels ignored"),
+        ("id_switches_any_label", "identity switches, labels ignored"),
         ("fragmentations", "fragmentations"),
         ("mostly_tracked", "mostly tracked tracks"),
         ("mostly_lost", "mostly lost tracks"),
