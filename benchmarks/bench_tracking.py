@@ -1,9 +1,9 @@
 """What object tracking adds per frame in the node: `ObjectTracker.update` on moving objects.
 
 Each scene has N same-sized objects (half of them one label, half another) moving a few pixels per frame,
-at the camera resolutions a robot uses; every object continues its track, so each update compares every
-object with every live track of its label. Prints a table and, with --write, replaces this script's section
-of docs/BENCHMARKS.md.
+at the camera resolutions a robot uses; every object continues its track. With the default
+`track_relabel_iou` each update compares every object with every live track; with 0 only with those of its
+label: both are timed. Prints a table and, with --write, replaces this script's section of docs/BENCHMARKS.md.
 
     python -m benchmarks.bench_tracking [--runs 200] [--write]
 """
@@ -19,7 +19,7 @@ import numpy as np
 from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
-from partglee_ros.runtime.tracking import ObjectTracker
+from partglee_ros.runtime.tracking import ObjectTracker, TrackingConfig
 
 SIZES = ((640, 480), (1280, 720))
 COUNTS = (5, 20)
@@ -40,10 +40,10 @@ def scene(width: int, height: int, count: int, step: int) -> SegmentationResult:
     return SegmentationResult(height, width, 1, objects)
 
 
-def time_updates(width: int, height: int, count: int, runs: int) -> list[float]:
-    """ms per update over `runs` frames of one continuing scene (frames made beforehand, not timed)."""
-    frames = [scene(width, height, count, step) for step in range(runs + 1)]
-    tracker = ObjectTracker()
+def time_updates(frames: list[SegmentationResult], config: TrackingConfig) -> list[float]:
+    """ms per update over the frames of one continuing scene after its first (made beforehand, not timed)."""
+    count = len(frames[0].objects)
+    tracker = ObjectTracker(config)
     tracker.update(frames[0])
     times = []
     for frame in frames[1:]:
@@ -67,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured by `python -m benchmarks.bench_tracking --runs {args.runs} --write` on {describe_cpu()}. "
         "Every object continues its track; times in ms, median / p95.",
         "",
-        "| image | objects | update |",
-        "|---|---|---|",
+        "| image | objects | update (default) | update, same label only (`track_relabel_iou` 0) |",
+        "|---|---|---|---|",
     ]
     for width, height in SIZES:
         for count in COUNTS:
-            times = time_updates(width, height, count, args.runs)
-            p95 = float(np.percentile(times, 95))
-            lines.append(f"| {width}x{height} | {count} | {statistics.median(times):.2f} / {p95:.2f} |")
+            frames = [scene(width, height, count, step) for step in range(args.runs + 1)]
+            cells = []
+            for config in (TrackingConfig(), TrackingConfig(relabel_iou=0.0)):
+                times = time_updates(frames, config)
+                cells.append(f"{statistics.median(times):.2f} / {float(np.percentile(times, 95)):.2f}")
+            lines.append(f"| {width}x{height} | {count} | {' | '.join(cells)} |")
     report("\n".join(lines), "bench-tracking", args.write)
     return 0
 
