@@ -26,7 +26,9 @@ EVAL_KEYS = ("object_mask_ap_base", "part_mask_ap_base", "part_mask_ap_novel")
 def read_stages(csvs: list[str], evals: list[str | None]) -> tuple[dict, list[dict], list[float]]:
     """Each stage's rows after the previous stage's last step: columns (NaN where a stage lacks one),
     evaluations, and the step each stage starts at."""
-    logs = [np.genfromtxt(path, delimiter=",", names=True) for path in csvs]
+    logs = [np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True)) for path in csvs]
+    if any(len(log) == 0 for log in logs):
+        raise ValueError("a training log without rows: nothing to plot for that stage")
     names = list(dict.fromkeys(name for log in logs for name in log.dtype.names))
     columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
     points, starts, offset = [], [], 0.0

@@ -6,7 +6,8 @@ section of docs/BENCHMARKS.md.
     python -m benchmarks.tracking_quality [--scenes 6] [--frames 12] [--orbit 2 6 12]
         [--trackers 0.3 0.1 0.3:0.5] [--threshold 0.2] [--write]
 
-A tracker is `TRACK_IOU[:RELABEL_IOU]` (the node's `track_iou` and `track_relabel_iou`).
+A tracker is `TRACK_IOU[:RELABEL_IOU]` (the node's `track_iou` and `track_relabel_iou`; without the colon
+labels never cross, `track_relabel_iou` 0: the node's default is 0.3:0.5).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trackers",
         nargs="+",
-        default=["0.3", "0.1", "0.3:0.5"],
+        default=["0.3:0", "0.1:0", "0.3:0.5"],
         help="tracker settings to compare, TRACK_IOU[:RELABEL_IOU] each",
     )
     parser.add_argument("--threshold", type=float, default=0.2, help="object and part score threshold")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from partglee_ros.bag import ground_truth
 from partglee_ros.bag.bag_writer import BagWriter
@@ -54,7 +55,7 @@ def test_sequence_ground_truth_keeps_each_objects_track_id() -> None:
 
 def test_sidecar_json_carries_track_ids(tmp_path) -> None:
     """`make_sample --orbit --sidecar`: the JSON's objects have the bag topic's track ids (TAO's `track_id`
-    key; CocoVID's `instance_id` reads the same)."""
+    key, positive integers)."""
     sidecar = tmp_path / "gt.json"
     assert (
         make_sample(
@@ -72,12 +73,17 @@ def test_sidecar_json_carries_track_ids(tmp_path) -> None:
     want = identities(from_topic)
     assert all(t > 0 for frame in want.values() for _, t in frame)
     assert identities(ground_truth.from_sidecar(sidecar)) == want
+    # PACO-EGO4D's instance_id names an instance across clips, not a track: not read as one
     data = json.loads(sidecar.read_text())
     for ann in data["annotations"]:
         if "track_id" in ann:
             ann["instance_id"] = ann.pop("track_id")
     sidecar.write_text(json.dumps(data))
-    assert identities(ground_truth.from_sidecar(sidecar)) == want
+    assert all(t == 0 for frame in identities(ground_truth.from_sidecar(sidecar)).values() for _, t in frame)
+    data["annotations"][0]["track_id"] = 0  # 0 already means "not tracked"
+    sidecar.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="positive integer"):
+        ground_truth.from_sidecar(sidecar)
 
 
 def test_offline_cli_scores_the_bundled_models_tracks(tmp_path, capsys) -> None:
@@ -132,3 +138,21 @@ def test_a_repeated_stamp_is_scored_once(tmp_path) -> None:
     assert len(run.frames) == 4 and "duplicate header stamp" in (run.frames[2].error or "")
     unique = [run.frames[i].result for i in (0, 1, 3)]
     assert score(run, gts)["tracking"] == tracking_metrics(scenes, unique)
+
+
+def test_offline_tracking_follows_the_bags_header_stamps(tmp_path) -> None:
+    """One image three times: the second frame 0.1 s on continues the first's tracks, the third stamped
+    before them (a bag recorded from two sessions, time going back) starts new ones, as the node would."""
+    (scene,) = sequence_scenes(1, 320, 240, orbit_deg=2, index=SCENE)
+    with BagWriter(tmp_path / "bag") as writer:
+        for slot, stamp in enumerate([START_NS, START_NS + 10**8, START_NS - 10 * 10**9]):
+            msgtype, msg = image_message(scene.image, header(stamp, FRAME_ID), "rgb8")
+            writer.write_msg(IMAGE_TOPIC, msgtype, START_NS + slot * 10**8, msg)
+    post = PostprocessConfig(object_threshold=THRESHOLD, part_threshold=THRESHOLD)
+    segmenter = load_segmenter(DEFAULT_MODEL, backend="torch", postprocess_config=post)
+    segmenter.apply_vocabulary(vocabulary_of([scene]))
+    with Bag(tmp_path / "bag") as bag:
+        run = run_offline(bag, IMAGE_TOPIC, segmenter, None, tracker=ObjectTracker())
+    first, later, earlier = ([o.track_id for o in f.result.objects] for f in run.frames)
+    assert first and later == first
+    assert len(earlier) == len(first) and min(earlier) > max(first)

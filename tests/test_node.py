@@ -251,8 +251,21 @@ def test_tracks_end_when_time_goes_back_or_after_track_max_age(client) -> None:
     replayed = ids(500)
     assert len(replayed) == len(live) and min(replayed) > max(live)
     assert ids(501) == replayed
-    paused = ids(503)
+    paused = ids(507)  # track_max_age 5 s
     assert len(paused) == len(live) and min(paused) > max(replayed)
+
+
+def test_a_rate_cap_that_would_end_every_track_is_taken_with_a_warning(client) -> None:
+    def warnings() -> int:
+        return client.proc.output().count("every track ends before the next frame")
+
+    before = warnings()
+    try:
+        assert client.set_param("max_rate", double(0.1))  # a frame every 10 s, track_max_age 5 s
+        assert spin_until(client.node, lambda: warnings() > before, 10)
+    finally:
+        assert client.set_param("max_rate", double(0.0))
+    assert warnings() == before + 1  # none for the cap lifted
 
 
 def test_diagnostics_count_frames(client) -> None:

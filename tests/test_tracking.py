@@ -26,7 +26,7 @@ def frame(*objects: tuple[str, np.ndarray]) -> SegmentationResult:
     return SegmentationResult(height, width, 1, found)
 
 
-def track_ids(tracker: ObjectTracker, result: SegmentationResult, stamp: float | None = None) -> list[int]:
+def track_ids(tracker: ObjectTracker, result: SegmentationResult, stamp: int | None = None) -> list[int]:
     tracker.update(result, stamp)
     return [o.track_id for o in result.objects]
 
@@ -62,31 +62,34 @@ def test_a_track_survives_max_missed_frames_and_then_ends() -> None:
     assert again != mug_id and again > mug_id  # ids are never reused
 
 
+S = 10**9  # ns per second: stamps are integer nanoseconds, as in a header
+
+
 def test_a_track_unseen_for_longer_than_max_age_ends_however_few_frames_came() -> None:
     tracker = ObjectTracker(TrackingConfig(iou=0.3, max_missed=5, max_age=1.0))
     mug = rect(40, 40, 30, 30)
-    (mug_id,) = track_ids(tracker, frame(("mug", mug)), stamp=10.0)
-    assert track_ids(tracker, frame(), stamp=10.5) == []
-    assert track_ids(tracker, frame(("mug", mug)), stamp=11.0) == [mug_id]  # 1.0 s: still alive
-    assert track_ids(tracker, frame(), stamp=11.5) == [] and tracker.active == 1
-    (after_pause,) = track_ids(tracker, frame(("mug", mug)), stamp=12.1)  # one frame, but 1.1 s later
+    (mug_id,) = track_ids(tracker, frame(("mug", mug)), stamp=1_700_000_000 * S)
+    assert track_ids(tracker, frame(), stamp=1_700_000_000 * S + S // 2) == []
+    assert track_ids(tracker, frame(("mug", mug)), stamp=1_700_000_001 * S) == [mug_id]  # 1 s: still alive
+    assert track_ids(tracker, frame(), stamp=1_700_000_001 * S + S // 2) == [] and tracker.active == 1
+    (after_pause,) = track_ids(tracker, frame(("mug", mug)), stamp=1_700_000_002 * S + 1)  # 1 s + 1 ns later
     assert after_pause not in (0, mug_id)
     # no time limit: only frames count
     patient = ObjectTracker(TrackingConfig(max_age=0.0))
-    (first,) = track_ids(patient, frame(("mug", mug)), stamp=0.0)
-    assert track_ids(patient, frame(("mug", mug)), stamp=3600.0) == [first]
+    (first,) = track_ids(patient, frame(("mug", mug)), stamp=0)
+    assert track_ids(patient, frame(("mug", mug)), stamp=3600 * S) == [first]
 
 
 def test_time_going_back_ends_every_track() -> None:
     tracker = ObjectTracker()
     mug = rect(40, 40, 30, 30)
-    (mug_id,) = track_ids(tracker, frame(("mug", mug)), stamp=100.0)
-    assert track_ids(tracker, frame(("mug", mug)), stamp=100.1) == [mug_id]
-    (replayed,) = track_ids(tracker, frame(("mug", mug)), stamp=5.0)  # a bag replayed into a live node
+    (mug_id,) = track_ids(tracker, frame(("mug", mug)), stamp=100 * S)
+    assert track_ids(tracker, frame(("mug", mug)), stamp=100 * S + S // 10) == [mug_id]
+    (replayed,) = track_ids(tracker, frame(("mug", mug)), stamp=5 * S)  # a bag replayed into a live node
     assert replayed not in (0, mug_id)
-    assert track_ids(tracker, frame(("mug", mug)), stamp=5.1) == [replayed]
+    assert track_ids(tracker, frame(("mug", mug)), stamp=5 * S + 1) == [replayed]
     # equal stamps (a driver that leaves them unset) are not time going back
-    assert track_ids(tracker, frame(("mug", mug)), stamp=5.1) == [replayed]
+    assert track_ids(tracker, frame(("mug", mug)), stamp=5 * S + 1) == [replayed]
 
 
 def test_relabel_iou_lets_a_track_keep_its_id_when_the_label_wavers() -> None:
@@ -99,7 +102,7 @@ def test_relabel_iou_lets_a_track_keep_its_id_when_the_label_wavers() -> None:
     (a,) = track_ids(tracker, frame(("mug", mug)))
     assert track_ids(tracker, frame(("cup", rect(43, 40, 30, 30)))) == [a]  # IoU 0.82
     assert track_ids(tracker, frame(("cup", mug))) == [a]  # the track took the new label
-    (b,) = track_ids(tracker, frame(("mug", rect(58, 40, 30, 30))))  # IoU 0.25 < 0.5: another object
+    (b,) = track_ids(tracker, frame(("mug", rect(52, 40, 30, 30))))  # IoU 0.43: >= track_iou, < 0.5
     assert b != a
 
 
@@ -202,3 +205,14 @@ def test_the_node_parameters_make_the_config() -> None:
     assert TrackingConfig.from_parameters({}) == TrackingConfig()
     with pytest.raises(ValueError, match="relabel_iou"):
         TrackingConfig.from_parameters({"track_relabel_iou": 2.0})
+
+
+def test_a_rate_cap_slower_than_max_age_is_warned_about() -> None:
+    from partglee_ros.ros.parameters import tracking_warning
+
+    values = {"tracking": True, "max_rate": 0.2, "track_max_age": 5.0}
+    assert "track_max_age" in tracking_warning(values)
+    assert tracking_warning(values | {"max_rate": 0.25}) is None  # a frame every 4 s
+    assert tracking_warning(values | {"track_max_age": 0.0}) is None  # no time limit
+    assert tracking_warning(values | {"max_rate": 0.0}) is None  # no cap
+    assert tracking_warning(values | {"tracking": False}) is None

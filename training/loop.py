@@ -29,6 +29,9 @@ from training.train_config import OptimConfig, TrainConfig
 from training.validation import evaluate_model, headline
 
 LOG_FILE = "train_log.csv"
+# ModelConfig fields a fine-tuning run may change: the loss, dropout, the input size, the name, and the
+# backbone's initialisation file (the weights loaded with --init replace it anyway)
+NOT_THE_NETWORK = frozenset({"loss", "dropout", "input_size", "name", "backbone_weights"})
 EVAL_FILE = "eval_log.jsonl"
 FINAL_DIR = "model"
 
@@ -149,8 +152,8 @@ class Trainer:
         """Start from a trained model's weights (fine-tuning) with a fresh optimizer and schedule. The
         folder's config must describe the same network as the training config: weights are loaded strictly."""
         init_config = ModelConfig.from_file(model_dir / CONFIG_FILE)
-        mine = {k: v for k, v in self.cfg.model.to_dict().items() if k != "loss"}
-        theirs = {k: v for k, v in init_config.to_dict().items() if k != "loss"}
+        mine = {k: v for k, v in self.cfg.model.to_dict().items() if k not in NOT_THE_NETWORK}
+        theirs = {k: v for k, v in init_config.to_dict().items() if k not in NOT_THE_NETWORK}
         differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         if differ:
             raise ValueError(f"--init {model_dir}: its config differs from the training config in {differ}")

@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     o.add_argument(
         "--params-file",
         type=Path,
-        help="node parameter YAML to take thresholds and tracking (tracking, track_iou, track_max_missed, "
-        "track_max_age) from",
+        help="node parameter YAML to take thresholds and tracking (tracking, track_iou, track_relabel_iou, "
+        "track_max_missed, track_max_age) from",
     )
     o.add_argument("--object-threshold", type=float, help="overrides the params file")
     o.add_argument("--part-threshold", type=float, help="overrides the params file")

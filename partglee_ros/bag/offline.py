@@ -39,7 +39,7 @@ def run_offline(
                 run.log.frame_errors.append((frame.index, str(err)))
                 continue
             if tracker is not None:
-                tracker.update(result, frame.stamp_ns * 1e-9)
+                tracker.update(result, frame.stamp_ns)
             outcome.result, outcome.latency_ms = result, result.timings_ms["total"]
             if writer is not None:
                 msg = result_to_bag_msg(result, header(frame.stamp_ns, frame.frame_id))

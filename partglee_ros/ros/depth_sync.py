@@ -16,6 +16,11 @@ def stamp_seconds(header: Any) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
+def stamp_ns(header: Any) -> int:
+    """Exact, where seconds as a float lose ~0.2 us at today's epoch stamps."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
 def closest(t: float, *msgs: Any) -> Any | None:
     """The message stamped nearest to `t` among those given (None entries, lookups that found nothing, are
     skipped)."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from partglee_ros.ros.depth_sync import stamp_ns
+
 MAX_FRAME_AGE_S = 10.0
 
 
 def frame_age_ms(now_ns: int, header: Any) -> float | None:
     """The frame's age in ms, or None when its stamp is not plausibly on the node's clock."""
-    age_ns = now_ns - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+    age_ns = now_ns - stamp_ns(header)
     if not 0 <= age_ns <= MAX_FRAME_AGE_S * 1e9:
         return None
     return age_ns / 1e6

@@ -41,10 +41,16 @@ from std_msgs.msg import Header
 
 from partglee_ros.msg import HierarchicalSegmentation
 from partglee_ros.ros.conversions import object_parts_from_msgs, result_to_msg, rgb_to_image_msg
-from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_seconds
+from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_ns, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
-from partglee_ros.ros.parameters import DEFAULT_MODEL, PARAMS, descriptor, postprocess_config
+from partglee_ros.ros.parameters import (
+    DEFAULT_MODEL,
+    PARAMS,
+    descriptor,
+    postprocess_config,
+    tracking_warning,
+)
 from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
@@ -129,6 +135,8 @@ class PartGleeMixin:
             self._tracker.config = TrackingConfig.from_parameters(values)
         except ValueError as err:
             raise StartupError(str(err)) from err
+        if warning := tracking_warning(values):
+            self.get_logger().warning(warning)
         model_dir = Path(self.value("model_path")) if self.value("model_path") else default_model_dir()
         size = (self.value("input_width"), self.value("input_height"))
         vocab = self._initial_vocabulary()
@@ -263,6 +271,8 @@ class PartGleeMixin:
         self._tracker.config = new_tracking  # likewise
         if updates.get("tracking") is True and not self.value("tracking"):
             self._restart_tracks.set()
+        if warning := tracking_warning(values):
+            self.get_logger().warning(warning)
         return SetParametersResult(successful=True)
 
     def _work(self) -> None:
@@ -335,7 +345,7 @@ class PartGleeMixin:
                 self._restart_tracks.clear()
                 self._tracker.reset()  # re-enabled tracking starts afresh, not from masks of long ago
             if tracking:
-                self._tracker.update(result, t)
+                self._tracker.update(result, stamp_ns(msg.header))
             result.timings_ms["total"] = (time.monotonic() - received) * 1e3
             segmentation = result_to_msg(result, msg.header)
             self.seg_pub.publish(segmentation)

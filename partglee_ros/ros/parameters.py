@@ -169,3 +169,15 @@ def postprocess_config(values: dict[str, Any]) -> PostprocessConfig:
     )
     cfg.validate()
     return cfg
+
+
+def tracking_warning(values: dict[str, Any]) -> str | None:
+    """A capped rate whose frames lie `track_max_age` or more apart ends every track between two frames: legal
+    (the node obeys it), but rarely what was meant."""
+    rate, age = float(values["max_rate"]), float(values["track_max_age"])
+    if values["tracking"] and rate > 0.0 and age > 0.0 and 1.0 / rate >= age:
+        return (
+            f"max_rate {rate:g} segments a frame every {1.0 / rate:g} s, at least track_max_age ({age:g} s): "
+            "every track ends before the next frame; raise track_max_age, or set it to 0 (no time limit)"
+        )
+    return None

@@ -25,7 +25,6 @@ from scipy.optimize import linear_sum_assignment
 
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
 
-RELABEL_WEIGHT = 1e-3  # of a pair across labels, against a same-label pair's IoU
 MAX_TRACK_ID = 2**32 - 1  # ids are uint32 in ObjectInstance; 0 means "not tracked"
 
 
@@ -33,13 +32,13 @@ MAX_TRACK_ID = 2**32 - 1  # ids are uint32 in ObjectInstance; 0 means "not track
 class TrackingConfig:
     iou: float = 0.3  # mask IoU with a track's last mask needed to continue it
     max_missed: int = 5  # frames in a row a track may go unmatched before it ends
-    max_age: float = 1.0  # seconds (of frame stamps) a track may go unseen before it ends; 0: no limit
+    max_age: float = 5.0  # seconds (of frame stamps) a track may go unseen before it ends; 0: no limit
     relabel_iou: float = 0.5  # mask IoU at which a track continues with an object of another label; 0: never
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> TrackingConfig:
-        """From the node's parameters `track_iou`, `track_max_missed` and `track_max_age` (defaults for missing
-        ones), validated: the node and the offline bag evaluation read them alike."""
+        """From the node's parameters `track_iou`, `track_relabel_iou`, `track_max_missed` and `track_max_age`
+        (defaults for missing ones), validated: the node and the offline bag evaluation read them alike."""
         defaults = cls()
         config = cls(
             iou=float(values.get("track_iou", defaults.iou)),
@@ -91,7 +90,7 @@ class _Track:
     id: int
     label: str
     silhouette: _Silhouette
-    seen: float | None  # stamp (s) of the last frame that matched it
+    seen: int | None  # stamp (ns) of the last frame that matched it
     missed: int = 0
 
 
@@ -104,7 +103,7 @@ class ObjectTracker:
         self.config.validate()
         self._tracks: list[_Track] = []
         self._size: tuple[int, int] | None = None
-        self._stamp: float | None = None
+        self._stamp: int | None = None
         self._next_id = 1
 
     @property
@@ -118,28 +117,29 @@ class ObjectTracker:
         self._size = None
         self._stamp = None
 
-    def update(self, result: SegmentationResult, stamp: float | None = None) -> None:
-        """Give the objects of the next frame their track ids. `stamp`: the frame's time in seconds (its
-        header stamp), for `max_age` and to notice time going back; without one only frames count."""
+    def update(self, result: SegmentationResult, stamp_ns: int | None = None) -> None:
+        """Give the objects of the next frame their track ids. `stamp_ns`: the frame's header stamp in integer
+        nanoseconds, for `max_age` and to notice time going back; without one only frames count."""
         config = self.config  # one read: a concurrent swap applies from the next frame
         size = (result.height, result.width)
-        went_back = stamp is not None and self._stamp is not None and stamp < self._stamp
+        went_back = stamp_ns is not None and self._stamp is not None and stamp_ns < self._stamp
         if self._size != size or went_back:  # another camera mode (no mask compares), or time went back
             self.reset()
             self._size = size
-        if stamp is not None:
-            self._stamp = stamp
+        if stamp_ns is not None:
+            self._stamp = stamp_ns
             if config.max_age > 0.0:
-                self._tracks = [t for t in self._tracks if t.seen is None or stamp - t.seen <= config.max_age]
+                oldest = stamp_ns - round(config.max_age * 1e9)
+                self._tracks = [t for t in self._tracks if t.seen is None or t.seen >= oldest]
         shapes = [_Silhouette.of(o.mask) for o in result.objects]
         matches = self._match(result.objects, shapes, config)
         seen = set()
         for j, (obj, shape) in enumerate(zip(result.objects, shapes, strict=True)):
             track = matches.get(j)
             if track is None:
-                track = _Track(self._new_id(), obj.label, shape, stamp)
+                track = _Track(self._new_id(), obj.label, shape, stamp_ns)
                 self._tracks.append(track)
-            track.silhouette, track.seen, track.label = shape, stamp, obj.label
+            track.silhouette, track.seen, track.label = shape, stamp_ns, obj.label
             obj.track_id = track.id
             seen.add(track.id)
         for track in self._tracks:
@@ -149,24 +149,38 @@ class ObjectTracker:
     def _match(
         self, objects: list[ObjectResult], shapes: list[_Silhouette], config: TrackingConfig
     ) -> dict[int, _Track]:
-        """One to one, largest total IoU. A pair across labels (allowed from `relabel_iou` on) counts a
-        thousandth of its IoU: it fills in where no same-label pair is lost by it, never displaces one."""
-        if not self._tracks or not objects:
-            return {}
-        score = np.zeros((len(self._tracks), len(objects)))
-        for i, track in enumerate(self._tracks):
-            for j, (obj, shape) in enumerate(zip(objects, shapes, strict=True)):
-                same = obj.label == track.label
-                if not same and config.relabel_iou == 0.0:
-                    continue
-                iou = track.silhouette.iou(shape)
-                # gated before assigning: a pair that may not match must not crowd out one that may
-                if same and iou >= config.iou:
-                    score[i, j] = iou
-                elif not same and iou >= max(config.relabel_iou, config.iou):
-                    score[i, j] = RELABEL_WEIGHT * iou
-        rows, cols = linear_sum_assignment(score, maximize=True)
-        return {int(j): self._tracks[i] for i, j in zip(rows, cols, strict=True) if score[i, j] > 0.0}
+        """One to one, largest total IoU: first the pairs of the same label, then, among the tracks and objects
+        left over, pairs across labels (from `relabel_iou` on), so a relabelled pair never displaces one."""
+        matches: dict[int, _Track] = {}
+        self._assign(objects, shapes, matches, config.iou, same_label=True)
+        if config.relabel_iou > 0.0:
+            self._assign(objects, shapes, matches, max(config.relabel_iou, config.iou), same_label=False)
+        return matches
+
+    def _assign(
+        self,
+        objects: list[ObjectResult],
+        shapes: list[_Silhouette],
+        matches: dict[int, _Track],
+        min_iou: float,
+        same_label: bool,
+    ) -> None:
+        """Adds to `matches` the assignment of the unmatched objects to the unmatched tracks."""
+        taken = {id(t) for t in matches.values()}
+        tracks = [t for t in self._tracks if id(t) not in taken]
+        free = [j for j in range(len(objects)) if j not in matches]
+        if not tracks or not free:
+            return
+        iou = np.zeros((len(tracks), len(free)))
+        for i, track in enumerate(tracks):
+            for c, j in enumerate(free):
+                if (objects[j].label == track.label) == same_label:
+                    iou[i, c] = track.silhouette.iou(shapes[j])
+        iou[iou < min_iou] = (
+            0.0  # before assigning: a pair that may not match must not crowd out one that may
+        )
+        rows, cols = linear_sum_assignment(iou, maximize=True)
+        matches.update({free[c]: tracks[i] for i, c in zip(rows, cols, strict=True) if iou[i, c] > 0.0})
 
     def _new_id(self) -> int:
         new = self._next_id

@@ -194,10 +194,21 @@ def read_paco_json(
     the files exist. Object annotations are those with ``obj_ann_id == id``; every other annotation is
     a part of the object its ``obj_ann_id`` names, its generic name the text after ``:``. COCO crowd
     annotations (``iscrowd: 1``) are kept with ``iscrowd=True``: no training target, ignored by COCO AP.
-    An object's identity across the images of a sequence is its ``track_id`` (TAO's key; CocoVID's
-    ``instance_id`` is read too), written when known.
+    An object's identity across the images of a sequence is its ``track_id`` (TAO's key, a positive
+    integer), written when known. PACO-EGO4D's ``instance_id`` is not read as one: it names an instance
+    across clips, not a track through consecutive frames.
     """
     return index_paco_json(path, image_dir).decode_all(load_images)
+
+
+def _track_id(ann: dict) -> int:
+    """0 (not tracked) without the key; ids must be positive: 0 already means "not tracked"."""
+    raw = ann.get("track_id")
+    if raw is None:
+        return 0
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+        raise ValueError(f"annotation {ann.get('id')}: track_id must be a positive integer, got {raw!r}")
+    return raw
 
 
 def _decode_paco_image(
@@ -219,7 +230,7 @@ def _decode_paco_image(
                 box=xywh_to_xyxy(ann["bbox"]),
                 pose=_pose_from_json(ann.get("pose")),
                 iscrowd=bool(ann.get("iscrowd", 0)),
-                track_id=int(ann.get("track_id", ann.get("instance_id", 0))),
+                track_id=_track_id(ann),
             )
     for ann in anns:
         if _is_object(ann):

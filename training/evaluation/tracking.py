@@ -7,7 +7,8 @@ IDF1 (the share of detections whose identity agrees under the best one-to-one tr
 whole sequence), switches and fragmentations. Frames are scored in the order given, so pass them as the
 camera saw them. Association is also scored with labels ignored (`IDF1_any_label`, `id_switches_any_label`:
 a match needs only the IoU), as TETA separates association from classification: a track that keeps its id
-while the detector wavers between two names for one object is a kept identity there, a switch above.
+while the detector wavers between two names for one object is a kept identity there, where the labelled
+scores see a miss and a false positive in the wavering frame whatever its id.
 """
 
 from __future__ import annotations
