@@ -63,6 +63,7 @@ class RgbdCamera:
         self.image_pub = node.create_publisher(Image, topics["image_topic"], qos)
         self.depth_pub = node.create_publisher(Image, topics["depth_topic"], qos)
         self.info_pub = node.create_publisher(CameraInfo, topics["camera_info_topic"], qos)
+        self.last_sec: int | None = None  # stamp of the last frame published
 
     def connected(self) -> bool:
         return all(p.get_subscription_count() for p in (self.image_pub, self.depth_pub, self.info_pub))
@@ -75,6 +76,7 @@ class RgbdCamera:
         spin_until(self.node, lambda: False, 0.05)
         image = rgb_to_image_msg(noise_image(sec), header)
         self.image_pub.publish(image)
+        self.last_sec = sec
         return image
 
     def publish_until(self, done: Callable[[], bool], first_sec: int, timeout: float) -> bool:

@@ -88,9 +88,10 @@ def test_parts_outside_the_active_vocabulary_give_no_grasps_and_say_so(ros_node,
 
 
 def test_a_track_id_selects_one_object_of_the_stream(ros_node, nodes) -> None:
-    """The camera repeats one image, so partglee_node's tracks continue: a track seen in one answer is asked
-    for by id in the next, and only its parts are planned on. Every part name of the active vocabulary is
-    asked for, so every object (5 at threshold 0) has parts to choose among."""
+    """partglee_node's tracks continue from one answer's frames to the next (stamps a second apart, within
+    track_max_age): a track seen in one answer is asked for by id in the next, and only its parts are
+    planned on. Every part name of the active vocabulary is asked for, so every object (5 at threshold 0)
+    has parts to choose among."""
     client, camera, partglee, grasp = nodes
     parts = ["handle", "body", "lid", "spout", "cap", "neck", "blade", "head"]  # config/partglee.yaml
     first = ask(ros_node, client, camera, PlanGrasps.Request(parts=parts, timeout=30.0), 300)
@@ -99,7 +100,7 @@ def test_a_track_id_selects_one_object_of_the_stream(ros_node, nodes) -> None:
     assert len(tracks) >= 2 and 0 not in tracks and len(set(cloud_points(first.points)["object_id"])) >= 2
     track = min(tracks)
     request = PlanGrasps.Request(parts=parts, track_id=track, timeout=30.0)
-    response = ask(ros_node, client, camera, request, 400)
+    response = ask(ros_node, client, camera, request, camera.last_sec + 1)
     assert response.success and f"of track {track} in the frame" in response.message, response.message
     (chosen,) = [o for o in response.segmentation.objects if o.track_id == track]
     assert len(response.poses.poses) > 0
