@@ -4,7 +4,7 @@ every frame, what a planner had before track ids). Prints a table and, with --wr
 section of docs/BENCHMARKS.md.
 
     python -m benchmarks.tracking_quality [--scenes 6] [--frames 12] [--orbit 2 6 12]
-        [--trackers 0.3 0.1 0.3:0.5] [--threshold 0.2] [--write]
+        [--trackers 0.3:0 0.1:0 0.3:0.5] [--threshold 0.2] [--write]
 
 A tracker is `TRACK_IOU[:RELABEL_IOU]` (the node's `track_iou` and `track_relabel_iou`; without the colon
 labels never cross, `track_relabel_iou` 0: the node's default is 0.3:0.5).

@@ -176,9 +176,8 @@ class ObjectTracker:
             for c, j in enumerate(free):
                 if (objects[j].label == track.label) == same_label:
                     iou[i, c] = track.silhouette.iou(shapes[j])
-        iou[iou < min_iou] = (
-            0.0  # before assigning: a pair that may not match must not crowd out one that may
-        )
+        # before assigning: a pair that may not match must not crowd out one that may
+        iou[iou < min_iou] = 0.0
         rows, cols = linear_sum_assignment(iou, maximize=True)
         matches.update({free[c]: tracks[i] for i, c in zip(rows, cols, strict=True) if iou[i, c] > 0.0})
 
