@@ -27,6 +27,7 @@ from training.evaluation import (
     hierarchy_consistency,
     instance_ap,
     metrics_to_markdown,
+    run_coco_eval,
     semantic_part_miou,
 )
 from training.validation import vocabulary_part_classes
@@ -117,6 +118,27 @@ def test_partial_overlap_counts_only_at_the_thresholds_it_reaches():
         assert m[iou_type]["AP"] == pytest.approx(0.3)
         assert m[iou_type]["AP50"] == pytest.approx(1.0)
         assert m[iou_type]["AP75"] == pytest.approx(0.0)
+
+
+def test_operating_points_count_what_a_threshold_keeps():
+    """Two mugs and a kettle; predictions: mug A (0.9, right), a mug where none is (0.6), the kettle called a
+    mug (0.45, wrong label: a false positive), mug B (0.35, right). At 0.5: 1 of 2 reported right, 1 of 3
+    found; at 0.3: 2 of 4 right, 2 of 3 found; at 0.1 the same; at 0.95 nothing reported."""
+    a, b, kettle, empty = rect(0, 0, 10, 10), rect(20, 0, 30, 10), rect(40, 20, 55, 35), rect(0, 25, 10, 35)
+    gts = [gt_image(0, [("mug", a, []), ("mug", b, []), ("kettle", kettle, [])])]
+    preds = [
+        pred_image(
+            [("mug", 0.9, a, []), ("mug", 0.6, empty, []), ("mug", 0.45, kettle, []), ("mug", 0.35, b, [])]
+        )
+    ]
+    points = {p["threshold"]: p for p in instance_ap(gts, preds)["object"]["segm"]["operating_points"]}
+    assert (points[0.5]["precision"], points[0.5]["recall"]) == (0.5, pytest.approx(1 / 3))
+    assert (points[0.3]["precision"], points[0.3]["recall"]) == (0.5, pytest.approx(2 / 3))
+    assert points[0.3]["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert points[0.1] == points[0.3] | {"threshold": 0.1}
+    run = run_coco_eval(gts, preds, "object", "segm")
+    nothing = run.operating_point(0.95)
+    assert math.isnan(nothing["precision"]) and nothing["recall"] == 0.0
 
 
 def test_box_and_mask_ap_differ_when_only_the_mask_is_wrong():
@@ -456,5 +478,6 @@ def test_evaluate_and_markdown():
     assert "| parts (object:part) — novel | 0.500 |" in md
     assert "| pan:handle | 0.500 | 0.500 |" in md
     assert "| oracle_obj |" in md and "| pred_all |" in md
+    assert "| score threshold | objects: precision |" in md and "\n| 0.3 | " in md
     no_split = metrics_to_markdown(evaluate(gts[:1], preds[:1]))
     assert "— base" not in no_split and "n/a" in no_split  # hIoU undefined without a split

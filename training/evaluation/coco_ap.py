@@ -33,6 +33,8 @@ from training.data.hierarchy import ImageAnnotation, part_label, split_part_labe
 from training.evaluation.split import CategorySplit
 
 LEVELS = ("object", "part", "part_name")
+# score thresholds whose precision / recall / F1 (at IoU 0.5) are reported: the node's object_threshold range
+OPERATING_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 IOU_TYPES = ("bbox", "segm")
 # Keys of COCOeval.stats[0:6], the box/mask AP summary of pycocotools.
 _STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -57,6 +59,24 @@ class CocoRun:
     precision: np.ndarray  # COCOeval.eval["precision"] restricted to area "all", maxDets 100: [T, R, K]
     iou_thresholds: np.ndarray  # [T]
     stats: dict[str, float]  # AP, AP50, AP75, APs, APm, APl over all categories
+    # COCOeval's own matches (area "all", maxDets 100), every category pooled: each detection's score, whether
+    # it matched ground truth and whether it counts (not on a crowd region) at each IoU threshold, [T, D]
+    scores: np.ndarray
+    matched: np.ndarray
+    counted: np.ndarray
+    num_truth: int  # ground-truth instances that count (crowd regions do not)
+
+    def operating_point(self, threshold: float, iou: float = 0.5) -> dict[str, float]:
+        """Precision, recall and F1 of the detections scoring at least `threshold`: what a node running at
+        that threshold reports, matched as COCOeval matches them at `iou` (NaN where undefined)."""
+        t = int(np.flatnonzero(np.isclose(self.iou_thresholds, iou))[0])
+        keep = self.scores >= threshold
+        hits = int((self.matched[t] & keep).sum())
+        reported = int((self.counted[t] & keep).sum())
+        precision = hits / reported if reported else float("nan")
+        recall = hits / self.num_truth if self.num_truth else float("nan")
+        f1 = 2 * hits / (reported + self.num_truth) if reported + self.num_truth else float("nan")
+        return {"threshold": threshold, "precision": precision, "recall": recall, "f1": f1}
 
     def ap(self, categories: Iterable[str] | None = None, iou: float | None = None) -> float:
         """Mean precision over the given categories (all when None), as ``COCOeval.summarize`` averages it."""
@@ -203,7 +223,22 @@ def run_coco_eval(
     precision = ev.eval["precision"][:, :, :, area, max_det]
     order = [next(c["name"] for c in categories if c["id"] == cid) for cid in p.catIds]
     stats = {k: (float(v) if v > -1 else float("nan")) for k, v in zip(_STAT_KEYS, ev.stats, strict=False)}
-    return CocoRun(order, precision, np.asarray(p.iouThrs), stats)
+    return CocoRun(order, precision, np.asarray(p.iouThrs), stats, *_matches(ev))
+
+
+def _matches(ev: COCOeval) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Scores, matched and counted [T, D] flags and counted ground truth from ``ev.evalImgs`` (area "all")."""
+    every = [e for e in ev.evalImgs if e is not None and e["aRng"] == ev.params.areaRng[0]]
+    num_iou = len(ev.params.iouThrs)
+    scores = np.concatenate([np.asarray(e["dtScores"], float) for e in every] or [np.zeros(0)])
+    matched = np.concatenate(
+        [np.asarray(e["dtMatches"]) > 0 for e in every] or [np.zeros((num_iou, 0), bool)], 1
+    )
+    counted = np.concatenate(
+        [~np.asarray(e["dtIgnore"], bool) for e in every] or [np.zeros((num_iou, 0), bool)], 1
+    )
+    num_truth = int(sum(int((~np.asarray(e["gtIgnore"], bool)).sum()) for e in every))
+    return scores, matched & counted, counted, num_truth
 
 
 def hierarchical_ap(run: CocoRun, object_names: Iterable[str] | None = None) -> dict:
@@ -251,7 +286,7 @@ def instance_ap(
     """Box and mask AP at every category level, PACO's hierarchical part AP, and base/novel subsets.
 
     Returns ``{"object"|"part"|"part_name": {"bbox"|"segm": {AP, AP50, AP75, APs, APm, APl,
-    per_category}}, "part_hierarchical": {"bbox"|"segm": {AP, AP50, AP75, per_part}}}`` and, with a split,
+    per_category, operating_points}}, "part_hierarchical": {"bbox"|"segm": {AP, AP50, AP75, per_part}}}`` and, with a split,
     ``"base"``/``"novel"``: ``{"object"|"part"|"part_hierarchical": {"bbox"|"segm": {AP, AP50, AP75}}}``
     where parts count as base/novel by their object category. Restricting to a subset is the same as setting
     ``COCOeval.params.catIds`` to it, because COCO evaluates every category independently.
@@ -267,7 +302,11 @@ def instance_ap(
     for iou_type in IOU_TYPES:
         runs = {level: run_coco_eval(gts, preds, level, iou_type, rle) for level in LEVELS}
         for level, run in runs.items():
-            out[level][iou_type] = {**run.stats, "per_category": run.per_category()}
+            out[level][iou_type] = {
+                **run.stats,
+                "per_category": run.per_category(),
+                "operating_points": [run.operating_point(t) for t in OPERATING_THRESHOLDS],
+            }
         out["part_hierarchical"][iou_type] = hierarchical_ap(runs["part"])
         for name, sub in subsets.items():
             objects = split.subset(name)

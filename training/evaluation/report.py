@@ -69,6 +69,22 @@ def metrics_to_markdown(metrics: dict, per_category: bool = False) -> str:
         for setting, m in metrics["part_miou"].items():
             values = " | ".join(_fmt(m[k]) for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU"))
             lines.append(f"| {setting} | {values} |")
+    if "operating_points" in metrics["object"]["segm"]:
+        lines += [
+            "",
+            "Operating points: precision / recall / F1 of the masks scoring at least the threshold, every "
+            "category pooled, matched as COCOeval matches them at mask IoU 0.5.",
+            "",
+            "| score threshold | objects: precision | recall | F1 | parts (object:part): precision | recall | F1 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for obj, part in zip(
+            metrics["object"]["segm"]["operating_points"],
+            metrics["part"]["segm"]["operating_points"],
+            strict=True,
+        ):
+            cells = [_fmt(p[k]) for p in (obj, part) for k in ("precision", "recall", "f1")]
+            lines.append(f"| {obj['threshold']:g} | " + " | ".join(cells) + " |")
     if "hierarchy_consistency" in metrics:
         hc = metrics["hierarchy_consistency"]
         lines += [
