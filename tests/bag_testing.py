@@ -66,6 +66,10 @@ def assert_same_metrics(a: object, b: object, path: str = "metrics") -> None:
         assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys differ"
         for k in a:
             assert_same_metrics(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_metrics(x, y, f"{path}[{i}]")
     elif isinstance(a, float):
         assert isinstance(b, float) and (a == b or (np.isnan(a) and np.isnan(b))), f"{path}: {a} != {b}"
     else:
