@@ -228,7 +228,8 @@ def run_coco_eval(
 
 def _matches(ev: COCOeval) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Scores, matched and counted [T, D] flags and counted ground truth from ``ev.evalImgs`` (area "all")."""
-    every = [e for e in ev.evalImgs if e is not None and e["aRng"] == ev.params.areaRng[0]]
+    everything = ev.params.areaRng[ev.params.areaRngLbl.index("all")]
+    every = [e for e in ev.evalImgs if e is not None and e["aRng"] == everything]
     num_iou = len(ev.params.iouThrs)
     scores = np.concatenate([np.asarray(e["dtScores"], float) for e in every] or [np.zeros(0)])
     matched = np.concatenate(
