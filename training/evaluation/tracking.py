@@ -48,20 +48,20 @@ def _rles(masks: list[np.ndarray]) -> list[dict]:
 
 
 def _distances(
-    truth: ImageAnnotation, pred: SegmentationResult, iou_threshold: float, labels: bool = True
-) -> np.ndarray:
-    """1 - mask IoU, [truth, predicted]; NaN (may not match) below the threshold and, with `labels`, across
-    labels."""
+    truth: ImageAnnotation, pred: SegmentationResult, iou_threshold: float
+) -> dict[bool, np.ndarray]:
+    """1 - mask IoU, [truth, predicted], with labels (key True) and without (False): NaN (may not match)
+    below the threshold and, with labels, across labels. The IoU is computed once for both."""
     gts = [o for o in truth.objects if o.track_id]
-    out = np.full((len(gts), len(pred.objects)), np.nan)
+    out = {labels: np.full((len(gts), len(pred.objects)), np.nan) for labels in (True, False)}
     if not gts or not pred.objects:
         return out
     iou = mask_utils.iou(_rles([o.mask for o in pred.objects]), _rles([o.mask for o in gts]), [0] * len(gts))
     iou = np.asarray(iou).T
-    ok = iou >= iou_threshold
-    if labels:
-        ok &= np.array([[g.name == p.label for p in pred.objects] for g in gts])
-    out[ok] = 1.0 - iou[ok]
+    close = iou >= iou_threshold
+    same = np.array([[g.name == p.label for p in pred.objects] for g in gts])
+    for labels, ok in ((True, close & same), (False, close)):
+        out[labels][ok] = 1.0 - iou[ok]
     return out
 
 
@@ -89,8 +89,9 @@ def tracking_metrics(
         pred = pred or SegmentationResult(ann.height, ann.width, 0)
         gt_ids = [o.track_id for o in ann.objects if o.track_id]
         pred_ids = [o.track_id or next(untracked) for o in pred.objects]
+        distances = _distances(ann, pred, iou_threshold)
         for labels, accumulator in accumulators.items():
-            accumulator.update(gt_ids, pred_ids, _distances(ann, pred, iou_threshold, labels))
+            accumulator.update(gt_ids, pred_ids, distances[labels])
     metrics = mm.metrics.create()
     summary = metrics.compute(accumulators[True], metrics=list(METRICS), name="run")
     out = {key: summary[name].iloc[0].item() for name, key in METRICS.items()}
