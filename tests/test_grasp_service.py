@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from partglee_ros.srv import PlanGrasps
+from partglee_ros.srv import PlanGrasps, Segment
 
 from partglee_ros.ros.part_cloud import cloud_points
 from partglee_ros.ros.service_thread import WAITING_REQUESTS
@@ -137,6 +137,29 @@ def test_without_a_segment_service_the_request_fails_at_its_timeout(ros_node, st
     response = ask(ros_node, client, None, PlanGrasps.Request(parts=["handle"], timeout=2.0))
     assert not response.success and 2.0 <= time.monotonic() - started < 10
     assert response.message == "no segment service at /nowhere/segment: is partglee_node running there?"
+
+
+def test_a_request_fails_soon_after_partglee_node_dies(ros_node, start_process, tmp_path) -> None:
+    """A crashed partglee_node never answers its pending request: grasp_node notices the service leave the
+    graph (Fast DDS's lease, ~20 s) instead of waiting out the timeout plus SEGMENT_ANSWER_S (125 s here)."""
+    topics = {name: f"/crashing/{topic}" for name, topic in zip(TOPICS, ("image", "depth", "info"))}
+    model = small_checkpoint(tmp_path / "model")
+    command = partglee_command(params_file(tmp_path, **PARAMS), model, use_depth="true", **topics)
+    partglee = start_process(*command, "-r", "__ns:=/crashing", name="doomed")
+    grasp = start_process(PYTHON, str(GRASP_NODE), "--ros-args", "-r", "__ns:=/crashing", name="orphan")
+    segment = ros_node.create_client(Segment, "/crashing/segment")
+    client = ros_node.create_client(PlanGrasps, "/crashing/plan_grasps")
+    ready = spin_until(ros_node, lambda: segment.service_is_ready() and client.service_is_ready(), 90)
+    assert ready, f"{partglee.output()}\n{grasp.output()}"
+    future = client.call_async(PlanGrasps.Request(parts=["handle"], timeout=60.0))  # no frames come
+    spin_until(ros_node, lambda: False, 5.0)  # grasp_node finds the service and asks it
+    assert not future.done(), future.result().message if future.done() else ""
+    partglee.proc.kill()
+    killed = time.monotonic()
+    assert spin_until(ros_node, future.done, 90), grasp.output()
+    response = future.result()
+    assert not response.success and "went away before answering" in response.message, response.message
+    assert time.monotonic() - killed < 45, response.message
 
 
 def test_concurrent_requests_are_answered_and_one_too_many_is_told_busy(ros_node, nodes) -> None:

@@ -47,6 +47,7 @@ SEGMENT_ANSWER_S = (
     65.0  # beyond the frame wait: partglee_node's inference and its own margin (FINISH_FRAME_S)
 )
 MIN_FRAME_WAIT_S = 0.1  # left for the frame when finding the service took nearly all of the timeout
+SERVICE_GONE_S = 1.0  # the segment service absent from the graph this long: its node is gone, no answer comes
 Target = tuple[str, GraspPose]
 
 
@@ -275,13 +276,25 @@ class GraspNode(Node):
                 )
 
     def _call_segment(self, ask: Segment.Request) -> Segment.Response:
-        """Polled, not a done callback: that would need one more free executor thread (service_thread.py)."""
+        """Polled, not a done callback: that would need one more free executor thread (service_thread.py).
+        Ends early when the service leaves the graph (partglee_node crashed: DDS notices within its lease,
+        ~20 s with Fast DDS's defaults), since a request to a dead server never completes."""
         future = self._segment.call_async(ask)
         deadline = time.monotonic() + ask.timeout + SEGMENT_ANSWER_S
+        seen = time.monotonic()  # when the service was last in the graph
         while not future.done():
             if self._stopping.wait(0.05):
                 raise TimeoutError("grasp_node is shutting down")
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if self._segment.service_is_ready():
+                seen = now
+            elif now - seen > SERVICE_GONE_S:
+                self._segment.remove_pending_request(future)
+                raise TimeoutError(
+                    f"segment service at {self._segment.service_name} went away before answering:"
+                    " did partglee_node stop?"
+                )
+            if now > deadline:
                 self._segment.remove_pending_request(future)
                 raise TimeoutError(f"segment service at {self._segment.service_name} did not answer")
         return future.result()
