@@ -142,7 +142,7 @@ def test_without_a_segment_service_the_request_fails_at_its_timeout(ros_node, st
 def test_a_request_fails_soon_after_partglee_node_dies(ros_node, start_process, tmp_path) -> None:
     """A crashed partglee_node never answers its pending request: grasp_node notices the service leave the
     graph (Fast DDS's lease, ~20 s) instead of waiting out the timeout plus SEGMENT_ANSWER_S (125 s here)."""
-    topics = {name: f"/crashing/{topic}" for name, topic in zip(TOPICS, ("image", "depth", "info"))}
+    topics = {name: f"/crashing{topic}" for name, topic in TOPICS.items()}
     model = small_checkpoint(tmp_path / "model")
     command = partglee_command(params_file(tmp_path, **PARAMS), model, use_depth="true", **topics)
     partglee = start_process(*command, "-r", "__ns:=/crashing", name="doomed")
