@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_result, header, result_to_bag_msg
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.postprocess import PostprocessConfig
+from partglee_ros.runtime.result import SegmentationResult
 from partglee_ros.runtime.segmenter import Segmenter
 from partglee_ros.runtime.vocabulary import Vocabulary, make_vocabulary
 from training.data.hierarchy import ImageAnnotation
@@ -31,6 +33,11 @@ def segmenter_for(model_dir: Path, vocab: Vocabulary) -> Segmenter:
     segmenter = load_segmenter(model_dir, backend="torch", postprocess_config=PostprocessConfig(**THRESHOLDS))
     segmenter.apply_vocabulary(vocab)
     return segmenter
+
+
+def published(result: SegmentationResult) -> SegmentationResult:
+    """A result as the node publishes it and a bag evaluation scores it: tight mask boxes, float32 scores."""
+    return bag_msg_to_result(result_to_bag_msg(result, header(0, "")))
 
 
 def cli_thresholds(params_dir: Path) -> list[str]:

@@ -13,11 +13,14 @@ from partglee_ros.bag import ground_truth
 from partglee_ros.bag.evaluate import main as bag_eval
 from partglee_ros.bag.make_sample import sample_scenes, write_scene_bag
 from partglee_ros.bag.offline import run_offline
+from partglee_ros.bag.outcome import EvaluationRun, FrameOutcome
 from partglee_ros.bag.reader import Bag, BagError, TopicError, read_frames
 from partglee_ros.bag.report import score
 from partglee_ros.bag.segmentation_msgs import bag_msg_to_result
 from partglee_ros.bag.typestore import bag_typestore
+from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from partglee_ros.runtime.tracking import ObjectTracker
+from partglee_ros.runtime.vocabulary import make_vocabulary
 from partglee_ros.sensor_images import ImageDecodeError, raw_image_to_rgb
 from tests.bag_testing import (
     GT_TOPIC,
@@ -28,11 +31,14 @@ from tests.bag_testing import (
     cli_thresholds,
     from_json,
     noise_scene,
+    published,
     segmenter_for,
     vocabulary_of,
 )
 from tests.ros_testing import small_checkpoint
+from training.data.hierarchy import ImageAnnotation, ObjectAnnotation, PartAnnotation
 from training.evaluation.report import evaluate
+from training.validation import vocabulary_part_classes
 
 FRAMES = 3  # model inference dominates: keep the frame count small
 RENDER_DIFF_PX = 80  # of 76800: 0.1 %
@@ -83,7 +89,9 @@ def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_p
     tracker = ObjectTracker()  # the node's default tracking, which the CLI applies too
     for pred in preds:
         tracker.update(pred)
-    want = evaluate(truth[:FRAMES], preds)
+    # a dataset evaluation's part classes (training.validation), of the published boxes (bag_testing.published)
+    classes = vocabulary_part_classes((list(vocab.objects), list(vocab.parts), dict(vocab.object_parts)))
+    want = evaluate(truth[:FRAMES], [published(p) for p in preds], part_classes=classes)
     assert want["part_miou"]["oracle_obj"]["mIoU"] > 0  # a real comparison, not 0 == 0 everywhere
 
     out = tmp_path / "out"
@@ -185,7 +193,7 @@ def test_out_of_order_and_varying_sizes_match_by_stamp(model_dir, scenes, tmp_pa
     preds = {s: segmenter.segment(scene.image) for s, scene in zip(stamps, picked, strict=True)}
     for frame in run.frames:
         assert_same_results(frame.result, preds[frame.stamp_ns])
-    assert_same_metrics(score(run, gts), evaluate(picked, [preds[s] for s in stamps]))
+    assert_same_metrics(score(run, gts), evaluate(picked, [published(preds[s]) for s in stamps]))
 
 
 def test_truncated_mcap_keeps_the_frames_before_the_cut(tmp_path, capsys) -> None:
@@ -257,3 +265,65 @@ def test_bag_directory_without_metadata_is_read_from_its_storage_file(scenes, tm
     shutil.copy(SAMPLE_BAG / "bag.mcap", tmp_path / "single.mcap")  # a bare storage file is a bag too
     with Bag(tmp_path / "single.mcap") as bag:
         assert bag.topics["/camera/color/image_raw"].count == 12
+
+
+def test_ground_truth_mistakes_are_named(model_dir, tmp_path, capsys) -> None:
+    """Repeated stamps, a file that is not PACO JSON, a bad split file: exit 2 with the reason, no traceback.
+    Ground truth that matches no frame: a warning naming it, and an error when none matches."""
+    data = json.loads(SAMPLE_GT_JSON.read_text())
+    base = [str(SAMPLE_BAG), "--model", str(model_dir), "--backend", "torch", "--objects", "mug"]
+
+    def run(name: str, content: object, *extra: str) -> tuple[int, str]:
+        path = tmp_path / f"{name}.json"
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        rc = bag_eval([*base, "--out", str(tmp_path / name), "--gt-json", str(path), *extra])
+        return rc, capsys.readouterr().err
+
+    repeated = json.loads(json.dumps(data))
+    repeated["images"][2]["timestamp_ns"] = repeated["images"][1]["timestamp_ns"]
+    rc, err = run("repeated", repeated)
+    assert rc == 2 and "several images have the timestamp_ns" in err, err
+    rc, err = run("no_images", {k: v for k, v in data.items() if k != "images"})
+    assert rc == 2 and "no_images.json: missing key 'images'" in err, err
+    rc, err = run("not_json", "{images: [")
+    assert rc == 2 and "not_json.json: not valid JSON" in err, err
+    split = tmp_path / "split.yaml"
+    split.write_text("base_categories: [mug]\n")
+    rc, err = run("split", data, "--split-config", str(split))
+    assert rc == 2 and "needs the lists base_categories and novel_categories" in err, err
+
+    shifted = json.loads(json.dumps(data))
+    for image in shifted["images"][:2]:
+        image["timestamp_ns"] += 1
+    rc, err = run("shifted", shifted)
+    assert rc == 0 and "warning: 2 of 12 ground-truth images match no frame's header stamp" in err, err
+    assert json.loads((tmp_path / "shifted" / "metrics.json").read_text())["frames_scored"] == 10
+    for image in shifted["images"]:  # the stamps of another recording
+        image["timestamp_ns"] += 3600 * 10**9
+    rc, err = run("elsewhere", shifted)
+    assert rc == 2 and "no ground-truth image matches a frame of /camera/color/image_raw" in err, err
+    assert (tmp_path / "elsewhere" / "report.md").is_file()
+
+
+def test_part_miou_is_scored_over_the_vocabulary_classes() -> None:
+    """A kettle's lid over a mug's handle, the kettle's handle under it: in Oracle-Obj the lid becomes
+    "mug:lid", a class of the vocabulary, and hides the handle. Scored over the labels that occur, "mug:lid"
+    would be no class, the lid would be dropped and the handle under it would score IoU 1."""
+    mug = np.zeros((20, 20), bool)
+    mug[4:16, 4:16] = True
+    handle = np.zeros_like(mug)
+    handle[4:8, 4:16] = True
+    box = np.array([4, 4, 16, 16], np.float32)
+    gt = ImageAnnotation(
+        1, "1.png", 20, 20, [ObjectAnnotation(1, "mug", mug, [PartAnnotation(2, "handle", handle, 1)])]
+    )
+    parts = [
+        PartResult(2, "lid", "kettle:lid", 0.9, box, handle, 1),
+        PartResult(3, "handle", "kettle:handle", 0.5, box, handle, 1),
+    ]
+    pred = SegmentationResult(20, 20, 1, [ObjectResult(1, "kettle", 0.9, box, mug, parts)])
+    run = EvaluationRun("offline", "bag", "/image")
+    run.frames.append(FrameOutcome(0, 7, 7, result=pred))
+    vocabulary = make_vocabulary(["kettle", "mug"], ["handle", "lid"], revision=1)
+    assert score(run, {7: gt}, None, vocabulary)["part_miou"]["oracle_obj"]["per_class"]["mug:handle"] == 0.0
+    assert score(run, {7: gt})["part_miou"]["oracle_obj"]["per_class"]["mug:handle"] == 1.0

@@ -66,7 +66,7 @@ def test_lockstep_replay_gives_the_offline_detections(node, model_dir, tmp_path)
     for msg, want in zip(replayed, offline.frames, strict=True):
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == want.stamp_ns
         assert_same_results(bag_msg_to_result(msg), want.result)
-    assert_same_metrics(from_json(summary["metrics"]), score(offline, gts))
+    assert_same_metrics(from_json(summary["metrics"]), score(offline, gts, None, vocab))
 
 
 def test_replayed_sequence_scores_the_nodes_tracks_as_offline_tracks_them(node, model_dir, tmp_path) -> None:
@@ -84,7 +84,7 @@ def test_replayed_sequence_scores_the_nodes_tracks_as_offline_tracks_them(node, 
         offline = run_offline(bag, IMAGE_TOPIC, segmenter, None, tracker=ObjectTracker())
     tracking = summary["metrics"]["tracking"]
     assert tracking["frames"] == 4 and tracking["predicted_objects"] > 4
-    assert_same_metrics(from_json(tracking), score(offline, gts)["tracking"])
+    assert_same_metrics(from_json(tracking), score(offline, gts, None, vocab)["tracking"])
 
 
 def test_fast_replay_reports_drops_and_latency(node, tmp_path) -> None:

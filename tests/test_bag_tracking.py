@@ -118,8 +118,8 @@ def test_offline_cli_scores_the_bundled_models_tracks(tmp_path, capsys) -> None:
 
 
 def test_a_repeated_stamp_is_scored_once(tmp_path) -> None:
-    """A frame recorded twice with one header stamp is an error frame, not a second look at its ground truth:
-    tracking scores the same as on the bag without it."""
+    """A frame recorded twice with one header stamp (its ground truth too) is an error frame, not a second
+    look at its ground truth: tracking scores the same as on the bag without it."""
     scenes = sequence_scenes(3, 320, 240, orbit_deg=2, index=SCENE)
     with BagWriter(tmp_path / "bag") as writer:
         for slot, i in enumerate([0, 1, 1, 2]):
@@ -138,6 +138,14 @@ def test_a_repeated_stamp_is_scored_once(tmp_path) -> None:
     assert len(run.frames) == 4 and "duplicate header stamp" in (run.frames[2].error or "")
     unique = [run.frames[i].result for i in (0, 1, 3)]
     assert score(run, gts)["tracking"] == tracking_metrics(scenes, unique)
+
+    # two different ground truths under one stamp: which frame they describe cannot be known
+    with BagWriter(tmp_path / "clash") as writer:
+        for slot, scene in enumerate(scenes[:2]):
+            msg = annotation_to_bag_msg(scene, header(START_NS, FRAME_ID))
+            writer.write_msg(GT_TOPIC, SEGMENTATION_TYPE, START_NS + slot, msg)
+    with Bag(tmp_path / "clash") as bag, pytest.raises(ValueError, match="two different messages have the"):
+        ground_truth.from_topic(bag, GT_TOPIC)
 
 
 def test_offline_tracking_follows_the_bags_header_stamps(tmp_path) -> None:

@@ -102,6 +102,8 @@ def load_vocabulary(args: argparse.Namespace, gts: dict[int, ImageAnnotation]) -
     """From --vocabulary, else --objects/--parts, else every name in the ground truth."""
     if args.vocabulary:
         raw = yaml.safe_load(args.vocabulary.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise UsageError(f"{args.vocabulary}: expected a mapping with objects, parts, object_parts")
         mapping = raw.get("object_parts") or {}
         if isinstance(mapping, list):
             mapping = parse_object_parts(mapping)
@@ -160,7 +162,10 @@ def split_from(path: Path | None) -> CategorySplit | None:
     if path is None:
         return None
     raw = yaml.safe_load(path.read_text())
-    return CategorySplit(raw["base_categories"], raw["novel_categories"])
+    try:
+        return CategorySplit(raw["base_categories"], raw["novel_categories"])
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"{path}: needs the lists base_categories and novel_categories") from err
 
 
 def run_mode(args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, writer) -> EvaluationRun:
@@ -199,6 +204,7 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
         raise UsageError(f"{results_bag} exists; choose another --out or remove it")
     with Bag(args.bag) as bag:
         topic = bag.image_topic(args.image_topic).name
+        frames_in_bag = bag.topics[topic].count
         gts, gt_error = load_ground_truth(args, bag)
         vocab = load_vocabulary(args, gts)
         split = split_from(args.split_config)
@@ -212,8 +218,23 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
     if gt_error:
         run.log.warnings.append(gt_error)
         run.log.fatal = run.log.fatal or gt_error
-    metrics = score(run, gts, split)
-    return run, write_report(run, gts, metrics, vocab, args.out, command, results_bag)
+    # with every frame read, these match none (with --max-frames or damage they may be further on)
+    unmatched = (
+        sorted(set(gts) - {f.stamp_ns for f in run.frames}) if len(run.frames) == frames_in_bag else []
+    )
+    if unmatched:
+        run.log.warnings.append(
+            f"{len(unmatched)} of {len(gts)} ground-truth images match no frame's header stamp (ns) on {topic}:"
+            f" {', '.join(map(str, unmatched[:5]))}{' ...' if len(unmatched) > 5 else ''}"
+        )
+    metrics = score(run, gts, split, vocab)
+    report = write_report(run, gts, metrics, vocab, args.out, command, results_bag)
+    if gts and len(unmatched) == len(gts):
+        raise UsageError(
+            f"no ground-truth image matches a frame of {topic} by header stamp (nanoseconds); {report} has"
+            " the rest"
+        )
+    return run, report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +26,19 @@ def from_topic(bag: Bag, topic: str) -> tuple[dict[int, ImageAnnotation], str | 
     """Annotations on `topic` by header stamp, and the read error that cut them short (None if complete)."""
     bag.require(topic, (SEGMENTATION_TYPE,))
     out: dict[int, ImageAnnotation] = {}
+    digests: dict[int, bytes] = {}
     try:
         for message in bag.messages({topic}):
             msg = bag.deserialize(message)
             stamp = stamp_ns(msg.header)
+            digest = hashlib.blake2b(message.data, digest_size=16).digest()
+            if stamp in digests:  # the same message recorded twice is harmless; two different ones are not
+                if digests[stamp] != digest:
+                    raise ValueError(
+                        f"ground truth topic {topic}: two different messages have the stamp {stamp} ns"
+                    )
+                continue
+            digests[stamp] = digest
             out[stamp] = bag_msg_to_annotation(msg, image_id=len(out) + 1)
     except BagError as err:
         return out, f"ground truth topic {topic}: {err}"
@@ -38,12 +49,21 @@ def from_sidecar(path: str | Path) -> dict[int, ImageAnnotation]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ground-truth file not found: {path}")
-    images = json.loads(path.read_text())["images"]
-    missing = [img["id"] for img in images if STAMP_KEY not in img]
-    if missing:
-        raise ValueError(f"{path}: images {missing[:5]} have no {STAMP_KEY!r} key to match bag frames by")
-    stamps = {img["id"]: int(img[STAMP_KEY]) for img in images}
-    return {stamps[a.image_id]: a for a in read_paco_json(path, load_images=False)}
+    try:
+        images = json.loads(path.read_text())["images"]
+        missing = [img["id"] for img in images if STAMP_KEY not in img]
+        if missing:
+            raise ValueError(f"images {missing[:5]} have no {STAMP_KEY!r} key to match bag frames by")
+        stamps = {img["id"]: int(img[STAMP_KEY]) for img in images}
+        repeated = sorted(s for s, n in Counter(stamps.values()).items() if n > 1)
+        if repeated:
+            raise ValueError(f"several images have the {STAMP_KEY} {repeated[:5]}: one image per frame")
+        return {stamps[a.image_id]: a for a in read_paco_json(path, load_images=False)}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from err
+    except (KeyError, TypeError, ValueError) as err:  # a file that is not PACO-style COCO JSON
+        what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{path}: {what} (docs/BAG_EVAL.md: ground truth)") from err
 
 
 def write_sidecar(annotations: Sequence[ImageAnnotation], stamps: Sequence[int], path: str | Path) -> Path:

@@ -1,7 +1,9 @@
 """Score a run against ground truth and write the report: Markdown, metrics JSON and PNG figures.
 
 Metrics are exactly `training.evaluation.report.evaluate` over the frames that have both a result and
-ground truth, so a bag evaluation and a dataset evaluation of the same images give the same numbers.
+ground truth, with the part mIoU over the vocabulary's part classes as a dataset evaluation has them, so a
+bag evaluation and a dataset evaluation of the same images give the same numbers, except box AP: a bag
+scores the boxes the node publishes, the tight boxes of the masks (offline mode converts its results so).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from partglee_ros.bag.segmentation_msgs import annotation_as_result  # noqa: E40
 from partglee_ros.runtime.overlay import draw_overlay  # noqa: E402
 from partglee_ros.runtime.result import SegmentationResult  # noqa: E402
 from partglee_ros.runtime.vocabulary import Vocabulary  # noqa: E402
-from training.data.hierarchy import ImageAnnotation  # noqa: E402
+from training.data.hierarchy import ImageAnnotation, part_label  # noqa: E402
 from training.evaluation.report import evaluate, metrics_to_markdown  # noqa: E402
 from training.evaluation.split import CategorySplit  # noqa: E402
 from training.evaluation.tracking import tracking_metrics, tracking_to_markdown  # noqa: E402
@@ -35,17 +37,33 @@ def scored_pairs(
     return [g for g, _ in pairs], [p for _, p in pairs]
 
 
+def part_classes(
+    vocabulary: Vocabulary, gts: list[ImageAnnotation], preds: list[SegmentationResult]
+) -> list[str]:
+    """The part mIoU class set: every "obj:part" the vocabulary allows (as a dataset evaluation passes it;
+    with only the labels that occur, Oracle-Obj would drop a wrong part and score the one under it), plus
+    ground-truth labels outside it (parts the model was not asked for: missed) and predicted ones (a node
+    that kept its own vocabulary)."""
+    allowed = {part_label(o, p) for o in vocabulary.objects for p in vocabulary.allowed_parts(o)}
+    truth = {part_label(o.name, p.name) for g in gts for o in g.objects for p in o.parts}
+    return sorted(allowed | truth | {p.object_label for r in preds for p in r.parts()})
+
+
 def score(
-    run: EvaluationRun, gts: dict[int, ImageAnnotation], split: CategorySplit | None = None
+    run: EvaluationRun,
+    gts: dict[int, ImageAnnotation],
+    split: CategorySplit | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> dict | None:
-    """evaluate() over the answered frames that have ground truth; None when there are none. Where the ground
+    """evaluate() over the answered frames that have ground truth; None when there are none. Part mIoU is
+    over ``vocabulary``'s part classes (part_classes; without one, the labels that occur). Where the ground
     truth carries track ids, "tracking" adds how well the results' track ids follow them over every frame
     with ground truth, in bag order (a frame without a result misses all its objects; one whose header could
     not be read has no stamp to find its ground truth by and is left out)."""
     g, p = scored_pairs(run, gts)
     if not g:
         return None
-    metrics = evaluate(g, p, split)
+    metrics = evaluate(g, p, split, part_classes(vocabulary, g, p) if vocabulary is not None else None)
     sequence, seen = [], set()
     for frame in run.frames:  # a repeated stamp is an error frame, not a second look at its ground truth
         if frame.stamp_ns in gts and frame.stamp_ns not in seen:

@@ -33,6 +33,11 @@ def depth_to_metres(depth: np.ndarray, encoding: str | None = None) -> np.ndarra
             f"unsupported depth encoding {encoding!r}; expected one of "
             f"{MILLIMETRE_ENCODINGS + METRE_ENCODINGS}"
         )
+    if encoding is not None and millimetres != np.issubdtype(depth.dtype, np.integer):
+        raise ValueError(
+            f"depth of dtype {depth.dtype} with encoding {encoding!r}: "
+            + ("millimetres are integers (uint16)" if millimetres else "metres are floats (float32)")
+        )
     metres = depth.astype(np.float32)
     if millimetres:
         metres *= np.float32(1e-3)

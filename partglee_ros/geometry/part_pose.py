@@ -32,6 +32,10 @@ class GeometryParams:
     min_points: int = 20  # fewer valid points than this is "too few points": no geometry
     round_section: bool = True  # assume the hidden depth of the part is at least its visible width
 
+    def __post_init__(self) -> None:
+        if self.min_points < 3:  # the part's axes come from a PCA of its points
+            raise ValueError(f"min_points must be at least 3, got {self.min_points}")
+
 
 DEFAULT_PARAMS = GeometryParams()
 

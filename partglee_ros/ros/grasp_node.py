@@ -1,7 +1,7 @@
 """grasp_node: 3D grasp targets for requested parts (e.g. "handle") from segmentations + depth.
 
 Inputs (relative topics): segmentation (HierarchicalSegmentation), depth (16UC1 mm or 32FC1 m, aligned to the
-colour image) and camera_info; remap them to what partglee_node republishes with each result
+colour image) and camera_info (K and D for raw images, P with `rectified`, as image_geometry reads it); remap them to what partglee_node republishes with each result
 (segmentation/depth, segmentation/camera_info; README), matched to each segmentation by nearest stamp within
 `depth_slop`. Outputs, all in the image's frame with the image's stamp: grasp_targets (PoseArray, best
 first), grasp_target (PoseStamped, the best), grasp_markers (MarkerArray for RViz), part_points
@@ -23,7 +23,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import rclpy
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, Vector3
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -34,7 +33,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from partglee_ros.geometry import GraspPose, plan_grasp
+from partglee_ros.geometry import GraspPose, Intrinsics, plan_grasp
 from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInstance
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
@@ -103,6 +102,14 @@ class GraspNode(Node):
         )
         self.declare_parameter(
             "depth_slop", 0.05, ParameterDescriptor(description="max stamp difference (s)")
+        )
+        self.declare_parameter(
+            "rectified",
+            False,
+            ParameterDescriptor(
+                description="the images are rectified (image_rect): back-project with camera_info's P; "
+                "false (image_raw): with K and the distortion D"
+            ),
         )
         self.add_on_set_parameters_callback(self._check_parameters)
         self._depth = NearestStampBuffer()
@@ -186,15 +193,15 @@ class GraspNode(Node):
                 f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is {msg.image_width}x{msg.image_height};"
                 " depth must be aligned to the colour image"
             )
-        k = np.array(info.k, dtype=np.float64).reshape(3, 3)
+        intrinsics = Intrinsics.from_camera_info(info, depth.shape, self.get_parameter("rectified").value)
         min_quality = self.get_parameter("min_quality").value
         targets: list[Target] = []
         clouds: list[PartPoints] = []
         for obj, part in matching_parts(msg, wanted, objects, track_id):
             try:
                 mask = paste_mask_crop(part.box, part.mask, msg.image_height, msg.image_width)
-                result = plan_grasp(mask, depth, k, depth_msg.encoding)
-            except ValueError as err:  # a malformed mask (ImageDecodeError), bad intrinsics
+                result = plan_grasp(mask, depth, intrinsics, depth_msg.encoding)
+            except ValueError as err:  # a malformed mask (ImageDecodeError)
                 self.get_logger().warning(f"{part.object_label}: {err}", throttle_duration_sec=5.0)
                 continue
             if result.geometry is not None:

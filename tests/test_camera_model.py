@@ -1,0 +1,109 @@
+"""Back-projection through a CameraInfo as image_geometry reads it: K and D for raw images (OpenCV's
+distortion models, inverted), P for rectified ones, skew, binning and ROI; checked by projecting known 3D
+points with OpenCV and recovering them at their depth."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from partglee_ros.geometry import GeometryParams, Intrinsics, depth_to_metres
+
+K = np.array([[500.0, 0.0, 320.0], [0.0, 510.0, 240.0], [0.0, 0.0, 1.0]])
+ZERO = (0.0, 0.0, 0.0)
+
+
+def camera_info(
+    k=K, d=(), model="plumb_bob", p=None, width=640, height=480, binning=(0, 0), roi=(0, 0, 0, 0)
+):
+    """The fields of a sensor_msgs/CameraInfo that the camera model reads."""
+    p = np.hstack([k, np.zeros((3, 1))]) if p is None else p
+    x, y, w, h = roi
+    return SimpleNamespace(
+        k=np.ravel(k).tolist(),
+        d=list(d),
+        distortion_model=model,
+        p=np.ravel(p).tolist(),
+        width=width,
+        height=height,
+        binning_x=binning[0],
+        binning_y=binning[1],
+        roi=SimpleNamespace(x_offset=x, y_offset=y, width=w, height=h),
+    )
+
+
+def scene_points() -> np.ndarray:
+    """3D points across a 640x480 view, 0.5-2 m away."""
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0.5, 2.0, 200)
+    return np.stack([rng.uniform(-0.5, 0.5, 200) * z, rng.uniform(-0.4, 0.4, 200) * z, z], axis=1)
+
+
+def recovered(intrinsics: Intrinsics, pixels: np.ndarray, z: np.ndarray) -> np.ndarray:
+    return intrinsics.rays(pixels[:, 0], pixels[:, 1]) * z[:, None]
+
+
+@pytest.mark.parametrize(
+    ("model", "d"),
+    [
+        ("plumb_bob", (-0.28, 0.09, 0.001, -0.002, -0.015)),
+        ("rational_polynomial", (0.5, -0.2, 0.001, 0.002, 0.01, 0.8, -0.1, 0.05)),
+        ("equidistant", (-0.05, 0.01, -0.002, 0.0005)),
+    ],
+)
+def test_raw_images_are_undistorted_with_k_and_d(model: str, d: tuple) -> None:
+    points = scene_points()
+    if model == "equidistant":
+        pixels, _ = cv2.fisheye.projectPoints(points.reshape(-1, 1, 3), ZERO, ZERO, K, np.array(d))
+    else:
+        pixels, _ = cv2.projectPoints(points, ZERO, ZERO, K, np.array(d))
+    pixels = pixels.reshape(-1, 2)
+    intrinsics = Intrinsics.from_camera_info(camera_info(d=d, model=model), (480, 640))
+    np.testing.assert_allclose(recovered(intrinsics, pixels, points[:, 2]), points, atol=1e-6)
+    pinhole = Intrinsics.from_any(K)  # K alone misses the distortion by millimetres to centimetres
+    assert np.abs(recovered(pinhole, pixels, points[:, 2]) - points).max() > 2e-3
+
+
+def test_rectified_images_use_p_and_skew() -> None:
+    points = scene_points()
+    p = np.array([[480.0, 3.0, 300.0, 0.0], [0.0, 490.0, 250.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    pixels = (points @ p[:, :3].T)[:, :2] / points[:, 2:]
+    info = camera_info(d=(-0.28, 0.09, 0.0, 0.0, 0.0), p=p)
+    rectified = Intrinsics.from_camera_info(info, (480, 640), rectified=True)
+    np.testing.assert_allclose(recovered(rectified, pixels, points[:, 2]), points, atol=1e-9)
+    raw = Intrinsics.from_camera_info(info, (480, 640))  # the same pixels read as raw ones: wrong
+    assert np.abs(recovered(raw, pixels, points[:, 2]) - points).max() > 1e-2
+
+
+def test_binning_and_roi_map_to_full_resolution_pixels() -> None:
+    points = scene_points()
+    full = (points @ K.T)[:, :2] / points[:, 2:]
+    x, y, bx, by = 100, 60, 2, 2
+    info = camera_info(binning=(bx, by), roi=(x, y, 400, 300))
+    binned = (full - [x, y]) / [bx, by]
+    intrinsics = Intrinsics.from_camera_info(info, (150, 200))
+    np.testing.assert_allclose(recovered(intrinsics, binned, points[:, 2]), points, atol=1e-9)
+
+
+def test_camera_info_for_another_image_size_or_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="camera_info is for 640x480 images .* the depth image is 320x240"):
+        Intrinsics.from_camera_info(camera_info(), (240, 320))
+    with pytest.raises(ValueError, match="unsupported distortion model 'kannala'"):
+        Intrinsics.from_camera_info(camera_info(d=(0.1, 0.0, 0.0, 0.0), model="kannala"), (480, 640))
+    with pytest.raises(ValueError, match="uncalibrated"):
+        Intrinsics.from_camera_info(camera_info(k=np.zeros((3, 3))), (480, 640))
+    # a camera_info without size (some simulators) or distortion (any model name) is taken as it is
+    plain = Intrinsics.from_camera_info(camera_info(d=(0.0,) * 5, model="", width=0, height=0), (240, 320))
+    assert plain == Intrinsics.from_any(K)
+
+
+def test_depth_dtype_must_match_its_encoding_and_min_points_its_pca() -> None:
+    with pytest.raises(ValueError, match="millimetres are integers"):
+        depth_to_metres(np.ones((2, 2), np.float32), "16UC1")
+    with pytest.raises(ValueError, match="metres are floats"):
+        depth_to_metres(np.full((2, 2), 1000, np.uint16), "32FC1")
+    with pytest.raises(ValueError, match="min_points must be at least 3"):
+        GeometryParams(min_points=1)
