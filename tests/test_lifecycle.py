@@ -157,7 +157,10 @@ def test_configure_failing_after_its_services_exist_leaves_nothing_behind(tmp_pa
         monkeypatch.undo()
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         names = [s.srv_name for s in node.services]
-        assert sum(n.endswith("set_vocabulary") for n in names) == 1 and node.segmenter is not None, names
+        assert sum(n.endswith("get_vocabulary") for n in names) == 1 and node.segmenter is not None, names
+        # set_vocabulary and segment are served by helper nodes: the failed configure left none behind
+        helpers = [n for n, _ in node.get_node_names_and_namespaces() if n.startswith(f"{node.get_name()}_")]
+        assert sorted(helpers) == [f"{node.get_name()}_segment", f"{node.get_name()}_set_vocabulary"], helpers
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)

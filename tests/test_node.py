@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from partglee_ros.msg import HierarchicalSegmentation
-from partglee_ros.srv import SetVocabulary
+from partglee_ros.srv import GetVocabulary, Segment, SetVocabulary
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -202,6 +202,32 @@ def test_vocabulary_change_applies_to_next_frame(client) -> None:
     assert after.vocabulary_revision == 2
     labels = {o.label for o in after.objects} | {p.label for o in after.objects for p in o.parts}
     assert labels <= {"tasse à café", "kettle", "handle", "spout"} and labels
+
+
+def test_a_large_vocabulary_encodes_while_frames_and_requests_go_on(client) -> None:
+    """2000 long names take seconds to encode. Meanwhile frames are segmented, get_vocabulary answers with the
+    active revision, and a segment request with names of its own is answered: the encoding holds neither the
+    node's executor nor the lock that swaps vocabularies in."""
+    names = [f"object number {i} with " + "a rather long and descriptive name " * 4 for i in range(2000)]
+    change = client.set_vocab.call_async(SetVocabulary.Request(objects=names, parts=["handle"]))
+    get = client.node.create_client(GetVocabulary, "/get_vocabulary")
+    segment = client.node.create_client(Segment, "/segment")
+    assert spin_until(client.node, lambda: get.service_is_ready() and segment.service_is_ready(), 30)
+    asked = segment.call_async(
+        Segment.Request(objects=["teapot"], parts=["lid"], image=frame(5, 1), timeout=60.0)
+    )
+    during = client.send(frame(4, 205))
+    active = get.call_async(GetVocabulary.Request())
+    assert spin_until(client.node, lambda: active.done() and asked.done(), 60), client.proc.output()
+    assert not change.done(), "set_vocabulary finished first: the others waited for it (or encoding got fast)"
+    assert during.vocabulary_revision == 2 and active.result().vocabulary.revision == 2
+    assert asked.result().success, asked.result().message
+    assert spin_until(client.node, change.done, 180), client.proc.output()
+    assert change.result().success and change.result().revision == 3, change.result().message
+    restored = client.call(
+        SetVocabulary.Request(objects=["tasse à café", "kettle"], parts=["handle", "spout"])
+    )
+    assert restored.success and restored.revision == 4  # the later tests run on the small vocabulary again
 
 
 def double(x: float) -> ParameterValue:

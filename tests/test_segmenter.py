@@ -949,30 +949,42 @@ class GatedEncoder(TextEncoder):
 
 
 @pytest.mark.parametrize("first", ["set_vocabulary", "apply_vocabulary"])
-def test_a_slow_vocabulary_change_never_overwrites_a_newer_one(segmenter: Segmenter, first: str) -> None:
-    """Revision 2 is slow to encode; revision 3 arrives meanwhile. Changes are serialised, so 3 ends up
-    active. (Unserialised, 3 would be swapped in first and then replaced by the older 2: ``release`` is set
-    as soon as 3 has finished, and the hold only bounds the wait while 3 is - rightly - blocked.)"""
-    encoder = GatedEncoder(segmenter.text_encoder, hold=1.0)
+def test_a_slow_vocabulary_change_does_not_hold_up_a_newer_one(segmenter: Segmenter, first: str) -> None:
+    """Revision 2 is slow to encode; revision 3 arrives meanwhile and is active at once: names are encoded
+    outside the lock that swaps vocabularies in. When 2 is done, a caller-numbered one (apply_vocabulary) is
+    refused as not newer; set_vocabulary numbers at the swap, so it becomes revision 4 (of unsynchronised
+    callers, the change that finishes last wins; the ROS service serialises its requests itself)."""
+    encoder = GatedEncoder(segmenter.text_encoder)
     seg = Segmenter(segmenter.backend, encoder, segmenter.input_size, segmenter.config)
     seg.apply_vocabulary(make_vocabulary(*VOCAB_A, revision=1))
     encoder.armed = True
     newer = make_vocabulary(*VOCAB_B, revision=3)
+    outcome: list[object] = []
+    active_while_held: list[object] = []
 
     def slow() -> None:
         if first == "set_vocabulary":
-            assert seg.set_vocabulary(*VOCAB_B).revision == 2
-        else:
+            outcome.append(seg.set_vocabulary(*VOCAB_B).revision)
+            return
+        try:
             seg.apply_vocabulary(make_vocabulary(*VOCAB_B, revision=2))
+        except VocabularyError as err:
+            outcome.append(str(err))
 
     def fast() -> None:
         assert encoder.entered.wait(30)
         seg.apply_vocabulary(newer)
+        active_while_held.append(seg.vocabulary)
         encoder.release.set()
 
     assert _run_threads(slow, fast) == []
-    assert seg.vocabulary is newer
-    assert seg.segment(noise_image(8, 48, 64)).vocabulary_revision == 3
+    assert active_while_held == [newer]
+    if first == "set_vocabulary":
+        assert outcome == [4] and seg.vocabulary.revision == 4
+    else:
+        assert outcome == ["vocabulary revision 2 is not newer than the active revision 3"]
+        assert seg.vocabulary is newer
+    assert seg.segment(noise_image(8, 48, 64)).vocabulary_revision == seg.vocabulary.revision
 
 
 def test_segment_does_not_wait_for_a_vocabulary_change(segmenter: Segmenter) -> None:

@@ -15,6 +15,7 @@ ONNX Runtime path (``partglee_ros.runtime.onnx_text_encoder``) starts without Py
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
@@ -104,24 +105,29 @@ class OpenClipTextEncoder(TextEncoder):
 
 class CachedTextEncoder(TextEncoder):
     """Memoises embeddings per name: a vocabulary change only encodes the names never seen before, all in
-    one batch (planners mostly switch among names they have used), and switching back costs a lookup."""
+    one batch (planners mostly switch among names they have used), and switching back costs a lookup.
+    Thread-safe, and the encoding itself runs outside the cache's lock, so a caller with a few names is
+    never held up behind another's thousands (the encoders' sessions and models run concurrently)."""
 
     def __init__(self, encoder: TextEncoder, max_names: int = 20000) -> None:
         self.encoder, self.dim = encoder, encoder.dim
         self.max_names = max_names
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
 
     def encode(self, names: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(n for n in names if n not in self._cache))
+        with self._lock:
+            known = {n: self._cache[n] for n in names if n in self._cache}
+        missing = list(dict.fromkeys(n for n in names if n not in known))
         if missing:
-            for name, emb in zip(missing, self.encoder.encode(missing), strict=True):
-                self._cache[name] = emb
-        for name in names:
-            self._cache.move_to_end(name)
-        out = np.stack([self._cache[n] for n in names]) if names else np.zeros((0, self.dim), np.float32)
-        while len(self._cache) > self.max_names:
-            self._cache.popitem(last=False)
-        return out
+            known.update(zip(missing, self.encoder.encode(missing), strict=True))
+        with self._lock:
+            for name in dict.fromkeys(names):
+                self._cache[name] = known[name]
+                self._cache.move_to_end(name)
+            while len(self._cache) > self.max_names:
+                self._cache.popitem(last=False)
+        return np.stack([known[n] for n in names]) if names else np.zeros((0, self.dim), np.float32)
 
 
 def build_text_encoder(kind: str, **kwargs) -> CachedTextEncoder:

@@ -398,6 +398,7 @@ class PartGleeMixin:
     def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
         """File the request for the inference thread and wait for its answer; never raises."""
         arrived_ns = time.time_ns()  # before encoding its names: frames from now on are after it
+        arrived = time.monotonic()
         if not self._running:
             return self._segment_failed(response, INACTIVE)
         try:
@@ -406,13 +407,19 @@ class PartGleeMixin:
             return self._segment_failed(response, f"rejected: {err}")
         except Exception as err:  # e.g. the text encoder failed
             return self._segment_failed(response, f"failed: {type(err).__name__}: {err}")
+        left = timeout - (time.monotonic() - arrived)  # encoding its names counts against its timeout
+        if left <= 0:
+            return self._segment_failed(
+                response,
+                f"timed out after {timeout:g} s encoding its names (fewer or shorter names encode faster)",
+            )
         errors_before = self._errors
         if not self._queries.add(query):
             return self._segment_failed(response, INACTIVE)
         self._wake_worker.set()
         if query.image is not None:
             self._slot.wake()
-        if not query.wait(timeout) and self._queries.withdraw(query):
+        if not query.wait(left) and self._queries.withdraw(query):
             if query.image is not None:
                 return self._segment_failed(
                     response, f"timed out after {timeout:g} s waiting for the inference thread"

@@ -83,7 +83,9 @@ class ServiceThread:
             except (ExternalShutdownException, ShutdownException):
                 return
             except Exception as err:  # the executor re-raises what a callback raised: log it, serve on
-                if self._stopped.is_set():  # e.g. a request taken as destroy() shut the thread pool
+                # stopping: a request taken as destroy() shut the thread pool, or the context shut down
+                # under the executor (Ctrl-C: "failed to initialize wait set: the given context is not valid")
+                if self._stopped.is_set() or not self.node.context.ok():
                     return
                 self.node.get_logger().error(f"service callback failed: {type(err).__name__}: {err}")
 

@@ -3,7 +3,10 @@
 Validation is the runtime's (partglee_ros.runtime.vocabulary); this class only maps requests to it,
 applies an accepted vocabulary, numbered by this class, through a callback (Segmenter.apply_vocabulary,
 which encodes the text once) and never lets an exception escape into the executor: a bad request gets success=False and
-the reason, and the previous vocabulary stays active.
+the reason, and the previous vocabulary stays active. `set_vocabulary` is served from a helper node
+(service_thread.py): encoding thousands of long names takes seconds (22 s for 2 x 2000 names of 190
+characters on 2 CPU cores), and the owner's executor must go on with frames, parameters and `get_vocabulary`
+meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from rclpy.node import Node
 
 from partglee_ros.ros.conversions import object_parts_from_msgs, vocabulary_to_msg
+from partglee_ros.ros.service_thread import ServiceThread
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary
 from partglee_ros.srv import GetVocabulary, SetVocabulary
 
@@ -29,17 +33,15 @@ class VocabularyServices:
     ) -> None:
         self._node = node
         self._apply = apply
-        self._lock = threading.Lock()
-        self.active = initial
-        self._services = [
-            node.create_service(SetVocabulary, set_name, self._on_set),
-            node.create_service(GetVocabulary, get_name, self._on_get),
-        ]
+        self._lock = threading.Lock()  # one change at a time, so revisions count up in request order
+        self.active = initial  # replaced whole, read without the lock
+        self._set = ServiceThread(node, SetVocabulary, set_name, self._on_set)
+        self._get = node.create_service(GetVocabulary, get_name, self._on_get)
+        self._set.start()
 
     def destroy(self) -> None:
-        for service in self._services:
-            self._node.destroy_service(service)
-        self._services = []
+        self._set.destroy()
+        self._node.destroy_service(self._get)
 
     def _on_set(
         self, request: SetVocabulary.Request, response: SetVocabulary.Response
@@ -75,6 +77,5 @@ class VocabularyServices:
     def _on_get(
         self, request: GetVocabulary.Request, response: GetVocabulary.Response
     ) -> GetVocabulary.Response:
-        with self._lock:
-            response.vocabulary = vocabulary_to_msg(self.active)
+        response.vocabulary = vocabulary_to_msg(self.active)
         return response

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -103,7 +103,8 @@ class Segmenter:
         self.input_size = input_size  # (W, H)
         self.config = postprocess_config or PostprocessConfig()
         self.config.validate()
-        # Serialises vocabulary changes; segment() never takes it (it reads the _active reference once).
+        # Serialises the swaps of vocabulary changes (their encoding runs outside it); segment() never takes
+        # it (it reads the _active reference once).
         self._update_lock = threading.Lock()
         self._active: PreparedVocabulary | None = None
 
@@ -119,35 +120,33 @@ class Segmenter:
         object_parts: Mapping[str, Iterable[str]] | None = None,
     ) -> Vocabulary:
         """Validate, encode the names once, and activate; returns the vocabulary with its new revision."""
+        prepared = self.prepare(make_vocabulary(objects, parts, object_parts, revision=0))
         with self._update_lock:  # concurrent callers get distinct, increasing revisions
             revision = (self._active.vocabulary.revision if self._active else 0) + 1
-            vocab = make_vocabulary(objects, parts, object_parts, revision=revision)
-            self._activate(vocab)
+            vocab = replace(prepared.vocabulary, revision=revision)
+            self._active = replace(prepared, vocabulary=vocab)
         return vocab
 
     def apply_vocabulary(self, vocab: Vocabulary) -> None:
         """Activate an already validated vocabulary whose revision its caller numbered (the ROS service, the
         bag tools); VocabularyError if it is not newer than the active one, which then stays."""
+        self._check_newer(vocab)  # before encoding too: a stale request costs nothing
+        prepared = self.prepare(vocab)
         with self._update_lock:
-            self._activate(vocab)
+            self._check_newer(vocab)
+            self._active = prepared
 
-    def prepare(self, vocab: Vocabulary) -> PreparedVocabulary:
-        """Check ``vocab`` against the backend and encode its names, without activating it."""
-        with self._update_lock:
-            return self._prepare(vocab)
-
-    def _activate(self, vocab: Vocabulary) -> None:
-        """Check, encode and swap in ``vocab``; the caller holds the update lock."""
+    def _check_newer(self, vocab: Vocabulary) -> None:
         current = self._active
         if current is not None and vocab.revision <= current.vocabulary.revision:
             raise VocabularyError(
                 f"vocabulary revision {vocab.revision} is not newer than the active revision "
                 f"{current.vocabulary.revision}"
             )
-        self._active = self._prepare(vocab)
 
-    def _prepare(self, vocab: Vocabulary) -> PreparedVocabulary:
-        """The caller holds the update lock: the text encoder's cache is not thread-safe."""
+    def prepare(self, vocab: Vocabulary) -> PreparedVocabulary:
+        """Check ``vocab`` against the backend and encode its names, without activating it. Outside the
+        update lock: encoding thousands of names takes seconds, and no swap must wait for that."""
         part_names = vocab.parts or (PLACEHOLDER_PART,)
         limits = self.backend.vocabulary_limits()
         if limits:
