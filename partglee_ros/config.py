@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from partglee_ros.model.preprocess import encoder_tokens
+
 if TYPE_CHECKING:
     from partglee_ros.model.partglee import PartGLEE
 
@@ -137,6 +139,7 @@ class ModelConfig:
         ):
             raise ValueError(f"input_size must be two positive integers [width, height], got {size!r}")
         self.input_size = tuple(size)  # JSON/YAML give a list
+        self.check_input_size(self.input_size)
         if self.num_feature_levels != NUM_FEATURE_LEVELS:
             raise ValueError(
                 f"num_feature_levels must be {NUM_FEATURE_LEVELS} (the model's encoder uses strides 8, 16 "
@@ -152,6 +155,15 @@ class ModelConfig:
             raise ValueError("hidden_dim must be divisible by num_heads")
         if self.loss.part_matching not in ("independent", "parent_consistent"):
             raise ValueError(f"unknown part_matching {self.loss.part_matching!r}")
+
+    def check_input_size(self, size: tuple[int, int]) -> None:
+        """ValueError when an input of ``size`` (W, H) has fewer encoder tokens than object queries."""
+        tokens = encoder_tokens(size[1], size[0])
+        if tokens < self.num_queries:
+            raise ValueError(
+                f"input size {size[0]}x{size[1]} is too small for this model: its {tokens} encoder tokens are"
+                f" fewer than its {self.num_queries} object queries (64x64 gives 84, 128x96 gives 252 tokens)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

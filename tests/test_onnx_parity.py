@@ -113,6 +113,10 @@ def test_graph_from_other_weights_is_refused_and_auto_falls_back(exported, tmp_p
     with caplog.at_level(logging.WARNING):
         assert make_backend(other, "auto").name == "torch"
     assert "exported from other weights" in caplog.text
+    weights = other / "model.safetensors"  # damaged weights beside a good graph: the weights are named
+    weights.write_bytes(weights.read_bytes()[:100_000])
+    with pytest.raises(BackendError, match="model.safetensors is damaged .*incomplete metadata.*restore the"):
+        make_backend(other, "onnx")
 
 
 def test_graph_traced_from_other_model_code_is_flagged(exported, tmp_path: Path, caplog) -> None:

@@ -1161,3 +1161,13 @@ def test_a_text_encoder_of_another_width_is_refused_at_load(weights_dir: Path, m
 def test_an_invalid_input_size_is_refused_at_load(weights_dir: Path, size: tuple) -> None:
     with pytest.raises(BackendError, match="input size must be two positive integers"):
         load_segmenter(weights_dir, backend="torch", input_size=size)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (8, 8)])
+def test_an_input_too_small_for_the_object_queries_is_refused_at_load(weights_dir: Path, size: tuple) -> None:
+    """Fewer encoder tokens than object queries: every frame would fail in the query selection."""
+    with pytest.raises(BackendError, match=f"input size {size[0]}x{size[1]} is too small for this model"):
+        load_segmenter(weights_dir, backend="torch", input_size=size)
+    smallest = load_segmenter(weights_dir, backend="torch", input_size=(64, 48))  # 84 tokens: it runs
+    smallest.set_vocabulary(*VOCAB_A)
+    assert smallest.segment(noise_image(1, 48, 64)).width == 64

@@ -19,8 +19,7 @@ from partglee_ros.model.denoising import DenoisingQueries, LabelEmbedding, build
 from partglee_ros.model.object_decoder import DecoderOutput, ObjectDecoder
 from partglee_ros.model.part_decoder import PartDecoder
 from partglee_ros.model.pixel_decoder import PixelDecoder
-
-ENCODER_STRIDES = [32, 16, 8]  # order of the encoder levels in the memory (coarse first)
+from partglee_ros.model.preprocess import ENCODER_STRIDES
 
 
 def box_containment(part: Tensor, parent: Tensor) -> Tensor:

@@ -16,12 +16,20 @@ if TYPE_CHECKING:
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 SIZE_DIVISIBILITY = 32  # the backbone's coarsest stride
+ENCODER_STRIDES = [32, 16, 8]  # order of the encoder levels in the memory (coarse first)
 
 
 def padded_size(height: int, width: int) -> tuple[int, int]:
     """Smallest (H, W) >= the input that the backbone strides divide exactly."""
     d = SIZE_DIVISIBILITY
     return (height + d - 1) // d * d, (width + d - 1) // d * d
+
+
+def encoder_tokens(height: int, width: int) -> int:
+    """Tokens of the deformable encoder (strides 8, 16, 32 of the padded input) that the two-stage query
+    selection picks the object queries from: an input too small for them cannot run."""
+    ph, pw = padded_size(height, width)
+    return sum((ph // s) * (pw // s) for s in ENCODER_STRIDES)
 
 
 def images_to_tensor(images: list[np.ndarray]) -> Tensor:

@@ -74,6 +74,11 @@ def _onnx_backend(
     recorded = backend.metadata.get(WEIGHTS_SHA256_KEY, "")
     weights = model_dir / WEIGHTS_FILE
     if recorded and weights.is_file() and recorded != weights_digest(model_dir):
+        if damage := _unreadable_weights(weights):  # the graph is fine; the weights beside it are not
+            raise BackendError(
+                f"{weights} is damaged ({damage}) and no longer the weights {path} was exported from: "
+                "restore the weights file"
+            )
         # Stale graphs are silent accuracy bugs: the outputs look plausible but come from old weights.
         raise BackendError(
             f"{path} was exported from other weights than {weights}; re-export it with "
@@ -87,6 +92,21 @@ def _onnx_backend(
             path,
         )
     return backend
+
+
+def _unreadable_weights(weights: Path) -> str | None:
+    """Why a safetensors file cannot be read (its header and extent), or None; None also where the
+    runtime-only install has no safetensors package."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        return None
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            f.keys()
+    except Exception as err:  # SafetensorError, OSError
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def _tensorrt_backend(engine_path: str, model_dir: Path, rebuild: bool, device: str) -> Backend:
@@ -221,6 +241,10 @@ def load_segmenter(
     size = tuple(input_size) if input_size else tuple(config.input_size)
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
         raise BackendError(f"input size must be two positive integers (width, height), got {input_size!r}")
+    try:
+        config.check_input_size(size)
+    except ValueError as err:
+        raise BackendError(str(err)) from err
     # Mismatches are found here, at start-up, not as a failure on every frame.
     fixed = backend_impl.image_shape
     if fixed is not None and tuple(fixed[2:]) != padded_size(size[1], size[0]):
