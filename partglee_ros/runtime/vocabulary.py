@@ -6,6 +6,7 @@ Segmenter all reject the same bad input with the same message.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,16 @@ class Vocabulary:
         return f"{text} ({mapping})" if mapping else text
 
 
+def _normal(name: str) -> str:
+    """Whitespace collapsed, Unicode composed (NFC): "mu\u0301g" and "m\u00fag" are one name."""
+    return unicodedata.normalize("NFC", " ".join(name.split()))
+
+
+def _fold(name: str) -> str:
+    """What two names must differ in beyond case and accents (MiniLM's uncased tokenizer drops both)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c)).casefold()
+
+
 def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
     if isinstance(names, str):
         raise VocabularyError(f"{level} names must be a list of strings, not one string")
@@ -48,7 +59,7 @@ def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
             )
         if not isinstance(name, str):
             raise VocabularyError(f"{level} name #{i} is {type(name).__name__}, not a string")
-        name = " ".join(name.split())
+        name = _normal(name)
         if not name:
             raise VocabularyError(f"{level} name #{i} is empty")
         if len(name) > MAX_NAME_LENGTH:
@@ -60,9 +71,12 @@ def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
         if ":" in name:
             raise VocabularyError(f"{level} name {name!r} contains ':', reserved for 'object:part' labels")
         cleaned.append(name)
-    duplicates = sorted(n for n, c in Counter(n.casefold() for n in cleaned).items() if c > 1)
+    counts = Counter(_fold(n) for n in cleaned)
+    duplicates = [n for n in cleaned if counts[_fold(n)] > 1]
     if duplicates:
-        raise VocabularyError(f"duplicate {level} names: {', '.join(duplicates)}")
+        raise VocabularyError(
+            f"duplicate {level} names (names must differ in more than case and accents): {', '.join(duplicates)}"
+        )
     return tuple(cleaned)
 
 
@@ -80,7 +94,7 @@ def parse_object_parts(lines: Iterable[str]) -> dict[str, list[str]]:
         obj, sep, parts = line.partition(":")
         if not sep:
             raise VocabularyError(f"object_parts entry {line!r} is not of the form 'object: part, part'")
-        obj = " ".join(obj.split())
+        obj = _normal(obj)
         if obj in mapping:
             raise VocabularyError(f"object_parts has two entries for {obj!r}; list its parts in one")
         mapping[obj] = [p.strip() for p in parts.split(",") if p.strip()]
@@ -106,7 +120,7 @@ def make_vocabulary(
     for obj, obj_parts in (object_parts or {}).items():
         if not isinstance(obj, str):
             raise VocabularyError(f"object_parts key {obj!r} is {type(obj).__name__}, not an object name")
-        obj_clean = " ".join(obj.split())
+        obj_clean = _normal(obj)
         if obj_clean in restriction:
             raise VocabularyError(f"object_parts names object {obj_clean!r} twice; list its parts once")
         if obj_clean not in objs:
