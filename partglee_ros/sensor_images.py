@@ -40,11 +40,17 @@ class ImageDecodeError(ValueError):
     """A camera image (live or recorded) cannot be turned into an RGB frame; the message says why."""
 
 
+def quoted(text: str, limit: int = 40) -> str:
+    """A sender's string (an encoding, a format) as an error message quotes it: bounded, since it comes
+    from the wire and ends up in logs and /diagnostics."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def raw_image_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/Image (any object with its fields) -> HxWx3 uint8 RGB, a new array."""
     encoding = str(msg.encoding)
     if encoding not in ENCODINGS:
-        raise ImageDecodeError(f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+        raise ImageDecodeError(f"unsupported encoding {quoted(encoding)}; supported: {', '.join(ENCODINGS)}")
     channels, depth, conversion = ENCODINGS[encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
@@ -78,7 +84,7 @@ def compressed_image_to_rgb(msg: Any) -> np.ndarray:
         bgr = None
     if bgr is None:
         raise ImageDecodeError(
-            f"cannot decode compressed image (format {msg.format!r}, {buffer.size} bytes): corrupt, or over "
+            f"cannot decode compressed image (format {quoted(str(msg.format))}, {buffer.size} bytes): corrupt, or over "
             f"the limit of {MAX_IMAGE_PIXELS} pixels"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -17,6 +17,7 @@ from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import msg_to_result, rgb_to_image_msg
 from partglee_ros.ros.frame_age import frame_age_ms
+from partglee_ros.ros.node import ERROR_LOGS_PER_5S
 from partglee_ros.ros.parameters import BY_NAME, postprocess_config
 from partglee_ros.runtime.factory import load_segmenter
 from tests.conftest import spin_until
@@ -171,6 +172,25 @@ def test_bad_input_gets_clear_errors_and_node_keeps_working(client) -> None:
     for text in ("unsupported encoding", "step", "expected step*height", "empty image", "exceeds the limit"):
         assert text in log, f"no clear error mentioning {text!r} in the node log:\n{log}"
     assert client.proc.proc.poll() is None
+
+
+def test_a_flood_of_ever_new_bad_strings_is_quoted_short_and_logged_sparingly(client) -> None:
+    """Encodings are the sender's strings: each error quotes a bounded part of one, and however many kinds of
+    error arrive, at most ERROR_LOGS_PER_5S lines are logged per 5 s (every frame is still counted)."""
+    for i in range(40):
+        msg = frame(4, 400 + i)
+        msg.encoding = f"burst-{i:04d}-" + "x" * 5000
+        client.pub.publish(msg)
+        spin_until(client.node, lambda: False, 0.05)
+
+    def lines() -> list[str]:
+        return [line for line in client.proc.output().splitlines() if "unsupported encoding 'burst-" in line]
+
+    assert spin_until(client.node, lines, 30), client.proc.output()
+    spin_until(client.node, lambda: False, 1.0)  # the node takes the last frames (no good frame: tracks stay)
+    lines = lines()
+    assert 1 <= len(lines) <= ERROR_LOGS_PER_5S, len(lines)
+    assert all(len(line) < 600 and "(5011 characters)" in line for line in lines), lines[0]
 
 
 def test_bayer_and_16_bit_frames_are_decoded_like_recorded_ones(client) -> None:

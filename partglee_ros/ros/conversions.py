@@ -15,7 +15,7 @@ from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, ObjectPar
 from partglee_ros.msg import Vocabulary as VocabularyMsg
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError
-from partglee_ros.sensor_images import paste_mask_crop
+from partglee_ros.sensor_images import paste_mask_crop, quoted
 
 
 class ImageConversionError(ValueError):
@@ -132,7 +132,7 @@ def depth_msg_to_array(msg: Image) -> np.ndarray:
     """A depth image (16UC1/mono16 millimetres or 32FC1 metres) as an HxW array of its own dtype."""
     if msg.encoding not in _DEPTH_DTYPES:
         raise ImageConversionError(
-            f"unsupported depth encoding {msg.encoding!r}; use 16UC1 (mm) or 32FC1 (m)"
+            f"unsupported depth encoding {quoted(msg.encoding)}; use 16UC1 (mm) or 32FC1 (m)"
         )
     dtype = _DEPTH_DTYPES[msg.encoding].newbyteorder(">" if msg.is_bigendian else "<")
     h, w = int(msg.height), int(msg.width)

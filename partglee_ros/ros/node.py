@@ -65,6 +65,7 @@ from partglee_ros.srv import Segment
 
 NO_INPUT_WARNING_S = 5.0  # diagnostics warn when an active node has had no frame for this long
 DepthPair = tuple[Image | None, CameraInfo | None]
+ERROR_LOGS_PER_5S = 10  # frame error lines logged at most, whatever their kinds (each is counted anyway)
 FINISH_FRAME_S = 60.0  # how long a timed-out request still waits for the frame the inference thread is on
 INACTIVE = "the node is not active (lifecycle): it processes no frames"
 
@@ -102,6 +103,7 @@ class PartGleeMixin:
         self._errors = 0
         self._last_error = ""
         self._last_logged: dict[str, float] = {}  # error kind -> when it was last logged
+        self._log_times: deque[float] = deque(maxlen=ERROR_LOGS_PER_5S)  # the latest error lines logged
         self._diag_counts = (0, 0, 0)  # frames received, processed, failed at the previous diagnostics
         self._last_input = time.monotonic()  # when a new frame was last seen by the diagnostics
         self._latencies: deque[float] = deque(maxlen=200)
@@ -317,16 +319,21 @@ class PartGleeMixin:
         return taken + 1.0 / rate - time.monotonic() if rate > 0 else 0.0
 
     def _report_error(self, text: str) -> None:
-        """Count and log; each kind of error is logged once per 5 s, a new kind at once. The kind is the text
-        with its numbers masked: the text carries per-frame sizes and byte counts."""
+        """Count and log; each kind of error is logged once per 5 s, a new kind at once, and no more than
+        ERROR_LOGS_PER_5S lines in all (a sender varying a string would make every error a new kind). The kind
+        is the text with its numbers masked: the text carries per-frame sizes and byte counts."""
         self._errors += 1
         self._last_error = text
         kind = re.sub(r"\d+", "#", text)
         now = time.monotonic()
-        if now - self._last_logged.get(kind, -1e9) >= 5.0:
+        recent = self._log_times
+        if now - self._last_logged.get(kind, -1e9) >= 5.0 and (
+            len(recent) < ERROR_LOGS_PER_5S or now - recent[0] >= 5.0
+        ):
             if len(self._last_logged) >= 100:  # bounded, whatever the errors' texts
                 self._last_logged.clear()
             self._last_logged[kind] = now
+            recent.append(now)
             self.get_logger().warning(f"{text} (frame errors so far: {self._errors})")
 
     def _process(self, msg: Image | CompressedImage, received: float, received_ns: int) -> None:
