@@ -71,8 +71,11 @@ def _with(**changes: object) -> str:
 )
 def test_a_corrupt_or_invalid_config_is_a_backend_error(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / CONFIG_FILE).write_text(text)
-    with pytest.raises(BackendError, match=f"model config {tmp_path / CONFIG_FILE} is invalid: .*{message}"):
+    with pytest.raises(
+        BackendError, match=f"model config {tmp_path / CONFIG_FILE} is invalid: .*{message}"
+    ) as e:
         read_model_config(tmp_path)
+    assert "\n" not in str(e.value)  # one line for the node's log, as every start-up error
 
 
 def test_a_valid_config_is_read_with_its_input_size_as_a_tuple(tmp_path: Path) -> None:

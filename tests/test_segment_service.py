@@ -17,7 +17,7 @@ from partglee_ros.srv import GetVocabulary, Segment
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
-from partglee_ros.geometry.grasp import plan_grasp
+from partglee_ros.geometry import Intrinsics, plan_grasp
 from partglee_ros.ros.conversions import depth_msg_to_array, msg_to_result, rgb_to_image_msg
 from partglee_ros.ros.parameters import BY_NAME, postprocess_config
 from partglee_ros.runtime.factory import load_segmenter
@@ -115,8 +115,8 @@ def assert_same(got: HierarchicalSegmentation, want) -> None:
 
 def assert_grasps_on_the_depth_plane(answer: Segment.Response) -> None:
     """The README's planner example, run on an answer: every part's grasp lies on the flat depth sent."""
-    seg, k = answer.segmentation, np.array(answer.camera_info.k).reshape(3, 3)
-    depth = depth_msg_to_array(answer.depth)
+    seg, depth = answer.segmentation, depth_msg_to_array(answer.depth)
+    k = Intrinsics.from_camera_info(answer.camera_info, depth.shape)
     poses = []
     for obj in seg.objects:
         for part in obj.parts:

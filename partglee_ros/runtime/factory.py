@@ -41,7 +41,8 @@ def read_model_config(model_dir: Path) -> ModelConfig:
     try:
         return ModelConfig.from_file(path)
     except (ValueError, TypeError, OSError) as err:  # TypeError: a value of the wrong type for its key
-        raise BackendError(f"model config {path} is invalid: {err}") from err
+        # one line: a YAML parser's message spans several
+        raise BackendError(f"model config {path} is invalid: {' '.join(str(err).split())}") from err
 
 
 def _torch_backend(
