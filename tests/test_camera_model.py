@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from partglee_ros.geometry import GeometryParams, Intrinsics, depth_to_metres
+from partglee_ros.geometry import GeometryParams, Intrinsics, depth_to_metres, estimate_part_geometry
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 510.0, 240.0], [0.0, 0.0, 1.0]])
 ZERO = (0.0, 0.0, 0.0)
@@ -67,6 +67,18 @@ def test_raw_images_are_undistorted_with_k_and_d(model: str, d: tuple) -> None:
     assert np.abs(recovered(pinhole, pixels, points[:, 2]) - points).max() > 2e-3
 
 
+def test_raw_images_with_skew() -> None:
+    points = scene_points()
+    d = np.array([-0.28, 0.09, 0.001, -0.002, -0.015])
+    normalised, _ = cv2.projectPoints(points, ZERO, ZERO, np.eye(3), d)  # distorted, before K
+    xd, yd = normalised.reshape(-1, 2).T
+    k = K.copy()
+    k[0, 1] = 4.0  # OpenCV's projection ignores a skew, so K is applied here by hand
+    pixels = np.stack([k[0, 0] * xd + k[0, 1] * yd + k[0, 2], k[1, 1] * yd + k[1, 2]], axis=1)
+    intrinsics = Intrinsics.from_camera_info(camera_info(k=k, d=d), (480, 640))
+    np.testing.assert_allclose(recovered(intrinsics, pixels, points[:, 2]), points, atol=1e-6)
+
+
 def test_rectified_images_use_p_and_skew() -> None:
     points = scene_points()
     p = np.array([[480.0, 3.0, 300.0, 0.0], [0.0, 490.0, 250.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
@@ -95,9 +107,32 @@ def test_camera_info_for_another_image_size_or_model_is_refused() -> None:
         Intrinsics.from_camera_info(camera_info(d=(0.1, 0.0, 0.0, 0.0), model="kannala"), (480, 640))
     with pytest.raises(ValueError, match="uncalibrated"):
         Intrinsics.from_camera_info(camera_info(k=np.zeros((3, 3))), (480, 640))
+    with pytest.raises(ValueError, match="plumb_bob distortion with 3 coefficients; OpenCV takes"):
+        Intrinsics.from_camera_info(camera_info(d=(0.1, 0.01, 0.001)), (480, 640))
+    with pytest.raises(ValueError, match="equidistant distortion with 5 coefficients"):
+        Intrinsics.from_camera_info(camera_info(d=(0.1, 0.0, 0.0, 0.0, 0.0), model="equidistant"), (480, 640))
+    with pytest.raises(ValueError, match="has no P"):
+        Intrinsics.from_camera_info(camera_info(p=np.zeros((3, 4))), (480, 640), rectified=True)
     # a camera_info without size (some simulators) or distortion (any model name) is taken as it is
     plain = Intrinsics.from_camera_info(camera_info(d=(0.0,) * 5, model="", width=0, height=0), (240, 320))
     assert plain == Intrinsics.from_any(K)
+    zeros = Intrinsics.from_camera_info(camera_info(d=(0.0,) * 5, model="equidistant"), (480, 640))
+    assert zeros == Intrinsics.from_any(K)
+
+
+def test_a_binned_mask_gives_the_full_resolution_radius() -> None:
+    """A 40 px wide bar 1 m away (fx 500: 8 cm, radius 4 cm), and the same bar 2x2 binned (20 px)."""
+    full = np.zeros((480, 640), bool)
+    full[200:240, 100:500] = True
+    binned = full[::2, ::2]
+    depth = np.ones((480, 640), np.float32)
+    at_full = estimate_part_geometry(full, depth, Intrinsics.from_camera_info(camera_info(), (480, 640)))[0]
+    info = camera_info(binning=(2, 2))
+    at_half = estimate_part_geometry(binned, depth[::2, ::2], Intrinsics.from_camera_info(info, (240, 320)))[
+        0
+    ]
+    assert at_full.radius == pytest.approx(0.04, rel=0.05)
+    assert at_half.radius == pytest.approx(at_full.radius, rel=0.05)
 
 
 def test_depth_dtype_must_match_its_encoding_and_min_points_its_pca() -> None:

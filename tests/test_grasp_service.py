@@ -151,8 +151,14 @@ def test_a_request_fails_soon_after_partglee_node_dies(ros_node, start_process, 
     client = ros_node.create_client(PlanGrasps, "/crashing/plan_grasps")
     ready = spin_until(ros_node, lambda: segment.service_is_ready() and client.service_is_ready(), 90)
     assert ready, f"{partglee.output()}\n{grasp.output()}"
+    # until grasp_node has found partglee_node's service: a short request then times out waiting for a frame
+    for _ in range(10):
+        probe = ask(ros_node, client, None, PlanGrasps.Request(parts=["handle"], timeout=1.0))
+        if "waiting for a camera frame" in probe.message:
+            break
+    assert "waiting for a camera frame" in probe.message, probe.message
     future = client.call_async(PlanGrasps.Request(parts=["handle"], timeout=60.0))  # no frames come
-    spin_until(ros_node, lambda: False, 5.0)  # grasp_node finds the service and asks it
+    spin_until(ros_node, lambda: False, 2.0)
     assert not future.done(), future.result().message if future.done() else ""
     partglee.proc.kill()
     killed = time.monotonic()

@@ -206,7 +206,9 @@ def estimate_part_geometry(
     ray = surface_centroid / np.linalg.norm(surface_centroid)
     axes, variances = _principal_axes(points, -ray)
     extent = np.ptp((points - surface_centroid) @ axes.T, axis=0)
-    radius = _radius_px(mask) * float(np.median(points[:, 2])) / np.sqrt(k.fx * k.fy)
+    # the mask's pixels may be binned, the focal lengths are the full-resolution ones
+    radius_px = _radius_px(mask) * np.sqrt(k.binning[0] * k.binning[1])
+    radius = radius_px * float(np.median(points[:, 2])) / np.sqrt(k.fx * k.fy)
     center = _solid_centre(points, axes[0], ray, radius, params.round_section)
     geometry = PartGeometry(
         points=points,

@@ -15,7 +15,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from partglee_ros.sensor_images import quoted
+
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+OPENCV_COEFFICIENTS = (4, 5, 8, 12, 14)  # k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 s3 s4 [tx ty]]]]
 # OpenCV inverts the distortion iteratively; its default 5 iterations leave millimetres at a wide image's edge
 UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)
 
@@ -70,18 +73,12 @@ class Intrinsics:
         pixels = {"binning": (bx, by), "offset": (int(roi.x_offset), int(roi.y_offset))}
         if rectified:
             p = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
+            if not p.any():
+                raise ValueError("camera_info has no P (all zeros): a rectified image needs it; is it raw?")
             result = cls(p[0, 0], p[1, 1], p[0, 2], p[1, 2], p[0, 1], **pixels)
         else:
             k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-            d = tuple(float(v) for v in info.d)
-            if any(d) and info.distortion_model not in DISTORTION_MODELS:
-                raise ValueError(
-                    f"unsupported distortion model {info.distortion_model!r}; expected one of {DISTORTION_MODELS}"
-                )
-            fisheye = info.distortion_model == "equidistant"
-            if fisheye and len(d) != 4:
-                raise ValueError(f"equidistant distortion needs 4 coefficients, got {len(d)}")
-            distortion = d if any(d) else ()
+            distortion, fisheye = _distortion(str(info.distortion_model), tuple(float(v) for v in info.d))
             result = cls(k[0, 0], k[1, 1], k[0, 2], k[1, 2], k[0, 1], distortion, fisheye, **pixels)
         result.check()
         return result
@@ -98,13 +95,37 @@ class Intrinsics:
         x = (us - self.cx - self.skew * y) / self.fx
         if self.distortion and len(x):
             distorted = np.stack([x, y], axis=1).reshape(-1, 1, 2)
-            coeffs = np.asarray(self.distortion, dtype=np.float64)
-            undistort = cv2.fisheye.undistortPoints if self.fisheye else cv2.undistortPoints
-            eye = np.eye(3)  # on normalised coordinates: the skew is already out
             x, y = (
-                undistort(distorted, eye, coeffs, R=eye, P=eye, criteria=UNDISTORT_CRITERIA).reshape(-1, 2).T
+                _undistort(distorted, np.asarray(self.distortion, np.float64), self.fisheye).reshape(-1, 2).T
             )
         return np.stack([x, y, np.ones(len(us))], axis=1)
+
+
+def _distortion(model: str, d: tuple[float, ...]) -> tuple[tuple[float, ...], bool]:
+    """(coefficients, fisheye) of a CameraInfo's distortion; () where there is none. ValueError for a model
+    or a coefficient count OpenCV cannot undo."""
+    if not any(d):
+        return (), False
+    if model not in DISTORTION_MODELS:
+        raise ValueError(f"unsupported distortion model {quoted(model)}; expected one of {DISTORTION_MODELS}")
+    counts = (4,) if model == "equidistant" else OPENCV_COEFFICIENTS
+    if len(d) not in counts:
+        raise ValueError(f"{model} distortion with {len(d)} coefficients; OpenCV takes {counts}")
+    return d, model == "equidistant"
+
+
+def _undistort(points: np.ndarray, coeffs: np.ndarray, fisheye: bool) -> np.ndarray:
+    """Undistorted normalised coordinates of (N, 1, 2) distorted ones, on OpenCV 4 and 5 (which moved
+    ``criteria`` from undistortPointsIter into undistortPoints)."""
+    eye = np.eye(3)  # on normalised coordinates: the skew is already out
+    if fisheye:
+        try:
+            return cv2.fisheye.undistortPoints(points, eye, coeffs, R=eye, P=eye, criteria=UNDISTORT_CRITERIA)
+        except cv2.error:  # an OpenCV 4 without the keyword: its own 10 iterations
+            return cv2.fisheye.undistortPoints(points, eye, coeffs, R=eye, P=eye)
+    if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4
+        return cv2.undistortPointsIter(points, eye, coeffs, eye, eye, UNDISTORT_CRITERIA)
+    return cv2.undistortPoints(points, eye, coeffs, R=eye, P=eye, criteria=UNDISTORT_CRITERIA)
 
 
 def back_project(depth_m: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:

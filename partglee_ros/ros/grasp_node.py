@@ -39,6 +39,7 @@ from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_arra
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.part_cloud import PartPoints, part_cloud
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
+from partglee_ros.runtime.vocabulary import normal_name
 from partglee_ros.sensor_images import paste_mask_crop
 from partglee_ros.srv import PlanGrasps, Segment
 
@@ -170,8 +171,10 @@ class GraspNode(Node):
 
     def _wanted(self, parts: list[str], objects: list[str]) -> tuple[set[str], set[str]]:
         """Part names and object names (empty: any) from a request, or else from the parameters."""
+        # written as partglee_node's labels are: whitespace collapsed, Unicode composed
         wanted = set(parts) or set(self.get_parameter("part_names").value)
-        return wanted, {n for n in (objects or self.get_parameter("object_names").value) if n}
+        named = objects or self.get_parameter("object_names").value
+        return {normal_name(n) for n in wanted}, {normal_name(n) for n in named if n.strip()}
 
     def _grasps(
         self,

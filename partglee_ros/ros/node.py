@@ -202,9 +202,10 @@ class PartGleeMixin:
 
     def destroy_node(self) -> None:
         self._queries.close("the node is shutting down")  # so no request keeps the service's threads
-        if getattr(self, "segment_service", None) is not None:  # its helper node and thread too
-            self.segment_service.destroy()
-            self.segment_service = None
+        for name in ("segment_service", "vocabulary_services"):  # their helper nodes and threads too
+            if getattr(self, name, None) is not None:
+                getattr(self, name).destroy()
+                setattr(self, name, None)
         super().destroy_node()
 
     def activate(self) -> None:

@@ -33,7 +33,9 @@ class VocabularyServices:
     ) -> None:
         self._node = node
         self._apply = apply
-        self._lock = threading.Lock()  # one change at a time, so revisions count up in request order
+        self._lock = (
+            threading.Lock()
+        )  # one change at a time (waiting ones in no set order), revisions count up
         self.active = initial  # replaced whole, read without the lock
         self._set = ServiceThread(node, SetVocabulary, set_name, self._on_set)
         self._get = node.create_service(GetVocabulary, get_name, self._on_get)

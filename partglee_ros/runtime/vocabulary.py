@@ -36,14 +36,15 @@ class Vocabulary:
         return f"{text} ({mapping})" if mapping else text
 
 
-def _normal(name: str) -> str:
+def normal_name(name: str) -> str:
     """Whitespace collapsed, Unicode composed (NFC): "mu\u0301g" and "m\u00fag" are one name."""
     return unicodedata.normalize("NFC", " ".join(name.split()))
 
 
 def _fold(name: str) -> str:
-    """What two names must differ in beyond case and accents (MiniLM's uncased tokenizer drops both)."""
-    return "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c)).casefold()
+    """A name as MiniLM's uncased tokenizer sees it (lower case, NFD, accents dropped): names must differ
+    in more than that."""
+    return "".join(c for c in unicodedata.normalize("NFD", name.lower()) if not unicodedata.combining(c))
 
 
 def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
@@ -59,7 +60,7 @@ def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
             )
         if not isinstance(name, str):
             raise VocabularyError(f"{level} name #{i} is {type(name).__name__}, not a string")
-        name = _normal(name)
+        name = normal_name(name)
         if not name:
             raise VocabularyError(f"{level} name #{i} is empty")
         if len(name) > MAX_NAME_LENGTH:
@@ -94,7 +95,7 @@ def parse_object_parts(lines: Iterable[str]) -> dict[str, list[str]]:
         obj, sep, parts = line.partition(":")
         if not sep:
             raise VocabularyError(f"object_parts entry {line!r} is not of the form 'object: part, part'")
-        obj = _normal(obj)
+        obj = normal_name(obj)
         if obj in mapping:
             raise VocabularyError(f"object_parts has two entries for {obj!r}; list its parts in one")
         mapping[obj] = [p.strip() for p in parts.split(",") if p.strip()]
@@ -120,7 +121,7 @@ def make_vocabulary(
     for obj, obj_parts in (object_parts or {}).items():
         if not isinstance(obj, str):
             raise VocabularyError(f"object_parts key {obj!r} is {type(obj).__name__}, not an object name")
-        obj_clean = _normal(obj)
+        obj_clean = normal_name(obj)
         if obj_clean in restriction:
             raise VocabularyError(f"object_parts names object {obj_clean!r} twice; list its parts once")
         if obj_clean not in objs:
