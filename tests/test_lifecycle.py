@@ -161,6 +161,9 @@ def test_configure_failing_after_its_services_exist_leaves_nothing_behind(tmp_pa
         # set_vocabulary and segment are served by helper nodes: the failed configure left none behind
         helpers = [n for n, _ in node.get_node_names_and_namespaces() if n.startswith(f"{node.get_name()}_")]
         assert sorted(helpers) == [f"{node.get_name()}_segment", f"{node.get_name()}_set_vocabulary"], helpers
+        helper = node.vocabulary_services._set  # its thread is what a leak keeps running
+        node.destroy_node()  # its helper nodes go with it (the set_vocabulary one once stayed, serving)
+        assert not helper._thread.is_alive(), "the set_vocabulary helper still serves"
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
