@@ -23,6 +23,7 @@ PyTorch (docs/ENGINES.md, "Deploying without PyTorch").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import sys
@@ -38,6 +39,7 @@ from partglee_ros.config import (
     CONFIG_FILE,
     ONNX_FILE,
     TEXT_ENCODER_FILE,
+    WEIGHTS_FILE,
     WEIGHTS_SHA256_KEY,
     ModelConfig,
     load_checkpoint,
@@ -130,7 +132,10 @@ def export_onnx(
         onnx.save(graph, tmp)
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(
+            OSError
+        ):  # e.g. a read-only folder: the export's own error is the one to see
+            Path(tmp).unlink(missing_ok=True)
         raise
     return out
 
@@ -161,12 +166,24 @@ def _annotate(graph: onnx.ModelProto, config: ModelConfig, weights_sha256: str) 
         graph.metadata_props.add(key=key, value=value)
 
 
-def is_current(path: Path, model_dir: Path) -> bool:
-    """Whether the graph at ``path`` was exported from ``model_dir``'s weights by this model code."""
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+def is_current(path: Path, model_dir: Path, opset: int = MIN_OPSET) -> bool:
+    """Whether the graph at ``path`` was exported from ``model_dir``'s weights and config (input size, text
+    width) by this model code at ``opset``; False for a graph that cannot be read (a damaged file)."""
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # DecodeError and friends: export it again
+        return False
+    props = {p.key: p.value for p in graph.metadata_props}
+    config = ModelConfig.from_file(model_dir / CONFIG_FILE)
+    expected = {
+        WEIGHTS_SHA256_KEY: weights_digest(model_dir),
+        CODE_SHA256_KEY: model_code_digest(),
+        "partglee.input_size": "x".join(map(str, config.input_size)),
+        "partglee.text_dim": str(config.text_dim),
+    }
+    opsets = {o.domain: o.version for o in graph.opset_import}
     return (
-        props.get(WEIGHTS_SHA256_KEY) == weights_digest(model_dir)
-        and props.get(CODE_SHA256_KEY) == model_code_digest()
+        all(props.get(k) == v for k, v in expected.items()) and opsets.get("", opsets.get("ai.onnx")) == opset
     )
 
 
@@ -192,8 +209,21 @@ def main(argv: list[str] | None = None) -> int:
         help=f"do not write MODEL/{TEXT_ENCODER_FILE} (the MiniLM graph that lets the model run without PyTorch)",
     )
     args = parser.parse_args(argv)
+    if args.opset < MIN_OPSET:
+        parser.error(f"--opset must be >= {MIN_OPSET}")
+    try:
+        return _export(args)
+    except (OSError, ValueError, RuntimeError) as err:  # missing files, unwritable folders, bad config
+        print(f"export_onnx: error: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+def _export(args: argparse.Namespace) -> int:
+    for required in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (args.model / required).is_file():
+            raise FileNotFoundError(f"{args.model / required} not found: --model names a checkpoint folder")
     out = args.out or args.model / ONNX_FILE
-    if args.if_stale and out.is_file() and is_current(out, args.model):
+    if args.if_stale and out.is_file() and is_current(out, args.model, args.opset):
         print(f"{out} is up to date with {args.model} and the model code")
         config = ModelConfig.from_file(args.model / CONFIG_FILE)
     else:

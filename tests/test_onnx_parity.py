@@ -6,6 +6,7 @@ when it exists, else the small random checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -173,6 +174,27 @@ def test_export_cli_skips_a_graph_already_exported_from_these_weights(exported, 
     assert f"text encoder: {shipped}" in capsys.readouterr().out and shipped.with_suffix(".json").is_file()
 
 
+def test_a_graph_is_stale_for_another_config_opset_or_a_damaged_file(
+    exported, tmp_path: Path, capsys
+) -> None:
+    """--if-stale (scripts/setup.sh) must re-export these, or the runtime refuses the graph it kept."""
+    model_dir = exported[2].parent
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("config.json", "model.safetensors", "model.onnx"):
+        shutil.copy(model_dir / name, copy / name)
+    assert is_current(copy / "model.onnx", copy) and not is_current(copy / "model.onnx", copy, opset=18)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "input_size": [640, 480]}))
+    assert not is_current(copy / "model.onnx", copy)
+    (copy / "model.onnx").write_bytes((model_dir / "model.onnx").read_bytes()[:5000])
+    assert not is_current(copy / "model.onnx", copy)
+    assert export_main(["--model", str(tmp_path / "absent")]) == 2
+    assert "absent/config.json not found: --model names a checkpoint folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        export_main(["--model", str(copy), "--opset", "16"])
+
+
 def test_onnx_backend_refuses_missing_corrupt_and_wrong_shapes(exported, tmp_path: Path) -> None:
     _, config, onnx_path = exported
     with pytest.raises(BackendError, match="not found"):
@@ -200,9 +222,21 @@ def test_input_size_the_graph_was_not_exported_for_is_refused_at_load(exported) 
 
     _, config, onnx_path = exported
     width, height = config.input_size
-    with pytest.raises(BackendError, match=r"graph takes images of shape .* re-export it"):
+    with pytest.raises(
+        BackendError, match=r"graph takes images of shape .* leave input_width/input_height at 0"
+    ):
         load_segmenter(onnx_path.parent, backend="onnx", input_size=(width * 2, height * 2))
     assert load_segmenter(onnx_path.parent, backend="onnx", input_size=(width, height)).backend.name == "onnx"
+    # auto falls back to PyTorch, which takes any input size, rather than failing to start
+    assert load_segmenter(onnx_path.parent, input_size=(width * 2, height * 2)).backend.name == "torch"
+
+
+def test_a_graph_with_a_fixed_vocabulary_size_is_refused(exported, tmp_path: Path) -> None:
+    graph = onnx.load(str(exported[2]))
+    next(i for i in graph.graph.input if i.name == "object_text").type.tensor_type.shape.dim[0].dim_value = 5
+    onnx.save(graph, str(tmp_path / "fixed_k.onnx"))
+    with pytest.raises(BackendError, match="fixed vocabulary size in object_text"):
+        OnnxBackend(tmp_path / "fixed_k.onnx")
 
 
 def test_onnx_backend_closes_and_reopens_for_the_lifecycle(exported) -> None:

@@ -249,11 +249,20 @@ def load_segmenter(
     # Mismatches are found here, at start-up, not as a failure on every frame.
     fixed = backend_impl.image_shape
     if fixed is not None and tuple(fixed[2:]) != padded_size(size[1], size[0]):
-        raise BackendError(
+        if input_size and tuple(input_size) != tuple(config.input_size):
+            fix = "leave input_width/input_height at 0 (the model's own size), or re-export it at this size"
+        else:  # the graph is from another config of this model
+            fix = f"re-export it (python -m engines.export_onnx --model {model_dir})"
+        mismatch = (
             f"the {backend_impl.name} graph takes images of shape {tuple(fixed)}, but input size "
-            f"{size[0]}x{size[1]} needs {padded_size(size[1], size[0])}: re-export it, or leave "
-            "input_width/input_height at 0 (the model's own size)"
+            f"{size[0]}x{size[1]} needs {padded_size(size[1], size[0])}: {fix}"
         )
+        if backend != "auto":
+            raise BackendError(mismatch)
+        log.warning("%s; auto uses PyTorch instead", mismatch)
+        backend_impl.close()
+        torch_options = {k: v for k, v in backend_options.items() if k in TORCH_OPTIONS}
+        backend_impl = make_backend(model_dir, "torch", device, precision, **torch_options)
     if backend_impl.text_dim not in (None, config.text_dim):
         raise BackendError(
             f"the {backend_impl.name} graph takes text embeddings of width {backend_impl.text_dim}, but "

@@ -95,6 +95,16 @@ class OnnxBackend(Backend):
         self.text_dim = inputs["object_text"].shape[1]
         if not all(isinstance(d, int) for d in self.image_shape):
             raise BackendError(f"{path} has a dynamic image shape {self.image_shape}; re-export it")
+        if len(self.image_shape) != 4 or self.image_shape[:2] != (1, 3):
+            raise BackendError(
+                f"{path} takes images of shape {self.image_shape}, not (1, 3, H, W): re-export it"
+            )
+        fixed_k = [n for n in ("object_text", "part_text") if isinstance(inputs[n].shape[0], int)]
+        if fixed_k:  # every vocabulary of another size would fail at its first frame
+            raise BackendError(
+                f"{path} has a fixed vocabulary size in {', '.join(fixed_k)}; export it with a dynamic K "
+                "(python -m engines.export_onnx)"
+            )
         if not isinstance(self.text_dim, int) or inputs["part_text"].shape[1] != self.text_dim:
             raise BackendError(
                 f"{path} takes object_text {inputs['object_text'].shape} and part_text "
