@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,6 @@ from engines.engine_metadata import (
     Profile,
     write_metadata,
 )
-from partglee_ros.config import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def build_engine(
     that kind of GPU)."""
     import torch
 
+    if not torch.cuda.is_available():
+        raise RuntimeError("TensorRT needs a CUDA device and none is available")
     with torch.cuda.device(device):
         return _build(onnx_path, engine_path, options, calibration_batches, current_platform(device))
 
@@ -121,7 +124,8 @@ def _build(
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    graph = onnx_path.read_bytes()  # hashed as parsed: the file may be re-exported during a long build
+    if not parser.parse(graph, str(onnx_path)):
         errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT cannot parse {onnx_path}:\n{errors}")
 
@@ -154,9 +158,11 @@ def _build(
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    engine_path.write_bytes(bytes(serialized))
+    partial = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(bytes(serialized))
+    os.replace(partial, engine_path)  # a reader never sees half an engine
     metadata = EngineMetadata(
-        onnx_sha256=file_sha256(onnx_path),
+        onnx_sha256=hashlib.sha256(graph).hexdigest(),
         platform=platform,
         precision=options.precision,
         profiles=dict(options.profiles),
@@ -243,18 +249,37 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.precision == "int8" and not args.calib_cache:
         parser.error("--precision int8 needs --calib-cache")
-    options = BuildOptions(
-        args.precision,
-        {"object_text": Profile(*args.k_obj), "part_text": Profile(*args.k_part)},
-        args.workspace_mib,
-        # absolute: a rebuild-on-stale by the node runs from another working directory
-        str(args.calib_cache.resolve()) if args.calib_cache else None,
-        str(args.timing_cache.resolve()) if args.timing_cache else None,
-    )
-    batches = None
-    if args.precision == "int8" and args.calib_images:
-        batches = calibration_feeds(args.model or args.onnx.parent, args.calib_images, args.calib_count)
-    metadata = build_engine(args.onnx, args.engine, options, batches, args.device)
+    if not args.onnx.is_file():
+        parser.error(f"--onnx {args.onnx} not found (python -m engines.export_onnx writes it)")
+    if args.calib_count < 1:
+        parser.error("--calib-count must be at least 1")
+    try:
+        options = BuildOptions(
+            args.precision,
+            {"object_text": Profile(*args.k_obj), "part_text": Profile(*args.k_part)},
+            args.workspace_mib,
+            # absolute: a rebuild-on-stale by the node runs from another working directory
+            str(args.calib_cache.resolve()) if args.calib_cache else None,
+            str(args.timing_cache.resolve()) if args.timing_cache else None,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        import tensorrt  # noqa: F401 - checked before any work: the build needs it
+    except ImportError:
+        print(
+            "build_engine: error: needs the tensorrt Python package (pip install 'tensorrt-cu12>=10,<11')",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        batches = None
+        if args.precision == "int8" and args.calib_images:
+            batches = calibration_feeds(args.model or args.onnx.parent, args.calib_images, args.calib_count)
+        metadata = build_engine(args.onnx, args.engine, options, batches, args.device)
+    except (RuntimeError, ValueError, OSError) as err:
+        print(f"build_engine: error: {err}", file=sys.stderr)
+        return 2
     print(dataclasses.asdict(metadata))
     return 0
 

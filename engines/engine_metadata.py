@@ -170,6 +170,8 @@ class BuildOptions:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check_profiles(self.profiles)
+        if not (isinstance(self.workspace_mib, int) and self.workspace_mib > 0):
+            raise ValueError(f"workspace must be a positive number of MiB, got {self.workspace_mib!r}")
         if self.precision == "int8" and not self.int8_calibration_cache:
             raise ValueError("int8 needs a calibration cache path (written by the first calibrated build)")
 
@@ -208,6 +210,8 @@ def decide(
     previous = None
     if not engine_path.is_file():
         reasons = [f"engine {engine_path} does not exist"]
+    elif engine_path.stat().st_size == 0:
+        reasons = [f"engine {engine_path} is empty"]
     else:
         try:
             previous = read_metadata(engine_path)

@@ -18,6 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from engines.build_engine import main as build_main
 from engines.engine_metadata import (
     Action,
     BuildOptions,
@@ -135,6 +136,9 @@ def test_missing_or_corrupt_metadata_or_engine_is_stale(built) -> None:
         decide(engine_path, onnx_path, ORIN, False)
     engine_path.unlink()
     with pytest.raises(EngineStaleError, match="does not exist"):
+        decide(engine_path, onnx_path, ORIN, False)
+    engine_path.write_bytes(b"")  # e.g. a copy that failed
+    with pytest.raises(EngineStaleError, match="is empty"):
         decide(engine_path, onnx_path, ORIN, False)
 
 
@@ -276,6 +280,30 @@ def test_build_options_are_validated() -> None:
         BuildOptions(precision="int8")
     with pytest.raises(ValueError, match="precision"):
         dataclasses.replace(BuildOptions(), precision="bf16")
+    with pytest.raises(ValueError, match="workspace must be a positive number of MiB, got -1"):
+        BuildOptions(workspace_mib=-1)
+
+
+def test_build_engine_cli_checks_its_arguments_before_any_work(tmp_path: Path, capsys) -> None:
+    """Bad options are usage errors, and without TensorRT the build says what it needs, in one line."""
+    onnx_path = tmp_path / "model.onnx"
+    onnx.save(_graph([helper.make_node("Relu", ["x"], ["y"])]), str(onnx_path))
+    base = ["--onnx", str(onnx_path), "--engine", str(tmp_path / "model.engine")]
+    for extra, message in [
+        (["--k-obj", "0", "10", "5"], "min <= opt <= max"),
+        (["--workspace-mib", "-1"], "workspace must be a positive number"),
+        (["--calib-count", "0"], "--calib-count must be at least 1"),
+    ]:
+        with pytest.raises(SystemExit):
+            build_main([*base, *extra])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_main(["--onnx", str(tmp_path / "absent.onnx"), "--engine", str(tmp_path / "e.engine")])
+    assert "absent.onnx not found" in capsys.readouterr().err
+    if importlib.util.find_spec("tensorrt") is None:
+        assert build_main(base) == 2
+        assert "needs the tensorrt Python package" in capsys.readouterr().err
+    assert not (tmp_path / "model.engine").exists()
 
 
 def _graph(nodes: list, opset: int = 17, domains: tuple[str, ...] = ()) -> onnx.ModelProto:
