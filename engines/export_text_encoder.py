@@ -12,6 +12,7 @@ import io
 import json
 from pathlib import Path
 
+import onnx
 import torch
 from torch import Tensor, nn
 
@@ -74,9 +75,10 @@ def write_model_text_encoder(model_dir: Path, config: ModelConfig, if_stale: boo
     if if_stale and out.is_file() and info_file(out).is_file():
         try:
             if json.loads(info_file(out).read_text()).get("source_key") == key:
+                onnx.load(str(out))  # a damaged graph is exported again too
                 return out
-        except (OSError, ValueError):
-            pass  # unreadable: export again
+        except Exception:  # unreadable (OSError, JSON or protobuf errors): export again
+            pass
     graph, info = export_sentence_encoder(encoder_path)
     write_encoder_files(out, graph, {**info, "source_key": key})
     return out

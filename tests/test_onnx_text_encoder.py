@@ -79,9 +79,12 @@ def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, capl
     shipped.with_suffix(".json").write_text(json.dumps({**info, "source_key": "other encoder files"}))
     write_model_text_encoder(tmp_path, config, if_stale=True)
     assert json.loads(shipped.with_suffix(".json").read_text())["source_key"] == info["source_key"]
+    graph = shipped.read_bytes()
+    shipped.write_bytes(graph[:1000])  # damaged, under a matching info file
+    assert write_model_text_encoder(tmp_path, config, if_stale=True) == shipped
+    assert shipped.read_bytes() == graph
     assert write_model_text_encoder(tmp_path, dataclasses.replace(config, text_encoder="open_clip")) is None
 
-    graph = shipped.read_bytes()
     damaged = {
         "not an onnx graph": (b"not an onnx graph", info, "InvalidProtobuf|INVALID_PROTOBUF"),
         "another model's graph": ((DEFAULT_MODEL / ONNX_FILE).read_bytes(), info, "not a sentence encoder"),
@@ -91,6 +94,11 @@ def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, capl
             r"shape \(384,\), its info says \(512,\)",
         ),
         "no info file": (graph, None, "No such file"),
+        "an export of other encoder files": (
+            graph,
+            {**info, "source_key": "other encoder files"},
+            "exported from other encoder files",
+        ),
     }
     for case, (content, case_info, message) in damaged.items():
         shipped.write_bytes(content)

@@ -7,6 +7,7 @@ stay alive (or exit cleanly) instead of printing a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -194,7 +195,13 @@ def make_text_encoder(config: ModelConfig, model_dir: Path | None = None) -> Tex
         from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder
 
         shipped = model_dir / TEXT_ENCODER_FILE if model_dir is not None else None
-        if shipped is not None and shipped.is_file():
+        if (
+            shipped is not None
+            and shipped.is_file()
+            and (other := _exported_from_other_files(shipped, config))
+        ):
+            log.warning("%s was exported from other encoder files than %s; using those files", shipped, other)
+        elif shipped is not None and shipped.is_file():
             try:
                 return CachedTextEncoder(OnnxSentenceTextEncoder.from_files(shipped))
             except Exception as err:  # a damaged file: the encoder's own files may still work
@@ -212,6 +219,23 @@ def make_text_encoder(config: ModelConfig, model_dir: Path | None = None) -> Tex
     except Exception as err:
         errors.append(f"{type(err).__name__}: {err}")
         raise BackendError(f"cannot load text encoder {config.text_encoder!r}: {'; '.join(errors)}") from err
+
+
+def _exported_from_other_files(shipped: Path, config: ModelConfig) -> Path | None:
+    """The config's encoder folder when it is here and ``shipped`` records another source (a graph left
+    from an earlier config would give other embeddings, silently); None when it matches or cannot be told
+    (a robot without the encoder's files runs the graph as it is)."""
+    from partglee_ros.model.text_encoder import sentence_model_path
+    from partglee_ros.runtime.onnx_text_encoder import cache_key, info_file
+
+    try:
+        folder = sentence_model_path(config.text_encoder_kwargs.get("model_path"))
+        recorded = json.loads(info_file(shipped).read_text()).get("source_key")
+    except Exception:  # no encoder package, an unreadable info file (from_files then says so)
+        return None
+    if not folder.is_dir() or recorded is None:
+        return None
+    return folder if recorded != cache_key(folder) else None
 
 
 def load_segmenter(
