@@ -122,7 +122,8 @@ def read_metadata(engine_path: Path) -> EngineMetadata:
         raise EngineStaleError(f"engine metadata {path} is missing, so {engine_path.name} cannot be verified")
     try:
         return EngineMetadata.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError, AttributeError) as err:  # AttributeError: a list for a dict
+    # AttributeError: a list for a dict; RecursionError: absurdly nested JSON
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
         raise EngineStaleError(f"engine metadata {path} is unreadable: {type(err).__name__}: {err}") from err
 
 

@@ -128,9 +128,10 @@ def test_every_mismatch_is_listed_at_once(built) -> None:
 
 def test_missing_or_corrupt_metadata_or_engine_is_stale(built) -> None:
     onnx_path, engine_path = built
-    metadata_path(engine_path).write_text("{not json")
-    with pytest.raises(EngineStaleError, match="unreadable"):
-        decide(engine_path, onnx_path, ORIN, False)
+    for text in ("{not json", "[" * 100_000 + "]" * 100_000):  # the second: RecursionError in json
+        metadata_path(engine_path).write_text(text)
+        with pytest.raises(EngineStaleError, match="unreadable"):
+            decide(engine_path, onnx_path, ORIN, False)
     metadata_path(engine_path).unlink()
     with pytest.raises(EngineStaleError, match="metadata .* is missing"):
         decide(engine_path, onnx_path, ORIN, False)

@@ -167,6 +167,11 @@ def make_backend(
     if backend == "tensorrt":
         return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
     errors = []
+    if engine_path and not engine_path.endswith(".engine"):
+        log.warning(
+            "backend auto: engine_path %s does not end in .engine; not tried as a TensorRT engine",
+            engine_path,
+        )
     if engine_path and engine_path.endswith(".engine"):
         try:
             return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
