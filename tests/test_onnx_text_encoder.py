@@ -94,11 +94,6 @@ def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, capl
             r"shape \(384,\), its info says \(512,\)",
         ),
         "no info file": (graph, None, "No such file"),
-        "an export of other encoder files": (
-            graph,
-            {**info, "source_key": "other encoder files"},
-            "exported from other encoder files",
-        ),
     }
     for case, (content, case_info, message) in damaged.items():
         shipped.write_bytes(content)
@@ -110,6 +105,16 @@ def test_a_model_directory_ships_its_text_encoder(tmp_path: Path, encoders, capl
             fallback = make_text_encoder(config, tmp_path).encoder
         assert fallback.graph_file != shipped, case
         assert str(shipped) in caplog.text and re.search(message, caplog.text), (case, caplog.text)
+
+    # exported from other encoder files than the config's model_path, which is here: those files are used
+    shipped.write_bytes(graph)
+    shipped.with_suffix(".json").write_text(json.dumps({**info, "source_key": "other encoder files"}))
+    named = dataclasses.replace(config, text_encoder_kwargs={"model_path": str(sentence_model_path())})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert make_text_encoder(named, tmp_path).encoder.graph_file != shipped
+    assert "exported from other encoder files" in caplog.text
+    assert make_text_encoder(config, tmp_path).encoder.graph_file == shipped  # the bundled package: trusted
 
 
 def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, encoders, caplog) -> None:

@@ -227,20 +227,20 @@ def make_text_encoder(config: ModelConfig, model_dir: Path | None = None) -> Tex
 
 
 def _exported_from_other_files(shipped: Path, config: ModelConfig) -> Path | None:
-    """The config's encoder folder when it is here and ``shipped`` records another source (a graph left
-    from an earlier config would give other embeddings, silently); None when it matches or cannot be told
-    (a robot without the encoder's files runs the graph as it is)."""
-    from partglee_ros.model.text_encoder import sentence_model_path
+    """The config's encoder folder (its ``model_path``) when it is here and ``shipped`` records another
+    source (a graph left from an earlier config would give other embeddings, silently); None when it matches
+    or cannot be told: a robot without the encoder's files runs the graph as it is, and the bundled encoder
+    (no ``model_path``) is a pinned package not imported for this."""
     from partglee_ros.runtime.onnx_text_encoder import cache_key, info_file
 
+    folder = config.text_encoder_kwargs.get("model_path")
+    if not folder or not Path(folder).is_dir():
+        return None
     try:
-        folder = sentence_model_path(config.text_encoder_kwargs.get("model_path"))
         recorded = json.loads(info_file(shipped).read_text()).get("source_key")
-    except Exception:  # no encoder package, an unreadable info file (from_files then says so)
+    except (OSError, ValueError, AttributeError):  # unreadable: from_files then says so
         return None
-    if not folder.is_dir() or recorded is None:
-        return None
-    return folder if recorded != cache_key(folder) else None
+    return Path(folder) if recorded is not None and recorded != cache_key(Path(folder)) else None
 
 
 def load_segmenter(
