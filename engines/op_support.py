@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -55,29 +56,39 @@ def load_operator_list(path: Path = OPS_FILE) -> OperatorList:
     )
 
 
-def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """All nodes, including those inside If/Loop/Scan bodies."""
+def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """The graph and every If/Loop/Scan body inside it."""
+    yield graph
     for node in graph.node:
-        yield node
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from iter_nodes(attr.g)
+                yield from iter_graphs(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from iter_nodes(g)
+                    yield from iter_graphs(g)
+
+
+def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """All nodes, including those inside If/Loop/Scan bodies."""
+    for g in iter_graphs(graph):
+        yield from g.node
 
 
 def operator_counts(model: onnx.ModelProto) -> Counter[str]:
     return Counter(n.op_type for n in iter_nodes(model.graph))
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    values = {t.name: t for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = attr.t
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant outputs of every (sub)graph: a body reads its parents' values too."""
+    values = {}
+    for g in iter_graphs(graph):
+        values.update((t.name, numpy_helper.to_array(t)) for t in g.initializer)
+        for node in g.node:
+            if node.op_type == "Constant" and node.attribute:
+                value = onnx.helper.get_attribute_value(node.attribute[0])
+                if isinstance(value, onnx.TensorProto):
+                    value = numpy_helper.to_array(value)
+                values[node.output[0]] = np.asarray(value)
     return values
 
 
@@ -90,9 +101,9 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
-    g = inferred.graph
     return {
         v.name: len(v.type.tensor_type.shape.dim)
+        for g in iter_graphs(inferred.graph)
         for v in [*g.value_info, *g.input, *g.output]
         if v.type.tensor_type.HasField("shape")
     }
@@ -107,7 +118,7 @@ def _restriction_problems(node: onnx.NodeProto, constants: dict, ranks: dict[str
         k = constants.get(node.input[1])
         if k is None:
             problems.append(f"{where}: K is not a constant, so K < {TOPK_MAX_K} cannot be verified")
-        elif int(numpy_helper.to_array(k).max()) >= TOPK_MAX_K:
+        elif int(k.max()) >= TOPK_MAX_K:
             problems.append(f"{where}: K must be less than {TOPK_MAX_K}")
     elif node.op_type == "Resize":
         mode = _attr(node, "mode", b"nearest")

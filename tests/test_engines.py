@@ -335,6 +335,28 @@ def test_operator_checker_flags_what_tensorrt_cannot_parse() -> None:
     )
 
 
+def test_operator_checker_reads_constants_and_ranks_inside_subgraphs() -> None:
+    """An If branch: its TopK's K is a value_ints Constant of the branch, its GridSample's input a 4-D
+    value computed there; an unsupported op in the other branch is still found."""
+    grid = helper.make_tensor_value_info("grid", TensorProto.FLOAT, [1, 8, 8, 2])
+    kept = [
+        helper.make_node("Constant", [], ["kk"], value_ints=[2]),
+        helper.make_node("TopK", ["x", "kk"], ["top", "idx"]),
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("GridSample", ["r", "grid"], ["y_then"]),
+    ]
+    then_out = helper.make_tensor_value_info("y_then", TensorProto.FLOAT, None)
+    else_out = helper.make_tensor_value_info("y_else", TensorProto.FLOAT, None)
+    then_branch = helper.make_graph(kept, "then", [], [then_out])
+    else_branch = helper.make_graph([helper.make_node("Unique", ["x"], ["y_else"])], "else", [], [else_out])
+    cond = helper.make_node("Constant", [], ["c"], value_int=1)
+    branch = helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)
+    model = _graph([cond, branch])
+    model.graph.input.append(grid)
+    problems = check_model(model)
+    assert len(problems) == 1 and "Unique" in problems[0], problems
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_tensorrt_backend_without_tensorrt_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="needs the tensorrt Python package"):
