@@ -32,11 +32,9 @@ class Intrinsics:
     skew: float = 0.0  # K[0, 1]
     distortion: tuple[float, ...] = ()  # OpenCV's order: k1, k2, p1, p2[, k3[, k4, k5, k6]]; fisheye k1..k4
     fisheye: bool = False  # ROS "equidistant": cv2.fisheye's model
-    binning: tuple[int, int] = (
-        1,
-        1,
-    )  # image pixel (u, v) is full-resolution pixel (u * bx + ox, v * by + oy)
-    offset: tuple[int, int] = (0, 0)  # the ROI's top-left corner in full-resolution pixels
+    # image pixel (u, v) is full-resolution pixel (u * bx + ox, v * by + oy): binning, the ROI's corner
+    binning: tuple[int, int] = (1, 1)
+    offset: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_any(cls, intrinsics: Intrinsics | np.ndarray | tuple | list) -> Intrinsics:

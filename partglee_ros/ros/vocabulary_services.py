@@ -33,9 +33,8 @@ class VocabularyServices:
     ) -> None:
         self._node = node
         self._apply = apply
-        self._lock = (
-            threading.Lock()
-        )  # one change at a time (waiting ones in no set order), revisions count up
+        # one change at a time (waiting ones in no set order); revisions count up
+        self._lock = threading.Lock()
         self.active = initial  # replaced whole, read without the lock
         self._set = ServiceThread(node, SetVocabulary, set_name, self._on_set)
         self._get = node.create_service(GetVocabulary, get_name, self._on_get)

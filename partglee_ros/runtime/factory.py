@@ -167,18 +167,17 @@ def make_backend(
     if backend == "tensorrt":
         return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
     errors = []
-    if engine_path and not engine_path.endswith(".engine"):
-        log.warning(
-            "backend auto: engine_path %s does not end in .engine; not tried as a TensorRT engine",
-            engine_path,
-        )
-    if engine_path and engine_path.endswith(".engine"):
+    if engine_path.endswith(".engine"):
         try:
             return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
         except BackendError as err:
             # Falling back silently would hide a stale engine behind a CPU backend that is 10x slower.
             log.warning("backend auto: TensorRT engine %s not used, falling back: %s", engine_path, err)
             errors.append(str(err))
+    elif engine_path:
+        log.warning(
+            "backend auto: engine_path %s does not end in .engine; not tried as an engine", engine_path
+        )
     if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
         try:
             return _onnx_backend(model_dir, "", device, **onnx_options)
