@@ -8,6 +8,7 @@ and tests can check that decision on machines without it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -209,10 +210,11 @@ def decide(
     every mismatch and how to fix it."""
     onnx_hash = file_sha256(onnx_path) if onnx_path is not None and onnx_path.is_file() else None
     previous = None
-    if not engine_path.is_file():
-        reasons = [f"engine {engine_path} does not exist"]
-    elif engine_path.stat().st_size == 0:
-        reasons = [f"engine {engine_path} is empty"]
+    if not engine_path.is_file() or engine_path.stat().st_size == 0:
+        reasons = [f"engine {engine_path} {'is empty' if engine_path.is_file() else 'does not exist'}"]
+        # its metadata still says how it was built (an int8 engine is rebuilt as int8, or refused below)
+        with contextlib.suppress(EngineStaleError):
+            previous = read_metadata(engine_path)
     else:
         try:
             previous = read_metadata(engine_path)

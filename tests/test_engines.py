@@ -214,7 +214,9 @@ def test_stale_engine_is_rebuilt_with_its_own_settings_when_configured(built) ->
     assert any("TensorRT version changed" in r for r in decision.reasons)
     # the same precision, profiles, workspace and timing cache as the stale engine's build
     assert decision.options == BuildOptions("fp16", PROFILES, 1024, timing_cache="/opt/models/timing.cache")
-    # missing metadata falls back to the defaults
+    # a deleted engine is rebuilt as its metadata says; without metadata too, with the defaults
+    engine_path.unlink()
+    assert decide(engine_path, onnx_path, desktop, rebuild_stale=True).options == decision.options
     metadata_path(engine_path).unlink()
     assert decide(engine_path, onnx_path, ORIN, True).options == BuildOptions()
 
