@@ -173,6 +173,7 @@ def test_empty_masks_never_match() -> None:
         TrackingConfig(max_missed=-1),
         TrackingConfig(max_age=-1.0),
         TrackingConfig(max_age=float("nan")),
+        TrackingConfig(max_age=float("inf")),  # overflowed the integer-ns arithmetic at every update
         TrackingConfig(relabel_iou=-0.1),
         TrackingConfig(relabel_iou=1.1),
     ],
@@ -182,6 +183,12 @@ def test_bad_configs_are_refused(config) -> None:
         config.validate()
     with pytest.raises(ValueError, match="track"):
         ObjectTracker(config)
+
+
+@pytest.mark.parametrize("missed", [float("inf"), 2.7, True])
+def test_max_missed_must_be_a_whole_number_of_frames(missed) -> None:
+    with pytest.raises(ValueError, match="whole number of frames"):
+        TrackingConfig.from_parameters({"track_max_missed": missed})
 
 
 def test_the_debug_overlay_colours_a_tracked_object_by_its_track() -> None:

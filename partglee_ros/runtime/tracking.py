@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
 
 MAX_TRACK_ID = 2**32 - 1  # ids are uint32 in ObjectInstance; 0 means "not tracked"
+MAX_AGE_S = 1e6  # 11.6 days: beyond it "no limit" is meant, which is 0
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,12 @@ class TrackingConfig:
         """From the node's parameters `track_iou`, `track_relabel_iou`, `track_max_missed` and `track_max_age`
         (defaults for missing ones), validated: the node and the offline bag evaluation read them alike."""
         defaults = cls()
+        missed = values.get("track_max_missed", defaults.max_missed)
+        if isinstance(missed, bool) or not (isinstance(missed, int) or float(missed).is_integer()):
+            raise ValueError(f"track max_missed must be a whole number of frames, got {missed}")
         config = cls(
             iou=float(values.get("track_iou", defaults.iou)),
-            max_missed=int(values.get("track_max_missed", defaults.max_missed)),
+            max_missed=int(missed),
             max_age=float(values.get("track_max_age", defaults.max_age)),
             relabel_iou=float(values.get("track_relabel_iou", defaults.relabel_iou)),
         )
@@ -54,8 +58,10 @@ class TrackingConfig:
             raise ValueError(f"track IoU must be in (0, 1], got {self.iou}")
         if self.max_missed < 0:
             raise ValueError(f"track max_missed must be >= 0, got {self.max_missed}")
-        if not self.max_age >= 0.0:  # also refuses NaN
-            raise ValueError(f"track max_age must be >= 0 seconds (0: no limit), got {self.max_age}")
+        if not 0.0 <= self.max_age <= MAX_AGE_S:  # also refuses NaN and inf (stamps are integer ns)
+            raise ValueError(
+                f"track max_age must be 0 (no limit) to {MAX_AGE_S:g} seconds, got {self.max_age}"
+            )
         if not 0.0 <= self.relabel_iou <= 1.0:
             raise ValueError(f"track relabel_iou must be in [0, 1] (0: never), got {self.relabel_iou}")
 
