@@ -139,6 +139,47 @@ def test_init_fine_tunes_from_a_model_folder(tmp_path: Path) -> None:
         other.init_weights(tmp_path / "source" / "model")
 
 
+def test_cli_mistakes_are_one_line_errors_that_start_nothing(tmp_path: Path, capsys) -> None:
+    """A bad file, flag or folder: exit 2 and one line, before any step (an override such as --steps 0
+    once ran an "empty" training and wrote an untrained model with exit 0)."""
+    from training.train import main as train_main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "model": str(REPO / TINY["model"])}))
+    (tmp_path / "split.yaml").write_text((REPO / "training/configs/synthparts.yaml").read_text())
+    raw = yaml.safe_load(config.read_text())
+    raw["datasets"][0]["split_config"] = str(tmp_path / "split.yaml")
+    config.write_text(yaml.safe_dump(raw))
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("train: [steps: 3\n")
+    warmup = tmp_path / "warmup.yaml"
+    warmup.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "schedule": {"min_lr_ratio": 5}}}))
+    earlier = tmp_path / "earlier"
+    (earlier / "checkpoints" / "step_00000002").mkdir(parents=True)
+    broken_init = tmp_path / "broken_init"
+    broken_init.mkdir()
+    (broken_init / "config.json").write_text("{")
+    out = ["--out", str(tmp_path / "out"), "--no-progress", "--no-tensorboard"]
+    for args, message in [
+        (["--config", str(tmp_path / "absent.yaml"), *out], "absent.yaml: FileNotFoundError"),
+        (["--config", str(garbage), *out], "garbage.yaml: ParserError"),
+        (["--config", str(config), "--steps", "0", *out], "steps and batch_size must be >= 1"),
+        (["--config", str(config), "--lr", "nan", *out], "lr must be a positive number, got nan"),
+        (["--config", str(config), "--checkpoint-every", "0", *out], "checkpoint_every must be >= 1"),
+        (["--config", str(warmup), *out], "schedule min_lr_ratio must be in [0, 1], got 5"),
+        (["--config", str(config), "--stop-after", "0", *out], "--stop-after must be >= 1"),
+        (
+            ["--config", str(config), "--out", str(earlier)],
+            "holds checkpoints of an earlier run: --resume it",
+        ),
+        (["--config", str(config), "--init", str(broken_init), *out], "broken_init/config.json"),
+    ]:
+        assert train_main(args) == 2, args
+        last = capsys.readouterr().err.splitlines()[-1]  # after the text encoder's loading bar, if any
+        assert last.startswith("training: error: ") and message in last, (args, last)
+    assert not (tmp_path / "out" / "model").exists()
+
+
 def test_batches_depend_on_step_and_rank_only() -> None:
     src = SynthPartsSource(
         "s", {"split_config": str(REPO / "training/configs/synthparts.yaml"), "max_scenes": 50}

@@ -18,6 +18,12 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule kind must be cosine, step or constant, got {self.kind!r}")
+        # the LR must never exceed the base LR: each factor is a fraction of it
+        if self.warmup_steps < 0:
+            raise ValueError(f"schedule warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("warmup_factor", "min_lr_ratio", "gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"schedule {name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def lr_factor(step: int, total_steps: int, cfg: ScheduleConfig) -> float:

@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+from safetensors import SafetensorError
+
 from training.distributed import init_distributed, shutdown
 from training.train_config import TrainConfig, load_train_config
 
@@ -71,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# A user's mistake: one line and exit 2, not a traceback
+USER_ERRORS = (OSError, ValueError, TypeError, KeyError, yaml.YAMLError, SafetensorError)
+
+
+def _usage_error(text: str) -> int:
+    print(f"training: error: {' '.join(text.split())}", file=sys.stderr)
+    return 2
+
+
 def apply_overrides(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     o = cfg.optim
     for arg, attr in (
@@ -88,6 +100,7 @@ def apply_overrides(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
             setattr(o, attr, value)
     if args.no_amp:
         o.amp = False
+    o.__post_init__()  # the overrides are checked as the file's values are
     return cfg
 
 
@@ -95,14 +108,29 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from training.loop import Trainer  # heavy imports after --help
 
-    cfg = apply_overrides(load_train_config(args.config), args)
+    try:
+        cfg = apply_overrides(load_train_config(args.config), args)
+    except USER_ERRORS as err:  # the config file or the flags
+        return _usage_error(f"{args.config}: {type(err).__name__}: {err}")
+    if args.stop_after is not None and args.stop_after < 1:
+        return _usage_error("--stop-after must be >= 1")
     out = Path(args.out or Path("runs") / Path(args.config).stem)
+    if not args.resume and any((out / "checkpoints").glob("step_*")):
+        # pruning would keep the old run's newer checkpoints, and a later --resume would continue those
+        return _usage_error(
+            f"{out} holds checkpoints of an earlier run: --resume it, or choose another --out"
+        )
     ctx = init_distributed(args.device)
     try:
-        trainer = Trainer(cfg, out, ctx, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
-        resumed = args.resume and trainer.resume()
-        if args.init is not None and not resumed:
-            trainer.init_weights(args.init)
+        try:
+            trainer = Trainer(
+                cfg, out, ctx, progress=not args.no_progress, tensorboard=not args.no_tensorboard
+            )
+            resumed = args.resume and trainer.resume()
+            if args.init is not None and not resumed:
+                trainer.init_weights(args.init)
+        except USER_ERRORS as err:  # datasets, --out, --resume's checkpoint, --init's model
+            return _usage_error(f"{type(err).__name__}: {err}")
         if ctx.is_main:
             print(
                 f"training {cfg.model.name} ({cfg.model.architecture}) on {ctx.device} x{ctx.world_size}, "
