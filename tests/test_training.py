@@ -154,6 +154,8 @@ def test_cli_mistakes_are_one_line_errors_that_start_nothing(tmp_path: Path, cap
     garbage.write_text("train: [steps: 3\n")
     warmup = tmp_path / "warmup.yaml"
     warmup.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "schedule": {"min_lr_ratio": 5}}}))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({**raw, "val": {**raw["datasets"][0], "spilt": "val"}}))
     earlier = tmp_path / "earlier"
     (earlier / "checkpoints" / "step_00000002").mkdir(parents=True)
     broken_init = tmp_path / "broken_init"
@@ -168,6 +170,7 @@ def test_cli_mistakes_are_one_line_errors_that_start_nothing(tmp_path: Path, cap
         (["--config", str(config), "--checkpoint-every", "0", *out], "checkpoint_every must be >= 1"),
         (["--config", str(warmup), *out], "schedule min_lr_ratio must be in [0, 1], got 5"),
         (["--config", str(config), "--stop-after", "0", *out], "--stop-after must be >= 1"),
+        (["--config", str(typo), *out], "unknown keys ['spilt'] for type synthparts"),
         (
             ["--config", str(config), "--out", str(earlier)],
             "holds checkpoints of an earlier run: --resume it",

@@ -26,6 +26,14 @@ from partglee_ros.config import ModelConfig
 from training.schedule import ScheduleConfig
 
 DATASET_TYPES = ("synthparts", "paco", "coco", "partimagenet", "pascal_part")
+# the options each type's reader takes (training/dataset.py build_source)
+DATASET_OPTIONS = {
+    "synthparts": {"split_config", "split", "width", "height", "max_scenes"},
+    "paco": {"json", "image_dir"},
+    "coco": {"json", "image_dir"},
+    "partimagenet": {"json", "image_dir", "object_name"},
+    "pascal_part": {"json", "voc_annotations_dir", "image_dir"},
+}
 
 
 @dataclass
@@ -42,6 +50,12 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: type must be one of {DATASET_TYPES}, got {self.type!r}")
         if self.ratio <= 0:
             raise ValueError(f"dataset {self.name!r}: ratio must be > 0, got {self.ratio}")
+        unknown = set(self.options) - DATASET_OPTIONS[self.type]
+        if unknown:  # a typo ("spilt") would silently fall back to a default (the train split)
+            raise ValueError(
+                f"dataset {self.name!r}: unknown keys {sorted(unknown)} for type {self.type}; "
+                f"it takes {sorted(DATASET_OPTIONS[self.type])}"
+            )
 
 
 @dataclass
