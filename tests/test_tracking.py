@@ -223,3 +223,16 @@ def test_a_rate_cap_slower_than_max_age_is_warned_about() -> None:
     assert tracking_warning(values | {"track_max_age": 0.0}) is None  # no time limit
     assert tracking_warning(values | {"max_rate": 0.0}) is None  # no cap
     assert tracking_warning(values | {"tracking": False}) is None
+
+
+def test_masks_that_do_not_fit_the_frame_are_refused_before_any_track_changes() -> None:
+    tracker = ObjectTracker()
+    assert track_ids(tracker, frame(("mug", rect(10, 10, 30, 30)))) == [1]
+    wrong_size = frame(("mug", rect(10, 10, 30, 30)), ("mug", rect(10, 10, 30, 30, size=(H, W + 8))))
+    wrong_size.height, wrong_size.width = H, W
+    with pytest.raises(ValueError, match="expected a bool mask of"):
+        tracker.update(wrong_size)
+    floats = frame(("mug", rect(10, 10, 30, 30).astype(np.float32)))
+    with pytest.raises(ValueError, match="expected a bool mask of"):
+        tracker.update(floats)
+    assert track_ids(tracker, frame(("mug", rect(11, 10, 30, 30)))) == [1]  # the track went on untouched

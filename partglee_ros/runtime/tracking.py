@@ -128,6 +128,11 @@ class ObjectTracker:
         nanoseconds, for `max_age` and to notice time going back; without one only frames count."""
         config = self.config  # one read: a concurrent swap applies from the next frame
         size = (result.height, result.width)
+        for obj in result.objects:  # checked before any track changes
+            if obj.mask.shape != size or obj.mask.dtype != bool:
+                raise ValueError(
+                    f"object {obj.id}: mask {obj.mask.shape} {obj.mask.dtype}, expected a bool mask of {size}"
+                )
         went_back = stamp_ns is not None and self._stamp is not None and stamp_ns < self._stamp
         if self._size != size or went_back:  # another camera mode (no mask compares), or time went back
             self.reset()
