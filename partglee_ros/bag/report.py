@@ -25,6 +25,7 @@ from partglee_ros.runtime.overlay import draw_overlay  # noqa: E402
 from partglee_ros.runtime.result import SegmentationResult  # noqa: E402
 from partglee_ros.runtime.vocabulary import Vocabulary  # noqa: E402
 from training.data.hierarchy import ImageAnnotation, part_label  # noqa: E402
+from training.evaluation.part_miou import occurring_part_labels  # noqa: E402
 from training.evaluation.report import evaluate, metrics_to_markdown  # noqa: E402
 from training.evaluation.split import CategorySplit  # noqa: E402
 from training.evaluation.tracking import tracking_metrics, tracking_to_markdown  # noqa: E402
@@ -45,8 +46,7 @@ def part_classes(
     ground-truth labels outside it (parts the model was not asked for: missed) and predicted ones (a node
     that kept its own vocabulary)."""
     allowed = {part_label(o, p) for o in vocabulary.objects for p in vocabulary.allowed_parts(o)}
-    truth = {part_label(o.name, p.name) for g in gts for o in g.objects for p in o.parts}
-    return sorted(allowed | truth | {p.object_label for r in preds for p in r.parts()})
+    return sorted(allowed | occurring_part_labels(gts, preds))
 
 
 def score(

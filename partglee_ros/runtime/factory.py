@@ -199,18 +199,17 @@ def make_text_encoder(config: ModelConfig, model_dir: Path | None = None) -> Tex
         from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder
 
         shipped = model_dir / TEXT_ENCODER_FILE if model_dir is not None else None
-        if (
-            shipped is not None
-            and shipped.is_file()
-            and (other := _exported_from_other_files(shipped, config))
-        ):
-            log.warning("%s was exported from other encoder files than %s; using those files", shipped, other)
-        elif shipped is not None and shipped.is_file():
-            try:
-                return CachedTextEncoder(OnnxSentenceTextEncoder.from_files(shipped))
-            except Exception as err:  # a damaged file: the encoder's own files may still work
-                errors.append(f"{shipped}: {type(err).__name__}: {err}")
-                log.warning("text encoder unusable, trying the encoder's own files: %s", errors[-1])
+        if shipped is not None and shipped.is_file():
+            if other := _exported_from_other_files(shipped, config):
+                log.warning(
+                    "%s was exported from other encoder files than %s; using %s", shipped, other, other
+                )
+            else:
+                try:
+                    return CachedTextEncoder(OnnxSentenceTextEncoder.from_files(shipped))
+                except Exception as err:  # a damaged file: the encoder's own files may still work
+                    errors.append(f"{shipped}: {type(err).__name__}: {err}")
+                    log.warning("text encoder unusable, trying the encoder's own files: %s", errors[-1])
         elif shipped is not None:  # said only if nothing else works: then it is what a robot lacks
             errors.append(f"no {shipped} (`python -m engines.export_onnx --model {model_dir}` writes it)")
         try:

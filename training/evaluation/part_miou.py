@@ -162,6 +162,12 @@ def pred_part_map(
     return out
 
 
+def occurring_part_labels(gts: Sequence[ImageAnnotation], preds: Sequence[SegmentationResult]) -> set[str]:
+    """Every "obj:part" label of the ground truth and of the predictions."""
+    truth = {part_label(o.name, p.name) for g in gts for o in g.objects for p in o.parts}
+    return truth | {p.object_label for r in preds for p in r.parts()}
+
+
 def semantic_part_miou(
     gts: Sequence[ImageAnnotation],
     preds: Sequence[SegmentationResult],
@@ -184,8 +190,7 @@ def semantic_part_miou(
     if len(gts) != len(preds):
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} predictions")
     if classes is None:
-        names = {part_label(o.name, p.name) for g in gts for o in g.objects for p in o.parts}
-        classes = sorted(names | {p.object_label for r in preds for p in r.parts()})
+        classes = sorted(occurring_part_labels(gts, preds))
     objects_of = {c: split_part_label(c)[0] for c in classes}
     seen = [c for c in classes if split is None or objects_of[c] in split.base]
     unseen = [] if split is None else [c for c in classes if objects_of[c] in split.novel]
