@@ -9,8 +9,8 @@ TensorRT 11 removed the INT8 calibrator API used here; pin ``tensorrt-cu12>=10,<
 * a timing cache file, reused across builds with the same TensorRT version and GPU (it speeds up rebuilds
   after an ONNX change; a cache from another version or GPU is replaced by a new one);
 * a workspace limit;
-* ``<engine>.json`` (engines.engine_metadata): ONNX sha256, TensorRT version, GPU and compute capability,
-  precision and profile, which the runtime checks before it loads the engine.
+* ``<engine>.json`` (engines.engine_metadata): ONNX and engine sha256, TensorRT version, GPU and compute
+  capability, precision and profile, which the runtime checks before it loads the engine.
 
     python -m engines.build_engine --onnx models/default/model.onnx --engine models/default/model.engine \\
         --precision fp16 --k-obj 1 10 100 --k-part 1 20 200 --timing-cache models/default/timing.cache
@@ -159,10 +159,12 @@ def _build(
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     partial = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
-    partial.write_bytes(bytes(serialized))
+    engine = bytes(serialized)
+    partial.write_bytes(engine)
     os.replace(partial, engine_path)  # a reader never sees half an engine
     metadata = EngineMetadata(
         onnx_sha256=hashlib.sha256(graph).hexdigest(),
+        engine_sha256=hashlib.sha256(engine).hexdigest(),
         platform=platform,
         precision=options.precision,
         profiles=dict(options.profiles),

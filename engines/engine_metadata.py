@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,7 +20,7 @@ from typing import Any
 
 from partglee_ros.config import file_sha256
 
-METADATA_VERSION = 1
+METADATA_VERSION = 2  # 2: the engine file's own sha256 (1 had none)
 PRECISIONS = ("fp32", "fp16", "int8")
 VOCABULARY_INPUTS = ("object_text", "part_text")
 
@@ -67,6 +68,7 @@ def _check_profiles(profiles: Mapping[str, Profile]) -> None:
 @dataclass(frozen=True)
 class EngineMetadata:
     onnx_sha256: str
+    engine_sha256: str | None  # None only in version-1 files, which are stale anyway
     platform: Platform
     precision: str
     profiles: dict[str, Profile]  # input name -> profile of its first (vocabulary) dimension
@@ -82,8 +84,14 @@ class EngineMetadata:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check_profiles(self.profiles)
+        if type(self.metadata_version) is not int:
+            raise ValueError(f"metadata_version must be an integer, got {self.metadata_version!r}")
         if not isinstance(self.onnx_sha256, str):
             raise ValueError(f"onnx_sha256 must be a string, got {self.onnx_sha256!r}")
+        if not (
+            isinstance(self.engine_sha256, str) or (self.engine_sha256 is None and self.metadata_version == 1)
+        ):
+            raise ValueError(f"engine_sha256 must be a string, got {self.engine_sha256!r}")
         if type(self.workspace_mib) is not int or self.workspace_mib < 0:
             raise ValueError(f"workspace_mib must be an integer >= 0, got {self.workspace_mib!r}")
         for name in ("int8_calibration_cache", "timing_cache"):
@@ -98,6 +106,10 @@ class EngineMetadata:
         data = dict(data)
         # Written (always empty) by earlier versions of this module; dropped so their engines stay valid.
         data.pop("extra", None)
+        if "metadata_version" not in data:  # not defaulted: a file without it is not ours to trust
+            raise KeyError("metadata_version")
+        if data["metadata_version"] == 1:  # read, so a rebuild keeps its options; stale by its version
+            data.setdefault("engine_sha256", None)
         data["platform"] = Platform(**data["platform"])
         data["profiles"] = {name: Profile(**p) for name, p in data["profiles"].items()}
         data["image_shape"] = tuple(data["image_shape"])
@@ -110,8 +122,11 @@ def metadata_path(engine_path: Path) -> Path:
 
 
 def write_metadata(engine_path: Path, metadata: EngineMetadata) -> Path:
+    """Written under a temporary name and renamed, so a reader never sees half a file."""
     path = metadata_path(engine_path)
-    path.write_text(json.dumps(metadata.to_dict(), indent=2, sort_keys=True) + "\n")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(metadata.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
     return path
 
 
@@ -128,15 +143,24 @@ def read_metadata(engine_path: Path) -> EngineMetadata:
         raise EngineStaleError(f"engine metadata {path} is unreadable: {type(err).__name__}: {err}") from err
 
 
-def mismatches(found: EngineMetadata, onnx_sha256: str | None, platform: Platform) -> list[str]:
+def mismatches(
+    found: EngineMetadata, engine_sha256: str, onnx_sha256: str | None, platform: Platform
+) -> list[str]:
     """Human-readable differences between what the engine was built for and what is here now.
 
+    ``engine_sha256`` is the engine file's hash now: a file damaged or replaced since its build would
+    otherwise be found only when TensorRT fails to deserialize it (or, replaced, would run unverified).
     ``onnx_sha256`` None skips the model check (no ONNX next to the engine). Precision is not compared: an
     engine runs in the precision it was built with.
     """
     problems = []
     if found.metadata_version != METADATA_VERSION:
         problems.append(f"metadata version {found.metadata_version} (this code writes {METADATA_VERSION})")
+    elif found.engine_sha256 != engine_sha256:
+        problems.append(
+            f"engine file is not the one built (built as sha256 {found.engine_sha256[:12]}, the file is now "
+            f"{engine_sha256[:12]}: damaged or replaced)"
+        )
     if onnx_sha256 is not None and found.onnx_sha256 != onnx_sha256:
         problems.append(
             f"ONNX model changed (engine built from sha256 {found.onnx_sha256[:12]}, "
@@ -218,7 +242,7 @@ def decide(
     else:
         try:
             previous = read_metadata(engine_path)
-            reasons = mismatches(previous, onnx_hash, platform)
+            reasons = mismatches(previous, file_sha256(engine_path), onnx_hash, platform)
         except EngineStaleError as err:
             reasons = [str(err)]
     if not reasons:

@@ -57,7 +57,7 @@ needs_tensorrt = pytest.mark.skipif(
 def built(tmp_path: Path) -> tuple[Path, Path]:
     """An ONNX file and an 'engine' with metadata saying it was built from it on ORIN in fp16.
 
-    The decision never reads the engine's bytes (TensorRT would), so any bytes stand in for them here.
+    The decision only hashes the engine's bytes (TensorRT would parse them), so any bytes stand in here.
     """
     onnx_path, engine_path = tmp_path / "model.onnx", tmp_path / "model.engine"
     onnx_path.write_bytes(b"onnx graph v1")
@@ -66,6 +66,7 @@ def built(tmp_path: Path) -> tuple[Path, Path]:
         engine_path,
         EngineMetadata(
             file_sha256(onnx_path),
+            file_sha256(engine_path),
             ORIN,
             "fp16",
             PROFILES,
@@ -164,6 +165,9 @@ def _corrupt(engine_path: Path, change: Callable[[dict], object]) -> None:
         (lambda d: d.update(timing_cache=7), "timing_cache must be a path or null"),
         (lambda d: d.update(precision="bf16"), "precision must be one of"),
         (lambda d: d.clear(), "KeyError"),
+        (lambda d: d.pop("metadata_version"), "KeyError: 'metadata_version'"),
+        (lambda d: d.update(metadata_version="2"), "metadata_version must be an integer"),
+        (lambda d: d.update(engine_sha256=None), "engine_sha256 must be a string"),
     ],
     ids=[
         "profiles-a-list",
@@ -178,6 +182,9 @@ def _corrupt(engine_path: Path, change: Callable[[dict], object]) -> None:
         "timing-cache-not-a-path",
         "precision-unknown",
         "empty",
+        "version-missing",
+        "version-a-string",
+        "engine-sha-missing",
     ],
 )
 def test_corrupt_metadata_makes_the_engine_stale_not_a_crash(built, change, message) -> None:
@@ -196,6 +203,34 @@ def test_metadata_of_earlier_versions_with_an_extra_field_is_still_read(built) -
     _, engine_path = built
     _corrupt(engine_path, lambda d: d.update(extra={}))
     assert read_metadata(engine_path).profiles == PROFILES
+
+
+@pytest.mark.parametrize("how", ["damaged", "replaced", "truncated"])
+def test_engine_file_changed_since_its_build_is_stale(built, how) -> None:
+    """Before, an engine damaged other than emptied was found only by TensorRT's deserializer, and one
+    copied over without its .json ran unverified under the old engine's metadata."""
+    onnx_path, engine_path = built
+    data = engine_path.read_bytes()
+    changed = {"damaged": b"X" + data[1:], "replaced": b"another engine", "truncated": data[:-3]}[how]
+    engine_path.write_bytes(changed)
+    with pytest.raises(
+        EngineStaleError, match=r"engine file is not the one built \(built as sha256 [0-9a-f]{12}"
+    ):
+        decide(engine_path, onnx_path, ORIN, rebuild_stale=False)
+    decision = decide(engine_path, onnx_path, ORIN, rebuild_stale=True)  # rebuilt with its own options
+    assert decision.action is Action.REBUILD
+    assert decision.options == BuildOptions("fp16", PROFILES, 1024, timing_cache="/opt/models/timing.cache")
+
+
+def test_version_1_metadata_is_stale_but_rebuilt_with_its_options(built) -> None:
+    """Version 1 recorded no engine hash: its engines cannot be verified, but their options are kept."""
+    onnx_path, engine_path = built
+    _corrupt(engine_path, lambda d: (d.pop("engine_sha256"), d.update(metadata_version=1)))
+    assert read_metadata(engine_path).engine_sha256 is None
+    with pytest.raises(EngineStaleError, match=r"metadata version 1 \(this code writes 2\)"):
+        decide(engine_path, onnx_path, ORIN, rebuild_stale=False)
+    options = decide(engine_path, onnx_path, ORIN, rebuild_stale=True).options
+    assert options == BuildOptions("fp16", PROFILES, 1024, timing_cache="/opt/models/timing.cache")
 
 
 def test_stale_engine_whose_options_cannot_be_rebuilt_is_refused_with_the_reason(built) -> None:
@@ -405,4 +440,10 @@ def test_tensorrt_engine_builds_runs_and_is_rebuilt_when_stale(tmp_path: Path) -
     with pytest.raises(BackendError, match="TensorRT version changed"):
         TensorRTBackend(engine_path, onnx_path)
     TensorRTBackend(engine_path, onnx_path, rebuild_stale=True, device="cuda:0")
-    assert read_metadata(engine_path) == meta  # same platform, options and timing cache
+    rebuilt = read_metadata(engine_path)  # builds are not bit-identical: the engine's hash may differ
+    assert dataclasses.replace(rebuilt, engine_sha256=meta.engine_sha256) == meta  # same platform, options
+    assert rebuilt.engine_sha256 == file_sha256(engine_path)
+    with engine_path.open("r+b") as f:  # damaged in place (a bad copy): refused before TensorRT reads it
+        f.write(b"\0" * 64)
+    with pytest.raises(BackendError, match="engine file is not the one built"):
+        TensorRTBackend(engine_path, onnx_path)

@@ -1,13 +1,14 @@
 """TensorRT backend: deserialize an engine built by ``engines.build_engine`` and run it on CUDA buffers
 owned by torch.
 
-Before TensorRT is asked to load anything the engine's metadata is checked against the ONNX next to it,
-this TensorRT and this GPU (``engines.engine_metadata.decide``): a mismatching engine is refused with a
+Before TensorRT is asked to load anything the engine's metadata is checked against the engine file's own
+bytes, the ONNX next to it, this TensorRT and this GPU (``engines.engine_metadata.decide``): a mismatching engine is refused with a
 message naming each difference, or rebuilt in place when ``rebuild_stale`` is set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,13 +73,14 @@ class TensorRTBackend(Backend):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.device, self.path = torch.device("cuda", index), engine_path
+        try:
+            self.metadata = read_metadata(engine_path)
+        except EngineStaleError as err:  # replaced since decide() read it
+            raise BackendError(str(err)) from err
+        self.profiles: dict[str, Profile] = self.metadata.profiles
         self.engine = self.context = None
         self.open()
         self.stream = torch.cuda.Stream(self.device)
-        try:
-            self.profiles: dict[str, Profile] = read_metadata(engine_path).profiles
-        except EngineStaleError as err:  # replaced since decide() read it
-            raise BackendError(str(err)) from err
         self.dtypes = {
             n: getattr(torch, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name)
             for n in (*INPUT_NAMES, *OUTPUT_NAMES)
@@ -89,8 +91,13 @@ class TensorRTBackend(Backend):
     def open(self) -> None:
         if self.engine is not None:
             return
+        engine = self.path.read_bytes()
+        if hashlib.sha256(engine).hexdigest() != self.metadata.engine_sha256:  # replaced since checked
+            raise BackendError(
+                f"{self.path} is not the engine its metadata describes (replaced since it was checked)"
+            )
         with self._torch.cuda.device(self.device):  # TensorRT loads onto the current CUDA device
-            self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+            self.engine = self.runtime.deserialize_cuda_engine(engine)
             if self.engine is None:
                 raise BackendError(f"TensorRT could not deserialize {self.path} (see the TensorRT log)")
             self.context = self.engine.create_execution_context()
