@@ -13,8 +13,6 @@ exactly that subset and fails when the committed model (or the code around it) f
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import describe_cpu
+from partglee_ros import strict_json
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from training.data.synthparts import load_split_config, split_scenes
@@ -30,17 +29,6 @@ from training.validation import headline, synthparts_vocabulary, vocabulary_part
 
 SPLIT_CONFIG = "training/configs/synthparts.yaml"
 EVAL_THRESHOLD = 0.05
-
-
-def _clean(value):
-    """JSON without NaN: undefined metrics (no ground truth) become null."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def score(model_dir: str, split: str, num_images: int, split_config: str = SPLIT_CONFIG) -> dict:
@@ -90,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             "headline": score(args.model, args.split, args.ci_subset, args.split_config)["headline"],
         }
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(_clean({k: report[k] for k in report if k != "metrics"}), indent=1))
+    print(strict_json.dumps({k: report[k] for k in report if k != "metrics"}, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps(_clean(report), indent=1) + "\n")
+        Path(args.out).write_text(strict_json.dumps(report, indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(metrics_to_markdown(result["metrics"], per_category=True))
     return 0

@@ -4,7 +4,6 @@ and evaluation, a tqdm progress bar, TensorBoard scalars and a CSV log the model
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 from tqdm import tqdm
 
+from partglee_ros import strict_json
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, save_checkpoint
 from partglee_ros.model.partglee import PartGLEE, build_model
 from partglee_ros.model.text_encoder import build_text_encoder
@@ -218,7 +218,7 @@ class Trainer:
             )
             result = {"step": self.step, **headline(metrics)}
             with open(self.out / EVAL_FILE, "a") as f:
-                f.write(json.dumps(result) + "\n")
+                f.write(strict_json.dumps(result) + "\n")
         barrier(self.ctx)
         return result
 

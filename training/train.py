@@ -4,7 +4,6 @@ under torchrun), report where the checkpoints went."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import yaml
 from safetensors import SafetensorError
 
+from partglee_ros import strict_json
 from training.distributed import init_distributed, shutdown
 from training.train_config import TrainConfig, load_train_config
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.fit(args.stop_after)
         if ctx.is_main:
             result["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 1)
-            print(json.dumps(result), flush=True)
+            print(strict_json.dumps(result), flush=True)
     finally:
         shutdown(ctx)
     return 0

@@ -8,7 +8,6 @@ scores the boxes the node publishes, the tight boxes of the masks (offline mode 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from partglee_ros import strict_json  # noqa: E402
 from partglee_ros.bag.outcome import EvaluationRun  # noqa: E402
 from partglee_ros.bag.segmentation_msgs import annotation_as_result  # noqa: E402
 from partglee_ros.runtime.overlay import draw_overlay  # noqa: E402
@@ -132,18 +132,6 @@ def _overlays(run: EvaluationRun, gts: dict[int, ImageAnnotation], out: Path) ->
     return paths
 
 
-def _json_ready(value: object) -> object:
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_report(
     run: EvaluationRun,
     gts: dict[int, ImageAnnotation],
@@ -230,7 +218,7 @@ def write_report(
         "latency_ms": latency,
         "metrics": metrics,
     }
-    (out / "metrics.json").write_text(json.dumps(_json_ready(summary), indent=1))
+    (out / "metrics.json").write_text(strict_json.dumps(summary, indent=1))
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
