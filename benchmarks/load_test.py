@@ -79,21 +79,18 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.update(dds_environment(args.dds_profile))  # before rclpy.init; the node inherits it
 
-    cmd = node_command(
-        str(EXECUTABLE),
-        str(REPO / "config" / "partglee.yaml"),
-        {"model_path": str(args.model), "backend": args.backend, "image_topic": "/load/image"},
-    )
+    values = {"model_path": str(args.model), "backend": args.backend, "image_topic": "/load/image"}
     if args.torch_compile:
-        cmd += ["-p", "torch_compile:=true"]
+        values["torch_compile"] = "true"
     if args.torch_threads:
-        cmd += ["-p", f"torch_threads:={args.torch_threads}"]
+        values["torch_threads"] = str(args.torch_threads)
     if args.onnx_threads:
-        cmd += ["-p", f"onnx_threads:={args.onnx_threads}"]
+        values["onnx_threads"] = str(args.onnx_threads)
     if args.onnx_spin_threads:
-        cmd += ["-p", "onnx_spin_threads:=true"]
+        values["onnx_spin_threads"] = "true"
     if args.max_rate:
-        cmd += ["-p", f"max_rate:={args.max_rate}"]
+        values["max_rate"] = str(args.max_rate)
+    cmd = node_command(str(EXECUTABLE), str(REPO / "config" / "partglee.yaml"), values)
     log = open("/tmp/partglee_load_test.log", "wb")  # noqa: SIM115 - lives as long as the node
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()

@@ -1,10 +1,10 @@
 """ros2 launch partglee_ros partglee.launch.py [namespace:=...] [params_file:=...] [image_topic:=...] ...
 
-A thin wrapper: every argument maps to one node parameter or one topic remap, from the table in
-partglee_ros/ros/launch_arguments.py (the tests start the equivalent command line, since `ros2 launch` is not
-installable from PyPI). Parameters set by arguments override the params file. `dds_profile` is the Fast DDS
-profile the node runs with (config/fastdds_large_data.xml unless $FASTDDS_DEFAULT_PROFILES_FILE names one;
-'' for Fast DDS's defaults).
+A thin wrapper: every node parameter is an argument of its own name, and the topic arguments remap the node's
+inputs, from the table in partglee_ros/ros/launch_arguments.py (the tests start the equivalent command line,
+since `ros2 launch` is not installable from PyPI). A parameter argument given overrides the params file; one
+not given leaves the file's value. `dds_profile` is the Fast DDS profile the node runs with
+(config/fastdds_large_data.xml unless $FASTDDS_DEFAULT_PROFILES_FILE names one; '' adds none).
 """
 
 from pathlib import Path
@@ -13,55 +13,52 @@ from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchContext, LaunchDescription
 from partglee_ros.ros.dds_profile import dds_environment, default_dds_profile
-from partglee_ros.ros.launch_arguments import ARGUMENTS, parameter_type
+from partglee_ros.ros.launch_arguments import ARGUMENTS, description, parameter_values, topic_remaps
 
 
 def generate_launch_description() -> LaunchDescription:
     share = Path(get_package_share_directory("partglee_ros"))
     arguments = [
         DeclareLaunchArgument(
-            "namespace", default_value="", description="namespace of the node and its topics"
+            "namespace", default_value="", description="namespace of the node and its relative topics"
+        ),
+        DeclareLaunchArgument(
+            "node_name", default_value="partglee", description="node name (two nodes in one namespace)"
         ),
         DeclareLaunchArgument(
             "params_file",
             default_value=str(share / "config" / "partglee.yaml"),
-            description="node parameters",
+            description="node parameters ('' = none: the node's declared defaults)",
         ),
         DeclareLaunchArgument(
             "dds_profile",
             default_value=default_dds_profile(),
-            description="Fast DDS XML profile of the node process ('' = Fast DDS's defaults)",
+            description="Fast DDS XML profile of the node process ('' = none added)",
         ),
     ]
     arguments += [
-        DeclareLaunchArgument(name, default_value=default, description=f"{kind} {target}")
+        DeclareLaunchArgument(name, default_value=default, description=description(name))
         for name, (kind, target, default) in ARGUMENTS.items()
-    ]
-    # typed: launch_ros reads a bare substitution as YAML, and the default model_path '' would become null
-    params = {
-        target: ParameterValue(LaunchConfiguration(name), value_type=parameter_type(target))
-        for name, (kind, target, _) in ARGUMENTS.items()
-        if kind == "param"
-    }
-    remaps = [
-        (target, LaunchConfiguration(name))
-        for name, (kind, target, _) in ARGUMENTS.items()
-        if kind == "remap"
     ]
 
     def node(context: LaunchContext) -> list[Node]:
+        """Checked and typed here, so a mistake stops the launch with one line before the node starts."""
+        values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+        params_file = LaunchConfiguration("params_file").perform(context)
+        # launch_ros only warns about a params file that is not a file, and the node runs on its defaults
+        if params_file and not Path(params_file).is_file():
+            raise FileNotFoundError(f"params_file {params_file!r} not found ('' = none)")
         return [
             Node(
                 package="partglee_ros",
                 executable="partglee_node",
-                name="partglee",
+                name=LaunchConfiguration("node_name"),
                 namespace=LaunchConfiguration("namespace"),
-                parameters=[LaunchConfiguration("params_file"), params],
-                remappings=remaps,
+                parameters=[*([params_file] if params_file else []), parameter_values(values)],
+                remappings=topic_remaps(values),
                 additional_env=dds_environment(LaunchConfiguration("dds_profile").perform(context)),
                 output="screen",
             )

@@ -9,15 +9,17 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 from partglee_ros.msg import HierarchicalSegmentation
 from partglee_ros.srv import Segment
+from rcl_interfaces.srv import GetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import depth_array_to_msg, rgb_to_image_msg
-from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command
+from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command, parameter_values
 from partglee_ros.ros.parameters import BY_NAME
 from partglee_ros.runtime.segmenter import MAX_IMAGE_PIXELS
 from tests.checkpoints import NOT_IN_THE_RUNTIME, deployed_model_dir
@@ -40,7 +42,9 @@ def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
     remapped = {"image", "depth", "camera_info"}
     for name, (kind, target, _) in ARGUMENTS.items():
         assert kind in ("param", "remap"), name
-        assert target in (BY_NAME if kind == "param" else remapped), f"{name} -> {target}"
+        assert target in (BY_NAME if kind == "param" else remapped) or target == "use_sim_time", name
+    # every node parameter can be set from the command line under its own name
+    assert set(BY_NAME) <= set(ARGUMENTS)
     source = (REPO / "launch" / "partglee.launch.py").read_text()
     tree = ast.parse(source)
     declared = {
@@ -51,10 +55,45 @@ def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
         and node.args
         and isinstance(node.args[0], ast.Constant)
     }
-    assert declared == {"namespace", "params_file", "dds_profile"}, (
+    assert declared == {"namespace", "node_name", "params_file", "dds_profile"}, (
         "other arguments come from the ARGUMENTS table"
     )
     assert "ARGUMENTS.items()" in source and 'executable="partglee_node"' in source
+
+
+def test_parameter_arguments_not_given_leave_the_params_file_alone() -> None:
+    """Before, every parameter argument had a default that launch always passed, so `use_depth: true` or
+    `backend: onnx` in a user's params file was silently overridden by `use_depth:=false`, `backend:=auto`."""
+    cmd = node_command("node", "robot.yaml", {"use_depth": "", "backend": ""})
+    assert "-p" not in cmd and cmd[:4] == ["node", "--ros-args", "--params-file", "robot.yaml"]
+    cmd = node_command("node", "", {"use_depth": "TRUE", "object_threshold": "1", "model_path": "123"})
+    assert "--params-file" not in cmd
+    assert {"use_depth:=true", "object_threshold:=1.0", 'model_path:="123"'} <= set(cmd)
+    assert parameter_values(
+        {"objects": "[mug, 'coffee cup']", "use_sim_time": "true", "device": "cuda:1"}
+    ) == {
+        "objects": ["mug", "coffee cup"],
+        "use_sim_time": True,
+        "device": "cuda:1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"use_depth": "yes"}, r"use_depth:='yes': expected true or false"),
+        ({"max_objects": "2.5"}, r"max_objects:='2.5': expected int"),
+        ({"object_threshold": "nan"}, "expected a finite number"),
+        ({"objects": "mug"}, "expected a list of names"),
+        ({"use_debug_image": "true", "publish_debug_image": "false"}, "disagree"),
+        ({"image_topic": ""}, "image_topic:='' is not a topic name"),
+        ({"depth_topic": "/camera/depth raw"}, "is not a topic name"),
+        ({"use_depht": "true"}, r"unknown launch arguments: \['use_depht'\]"),
+    ],
+)
+def test_bad_launch_arguments_are_one_line_before_the_node_starts(values, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        node_command("node", "robot.yaml", values)
 
 
 def test_launch_file_imports_names_this_package_defines() -> None:
@@ -153,12 +192,20 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
 
 
 def test_launch_defaults_start_the_bundled_model(ros_node, start_process, tmp_path) -> None:
-    """No model_path: its default '' must reach the node as an empty string (the bundled model), not null."""
-    cmd = node_command(str(NODE_EXECUTABLE), str(params_file(tmp_path)), {}, namespace="/defaults")
+    """No model_path: the params file's '' reaches the node as an empty string (the bundled model), not
+    null; the file's other values hold where no argument is given, and a given one overrides the file."""
+    params = params_file(tmp_path, max_objects=7, use_depth=True, object_threshold=0.25)
+    cmd = node_command(str(NODE_EXECUTABLE), str(params), {"object_threshold": "1"}, namespace="/defaults")
     proc = start_process(*cmd, name="defaults")
     assert spin_until(ros_node, lambda: "loaded " in proc.output() or proc.proc.poll() is not None, 90)
     assert proc.proc.poll() is None, proc.output()
     assert "share/partglee_ros/models/default" in proc.output()
+    client = ros_node.create_client(GetParameters, "/defaults/partglee/get_parameters")
+    assert spin_until(ros_node, client.service_is_ready, 30), proc.output()
+    future = client.call_async(GetParameters.Request(names=["max_objects", "use_depth", "object_threshold"]))
+    assert spin_until(ros_node, future.done, 30), proc.output()
+    got = future.result().values
+    assert (got[0].integer_value, got[1].bool_value, got[2].double_value) == (7, True, 1.0)
 
 
 def test_node_executable_caps_compressed_frames_at_the_runtime_limit() -> None:

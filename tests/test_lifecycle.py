@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
+import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from partglee_ros.msg import HierarchicalSegmentation
@@ -12,7 +16,7 @@ from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import rgb_to_image_msg
 from tests.conftest import first_answer, spin_until
-from tests.ros_testing import noise_image, params_file, partglee_command, small_checkpoint
+from tests.ros_testing import NODE_EXECUTABLE, noise_image, params_file, partglee_command, small_checkpoint
 
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -107,6 +111,48 @@ def test_bad_parameter_override_exits_cleanly(start_process, tmp_path) -> None:
     assert proc.proc.wait(timeout=120) == 2
     log = proc.output()
     assert "cannot start" in log and "max_objects" in log and "Traceback" not in log, log
+
+
+@pytest.mark.parametrize(
+    ("executable", "arguments", "message"),
+    [
+        (
+            "partglee_node",
+            ["-r", "image:="],
+            "Couldn't parse remap rule: '-r image:='",
+        ),  # an unset shell variable
+        ("partglee_node", ["--params-file", "{broken}"], "cannot start: failed to initialize rcl"),
+        ("grasp_node", ["-r", "segment:="], "Couldn't parse remap rule"),
+        ("grasp_node", ["-p", "min_quality:=abc"], "expecting type 'DOUBLE': min_quality"),
+    ],
+)
+def test_malformed_ros_arguments_exit_cleanly(
+    start_process, tmp_path, executable, arguments, message
+) -> None:
+    """rcl's own argument errors (raised from rclpy.init) and grasp_node's refused overrides ended in
+    tracebacks with exit code 1; they are one line and exit code 2 like every other start-up error."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**:\n  ros__parameters: {backend: [unclosed\n")
+    args = [a.format(broken=broken) for a in arguments]
+    proc = start_process(str(NODE_EXECUTABLE.with_name(executable)), "--ros-args", *args, name="malformed")
+    assert proc.proc.wait(timeout=60) == 2, proc.output()
+    log = proc.output()
+    assert message in log and "cannot start" in log and "Traceback" not in log, log
+
+
+def test_second_ctrl_c_during_shutdown_does_not_kill_the_node(ros_node, start_process, tmp_path) -> None:
+    """A terminal delivers Ctrl-C to `ros2 launch` and the node alike, so a second press reached the node
+    halfway through its clean-up and killed it by signal (exit -2 after 0.1 s, the model never released)."""
+    cmd = partglee_command(
+        params_file(tmp_path), small_checkpoint(tmp_path / "model"), image_topic="/twice/i"
+    )
+    proc = start_process(*cmd, "-r", "__ns:=/twice", name="twice")
+    client = ros_node.create_client(Segment, "/twice/segment")
+    assert spin_until(ros_node, client.service_is_ready, 90), proc.output()
+    proc.proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(timeout=60) == 0, proc.output()
 
 
 def test_failed_configure_is_logged_and_leaves_nothing(ros_node, start_process, tmp_path) -> None:

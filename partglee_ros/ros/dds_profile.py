@@ -33,14 +33,12 @@ def default_dds_profile() -> str:
 
 
 def dds_environment(profile: str) -> dict[str, str]:
-    """Environment for a process: ``profile`` as Fast DDS's default profile ('' leaves Fast DDS's own
-    defaults). A missing file is an error here: Fast DDS would only log it and run with its defaults."""
+    """Environment for a process: ``profile`` as Fast DDS's default profile ('' adds none: the process keeps
+    what it inherits). A missing file is an error here: Fast DDS would only log it and run with its defaults."""
     if not profile:
         return {}
     if not Path(profile).is_file():
-        raise FileNotFoundError(
-            f"dds_profile {profile!r} not found (dds_profile:='' keeps Fast DDS's defaults)"
-        )
+        raise FileNotFoundError(f"dds_profile {profile!r} not found (dds_profile:='' adds none)")
     return {DDS_PROFILE_ENV: profile}
 
 

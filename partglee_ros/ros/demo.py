@@ -82,12 +82,9 @@ def run(out: Path, model: Path, frames: int, executable: Path, threshold: float)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "node.log"
 
-    cmd = node_command(
-        str(executable),
-        str(REPO / "config" / "partglee.yaml"),
-        {"model_path": str(model), "image_topic": "/demo/image"},
-    )
-    cmd += ["-p", f"object_threshold:={threshold}", "-p", f"part_threshold:={threshold}"]
+    values = {"model_path": str(model), "image_topic": "/demo/image"}
+    values |= {"object_threshold": str(threshold), "part_threshold": str(threshold)}
+    cmd = node_command(str(executable), str(REPO / "config" / "partglee.yaml"), values)
     print(f"demo: starting {' '.join(cmd)}")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -26,6 +26,7 @@ from typing import Any
 import rclpy
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, Vector3
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -38,6 +39,7 @@ from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInsta
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.part_cloud import PartPoints, part_cloud
+from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.runtime.vocabulary import normal_name
 from partglee_ros.sensor_images import paste_mask_crop
@@ -90,6 +92,7 @@ def matching_parts(
 class GraspNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("partglee_grasp", **kwargs)
+        self._stopping = threading.Event()  # first: rclpy destroys a node whose parameters were refused too
         self.declare_parameter(
             "part_names", ["handle"], ParameterDescriptor(description="generic part names to grasp")
         )
@@ -122,7 +125,6 @@ class GraspNode(Node):
         self.best_pub = self.create_publisher(PoseStamped, "grasp_target", 10)
         self.marker_pub = self.create_publisher(MarkerArray, "grasp_markers", 10)
         self.cloud_pub = self.create_publisher(PointCloud2, "part_points", 10)
-        self._stopping = threading.Event()
         self._plan_service = ServiceThread(self, PlanGrasps, "plan_grasps", self._on_plan_grasps)
         self._segment = self._plan_service.node.create_client(
             Segment, self.resolve_service_name("segment"), callback_group=self._plan_service.group
@@ -131,7 +133,9 @@ class GraspNode(Node):
 
     def destroy_node(self) -> None:
         self._stopping.set()  # ends waiting requests, which the service's executor waits for
-        self._plan_service.destroy()
+        if getattr(self, "_plan_service", None) is not None:  # not made when its parameters were refused
+            self._plan_service.destroy()
+            self._plan_service = None
         super().destroy_node()
 
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -311,13 +315,20 @@ class GraspNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = GraspNode()
+    if not init_or_report(args if args is not None else sys.argv, "grasp_node"):
+        return 2
+    try:  # declaring the parameters checks the overrides' types
+        node = GraspNode()
+    except ParameterException as err:
+        rclpy.logging.get_logger("partglee_grasp").fatal(f"cannot start: {err}")
+        rclpy.try_shutdown()
+        return 2
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_interrupts()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -1,57 +1,124 @@
 """The launch file's arguments, as data: each maps to one node parameter or one topic remap.
 
-`launch/partglee.launch.py` builds its Node from this table, and `node_command` builds the equivalent
-command line (`--ros-args --params-file ... -r ... -p ...`), which is what the tests start, because
-`ros2 launch` itself is not installable from PyPI.
+Every node parameter is a launch argument of its own name (plus `use_debug_image`, the older name of
+`publish_debug_image`, and `use_sim_time`). A parameter argument left at '' keeps the params file's value;
+only the arguments given override it. `launch/partglee.launch.py` types the given values with
+`parameter_values`, and `node_command` builds the equivalent command line (`--ros-args --params-file ... -r ...
+-p ...`), which is what the tests start, because `ros2 launch` itself is not installable from PyPI.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
+from typing import Any
 
-from partglee_ros.ros.parameters import BY_NAME
+import yaml
 
+from partglee_ros.ros.parameters import BY_NAME, PARAMS, Param
+
+UNSET = ""  # a parameter argument's default: the params file (or the node's declared default) decides
+USE_SIM_TIME = Param("use_sim_time", False, "use the /clock topic as the node's time (rclpy's own parameter)")
 # argument -> (kind, target, default); kind "param" sets a node parameter, "remap" remaps a relative topic
 ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "image_topic": ("remap", "image", "/camera/color/image_raw"),
     "depth_topic": ("remap", "depth", "/camera/aligned_depth_to_color/image_raw"),
     "camera_info_topic": ("remap", "camera_info", "/camera/color/camera_info"),
-    "backend": ("param", "backend", "auto"),
-    "model_path": ("param", "model_path", ""),
-    "use_debug_image": ("param", "publish_debug_image", "true"),
-    "use_depth": ("param", "use_depth", "false"),
-    "compressed": ("param", "compressed", "false"),
+    "use_debug_image": ("param", "publish_debug_image", UNSET),
+    **{p.name: ("param", p.name, UNSET) for p in (*PARAMS, USE_SIM_TIME)},
 }
-# namespace, params_file and dds_profile are declared in the launch file itself: they are not one parameter
+# namespace, node_name, params_file and dds_profile are declared in the launch file itself: not one parameter
 
 
-def parameter_type(target: str) -> type:
-    """The declared type of a parameter argument. Launch and rcl read untyped values as YAML, so an empty
-    model_path would become null (launch_ros: TypeError; rcl: `-p model_path:=` does not parse)."""
-    return type(BY_NAME[target].default)
+def _param(target: str) -> Param:
+    return USE_SIM_TIME if target == USE_SIM_TIME.name else BY_NAME[target]
 
 
-def _override(target: str, value: str) -> str:
-    # a YAML double-quoted scalar keeps any text a string: '', 'true', '123', 'a: b'
-    return json.dumps(value) if parameter_type(target) is str else value
+def description(name: str) -> str:
+    """What `ros2 launch ... --show-args` prints for an argument."""
+    kind, target, default = ARGUMENTS[name]
+    if kind == "remap":
+        return f"topic the node's `{target}` input is remapped to"
+    alias = f" (parameter {target})" if target != name else ""
+    return f"{_param(target).description}{alias}; '' = the params file's value"
+
+
+def _typed(name: str, target: str, text: str) -> Any:
+    """A launch argument's text as the parameter's declared type, or one line saying what was expected.
+    Done here, not by launch or rcl: both read values as YAML, so `model_path:=123` would be an integer,
+    `object_threshold:=1` an integer that a double parameter refuses, and `yes` a bool."""
+    kind = type(_param(target).default)
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"launch argument {name}:={text!r}: expected true or false")
+        return text.lower() == "true"
+    if kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"launch argument {name}:={text!r}: expected {kind.__name__}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"launch argument {name}:={text!r}: expected a finite number")
+        return value
+    if kind is list:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(
+                f"launch argument {name}:={text!r}: expected a list of names, e.g. \"['mug', 'cup']\""
+            )
+        return value
+    return text
+
+
+def parameter_values(values: Mapping[str, str]) -> dict[str, Any]:
+    """The parameters the given launch arguments set, typed; '' (unset) arguments set nothing."""
+    unknown = set(values) - set(ARGUMENTS)
+    if unknown:
+        raise ValueError(f"unknown launch arguments: {sorted(unknown)}")
+    typed: dict[str, Any] = {}
+    for name, text in values.items():
+        kind, target, _ = ARGUMENTS[name]
+        if kind != "param" or text == UNSET:
+            continue
+        value = _typed(name, target, text)
+        if target in typed and typed[target] != value:
+            raise ValueError(
+                f"launch arguments use_debug_image and {target} disagree ({typed[target]} and {value})"
+            )
+        typed[target] = value
+    return typed
+
+
+def topic_remaps(values: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(input, topic) for every remap argument, given or default; an empty topic is refused here (rcl
+    would stop the node with a traceback: `Couldn't parse remap rule`)."""
+    remaps = []
+    for name, (kind, target, default) in ARGUMENTS.items():
+        if kind == "remap":
+            topic = values.get(name, default)
+            if not topic.strip() or " " in topic:
+                raise ValueError(f"launch argument {name}:={topic!r} is not a topic name")
+            remaps.append((target, topic))
+    return remaps
 
 
 def node_command(
     executable: str, params_file: str, values: Mapping[str, str], namespace: str = ""
 ) -> list[str]:
     """The command line `ros2 launch partglee_ros partglee.launch.py ARG:=VALUE ...` would run."""
-    unknown = set(values) - set(ARGUMENTS)
-    if unknown:
-        raise ValueError(f"unknown launch arguments: {sorted(unknown)}")
-    cmd = [executable, "--ros-args", "--params-file", params_file]
+    parameters = parameter_values(values)
+    cmd = [executable, "--ros-args"]
+    if params_file:
+        cmd += ["--params-file", params_file]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
-    for name, (kind, target, default) in ARGUMENTS.items():
-        value = values.get(name, default)
-        # launch always sets these (with their defaults), so they override the params file's values
-        if kind == "remap":
-            cmd += ["-r", f"{target}:={value}"]
-        else:
-            cmd += ["-p", f"{target}:={_override(target, value)}"]
+    for target, topic in topic_remaps(values):
+        cmd += ["-r", f"{target}:={topic}"]
+    for target, value in parameters.items():
+        # JSON is YAML: a string stays a string ('', 'true', '123', 'a: b'), a float keeps its '.0'
+        cmd += ["-p", f"{target}:={json.dumps(value)}"]
     return cmd

@@ -51,6 +51,7 @@ from partglee_ros.ros.parameters import (
     postprocess_config,
     tracking_warning,
 )
+from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report
 from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
@@ -300,6 +301,8 @@ class PartGleeMixin:
             except (ImageDecodeError, ImageError) as err:
                 self._report_error(f"bad image: {err}")
             except Exception as err:  # keep serving good frames whatever one frame did
+                if not self.context.ok():  # Ctrl-C shut ROS down under this frame's publish: not its fault
+                    break
                 self._report_error(f"segmentation failed: {type(err).__name__}: {err}")
             busy = time.monotonic() - taken
 
@@ -615,7 +618,8 @@ def main(args: list[str] | None = None) -> int:
     argv = list(args if args is not None else sys.argv)
     lifecycle = "--lifecycle" in argv
     argv = [a for a in argv if a != "--lifecycle"]
-    rclpy.init(args=argv)
+    if not init_or_report(argv, "partglee_node"):
+        return 2
     try:  # declaring the parameters checks the overrides' types and ranges
         node = PartGleeLifecycleNode() if lifecycle else PartGleeNode()
     except ParameterException as err:
@@ -624,6 +628,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     if lifecycle:
         _spin(node)
+        ignore_interrupts()
         node.destroy_node()
         rclpy.try_shutdown()
         return 0
@@ -639,6 +644,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         _spin(node)
     finally:
+        ignore_interrupts()
         node.deactivate()
         node.destroy_node()
         rclpy.try_shutdown()
