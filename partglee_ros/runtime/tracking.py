@@ -183,10 +183,14 @@ class ObjectTracker:
         if not tracks or not free:
             return
         iou = np.zeros((len(tracks), len(free)))
-        for i, track in enumerate(tracks):
-            for c, j in enumerate(free):
-                if (objects[j].label == track.label) == same_label:
-                    iou[i, c] = track.silhouette.iou(shapes[j])
+        # only pairs whose boxes overlap reach the per-pair IoU, found all at once (many objects, few overlaps)
+        a = np.array([t.silhouette.bounds for t in tracks]).reshape(-1, 1, 4)
+        b = np.array([shapes[j].bounds for j in free]).reshape(1, -1, 4)
+        overlap = (np.maximum(a[..., :2], b[..., :2]) < np.minimum(a[..., 2:], b[..., 2:])).all(axis=-1)
+        labels = np.array([t.label for t in tracks], dtype=object)[:, None]
+        overlap &= (labels == np.array([objects[j].label for j in free], dtype=object)[None, :]) == same_label
+        for i, c in zip(*np.nonzero(overlap), strict=True):
+            iou[i, c] = tracks[i].silhouette.iou(shapes[free[c]])
         # before assigning: a pair that may not match must not crowd out one that may
         iou[iou < min_iou] = 0.0
         rows, cols = linear_sum_assignment(iou, maximize=True)
