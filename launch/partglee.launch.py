@@ -5,6 +5,7 @@ inputs, from the table in partglee_ros/ros/launch_arguments.py (the tests start 
 since `ros2 launch` is not installable from PyPI). A parameter argument given overrides the params file; one
 not given leaves the file's value. `dds_profile` is the Fast DDS profile the node runs with
 (config/fastdds_large_data.xml unless $FASTDDS_DEFAULT_PROFILES_FILE names one; '' adds none).
+`grasp:=true` also starts grasp_node on the node's outputs.
 """
 
 from pathlib import Path
@@ -16,7 +17,14 @@ from launch_ros.actions import Node
 
 from launch import LaunchContext, LaunchDescription
 from partglee_ros.ros.dds_profile import dds_environment, default_dds_profile
-from partglee_ros.ros.launch_arguments import ARGUMENTS, description, parameter_values, topic_remaps
+from partglee_ros.ros.launch_arguments import (
+    ARGUMENTS,
+    GRASP_REMAPS,
+    description,
+    parameter_values,
+    topic_remaps,
+    with_grasp_node,
+)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -36,7 +44,13 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "dds_profile",
             default_value=default_dds_profile(),
-            description="Fast DDS XML profile of the node process ('' = none added)",
+            description="Fast DDS XML profile of the node processes ('' = none added)",
+        ),
+        DeclareLaunchArgument(
+            "grasp",
+            default_value="false",
+            choices=["true", "false"],
+            description="also start grasp_node on the node's outputs (sets use_depth)",
         ),
     ]
     arguments += [
@@ -47,21 +61,39 @@ def generate_launch_description() -> LaunchDescription:
     def node(context: LaunchContext) -> list[Node]:
         """Checked and typed here, so a mistake stops the launch with one line before the node starts."""
         values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+        grasp = LaunchConfiguration("grasp").perform(context) == "true"
+        if grasp:
+            values = with_grasp_node(values)
         params_file = LaunchConfiguration("params_file").perform(context)
         # launch_ros only warns about a params file that is not a file, and the node runs on its defaults
         if params_file and not Path(params_file).is_file():
             raise FileNotFoundError(f"params_file {params_file!r} not found ('' = none)")
-        return [
+        files = [params_file] if params_file else []
+        env = dds_environment(LaunchConfiguration("dds_profile").perform(context))
+        nodes = [
             Node(
                 package="partglee_ros",
                 executable="partglee_node",
                 name=LaunchConfiguration("node_name"),
                 namespace=LaunchConfiguration("namespace"),
-                parameters=[*([params_file] if params_file else []), parameter_values(values)],
+                parameters=[*files, parameter_values(values)],
                 remappings=topic_remaps(values),
-                additional_env=dds_environment(LaunchConfiguration("dds_profile").perform(context)),
+                additional_env=env,
                 output="screen",
             )
         ]
+        if grasp:
+            nodes.append(
+                Node(
+                    package="partglee_ros",
+                    executable="grasp_node",
+                    namespace=LaunchConfiguration("namespace"),
+                    parameters=files,
+                    remappings=GRASP_REMAPS,
+                    additional_env=env,
+                    output="screen",
+                )
+            )
+        return nodes
 
     return LaunchDescription([*arguments, OpaqueFunction(function=node)])

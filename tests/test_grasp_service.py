@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from partglee_ros.srv import PlanGrasps, Segment
 
+from partglee_ros.ros.launch_arguments import grasp_command, with_grasp_node
 from partglee_ros.ros.part_cloud import cloud_points
 from partglee_ros.ros.service_thread import WAITING_REQUESTS
 from tests.conftest import PYTHON, REPO, spin_until
@@ -30,15 +31,11 @@ def nodes(ros_node, start_module_process, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grasp_service")
     model = small_checkpoint(tmp / "model")
     params = params_file(tmp, **PARAMS)
-    partglee = start_module_process(*partglee_command(params, model, use_depth="true", **TOPICS), name="node")
-    grasp = start_module_process(
-        PYTHON,
-        str(GRASP_NODE),
-        "--ros-args",
-        *("-r", "depth:=/segmentation/depth", "-r", "camera_info:=/segmentation/camera_info"),
-        *("-p", "min_quality:=0.0"),
-        name="grasp",
-    )
+    values = with_grasp_node(TOPICS)
+    partglee = start_module_process(*partglee_command(params, model, **values), name="node")
+    # as `ros2 launch partglee_ros partglee.launch.py grasp:=true` starts it (+ a parameter)
+    grasp_cmd = grasp_command(str(GRASP_NODE), "")
+    grasp = start_module_process(PYTHON, *grasp_cmd, "-p", "min_quality:=0.0", name="grasp")
     client = ros_node.create_client(PlanGrasps, "/plan_grasps")
     ready = spin_until(ros_node, client.service_is_ready, 90)
     assert ready, f"{partglee.output()}\n{grasp.output()}"

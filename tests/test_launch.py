@@ -19,7 +19,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import depth_array_to_msg, rgb_to_image_msg
-from partglee_ros.ros.launch_arguments import ARGUMENTS, node_command, parameter_values
+from partglee_ros.ros.launch_arguments import (
+    ARGUMENTS,
+    grasp_command,
+    node_command,
+    parameter_values,
+    with_grasp_node,
+)
 from partglee_ros.ros.parameters import BY_NAME
 from partglee_ros.runtime.segmenter import MAX_IMAGE_PIXELS
 from tests.checkpoints import NOT_IN_THE_RUNTIME, deployed_model_dir
@@ -55,7 +61,7 @@ def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
         and node.args
         and isinstance(node.args[0], ast.Constant)
     }
-    assert declared == {"namespace", "node_name", "params_file", "dds_profile"}, (
+    assert declared == {"namespace", "node_name", "params_file", "dds_profile", "grasp"}, (
         "other arguments come from the ARGUMENTS table"
     )
     assert "ARGUMENTS.items()" in source and 'executable="partglee_node"' in source
@@ -76,6 +82,18 @@ def test_parameter_arguments_not_given_leave_the_params_file_alone() -> None:
         "use_sim_time": True,
         "device": "cuda:1",
     }
+
+
+def test_grasp_option_sets_use_depth_and_wires_grasp_node_to_the_outputs() -> None:
+    assert with_grasp_node({"backend": "onnx"}) == {"backend": "onnx", "use_depth": "true"}
+    assert with_grasp_node({"use_depth": "True"})["use_depth"] == "true"
+    with pytest.raises(ValueError, match="grasp:=true needs use_depth"):
+        with_grasp_node({"use_depth": "false"})
+    cmd = grasp_command("grasp_node", "robot.yaml", namespace="/arm")
+    assert cmd == [
+        *("grasp_node", "--ros-args", "--params-file", "robot.yaml", "-r", "__ns:=/arm"),
+        *("-r", "depth:=segmentation/depth", "-r", "camera_info:=segmentation/camera_info"),
+    ]
 
 
 @pytest.mark.parametrize(

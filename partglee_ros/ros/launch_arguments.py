@@ -28,7 +28,9 @@ ARGUMENTS: dict[str, tuple[str, str, str]] = {
     "use_debug_image": ("param", "publish_debug_image", UNSET),
     **{p.name: ("param", p.name, UNSET) for p in (*PARAMS, USE_SIM_TIME)},
 }
-# namespace, node_name, params_file and dds_profile are declared in the launch file itself: not one parameter
+# namespace, node_name, params_file, dds_profile and grasp are declared in the launch file itself
+# grasp:=true: grasp_node beside the node, on its outputs (relative names: both follow the namespace)
+GRASP_REMAPS = [("depth", "segmentation/depth"), ("camera_info", "segmentation/camera_info")]
 
 
 def _param(target: str) -> Param:
@@ -91,6 +93,26 @@ def parameter_values(values: Mapping[str, str]) -> dict[str, Any]:
             )
         typed[target] = value
     return typed
+
+
+def with_grasp_node(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` for a node that serves grasp_node: grasp_node plans on the depth the node republishes, so
+    use_depth is set, and an explicit use_depth:=false is refused rather than leaving grasp_node without it."""
+    if values.get("use_depth", UNSET).lower() not in (UNSET, "true"):
+        raise ValueError(f"grasp:=true needs use_depth (given use_depth:={values['use_depth']!r})")
+    return {**values, "use_depth": "true"}
+
+
+def grasp_command(executable: str, params_file: str, namespace: str = "") -> list[str]:
+    """The grasp_node command line `ros2 launch partglee_ros partglee.launch.py grasp:=true` would run."""
+    cmd = [executable, "--ros-args"]
+    if params_file:  # a `partglee_grasp:` section there sets part_names, min_quality, rectified, ...
+        cmd += ["--params-file", params_file]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
+    for source, target in GRASP_REMAPS:
+        cmd += ["-r", f"{source}:={target}"]
+    return cmd
 
 
 def topic_remaps(values: Mapping[str, str]) -> list[tuple[str, str]]:
