@@ -305,6 +305,37 @@ def test_ground_truth_mistakes_are_named(model_dir, tmp_path, capsys) -> None:
     assert (tmp_path / "elsewhere" / "report.md").is_file()
 
 
+def test_vocabulary_flags_and_a_cut_bag_without_metadata(model_dir, tmp_path, capsys) -> None:
+    """--parts without --objects was dropped silently (the ground truth's whole vocabulary was scored); a bag
+    cut short without metadata.yaml warned that the lost frames' ground truth matched no frame."""
+    base = [
+        str(SAMPLE_BAG),
+        "--model",
+        str(model_dir),
+        "--backend",
+        "torch",
+        "--gt-json",
+        str(SAMPLE_GT_JSON),
+    ]
+    for flags in (["--parts", "handle"], ["--object-parts", "mug: handle"]):
+        assert bag_eval([*base, "--out", str(tmp_path / "flags"), *flags]) == 2
+        assert "--parts and --object-parts need --objects" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # argparse's exit
+        bag_eval([*base, "--out", str(tmp_path / "none"), "--max-frames", "0"])
+    assert "--max-frames: must be at least 1" in capsys.readouterr().err
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    data = (SAMPLE_BAG / "bag.mcap").read_bytes()
+    (cut / "bag.mcap").write_bytes(data[: len(data) // 2])  # no metadata.yaml: frames counted by the scan
+    vocab = ["--objects", "mug,pot", "--parts", "handle,lid", "--object-parts", "mug: handle"]
+    rc = bag_eval([*base[1:], str(cut), "--out", str(tmp_path / "out"), *vocab])
+    err = capsys.readouterr().err
+    assert rc == 3 and "partial results written" in err and "match no frame" not in err, err
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "2 objects: mug, pot; 2 parts: handle, lid; mug: handle |" in report
+
+
 def test_part_miou_is_scored_over_the_vocabulary_classes() -> None:
     """A kettle's lid over a mug's handle, the kettle's handle under it: in Oracle-Obj the lid becomes
     "mug:lid", a class of the vocabulary, and hides the handle. Scored over the labels that occur, "mug:lid"

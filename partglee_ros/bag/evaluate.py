@@ -1,7 +1,7 @@
 """Evaluate the segmenter on a recorded rosbag2 bag (mcap or sqlite3).
 
   offline: the Segmenter runs over every frame as fast as it can (no ROS needed):
-    partglee-bag-eval data/sample_bag --gt-topic /ground_truth/segmentation --out eval_out
+    partglee-bag-eval data/sample_bag/bag --gt-topic /ground_truth/segmentation --out eval_out
   replay: the frames are published into a running partglee_node at the recorded pace times --rate, and
   what it publishes is recorded (needs the ROS environment):
     partglee-bag-eval BAG --mode replay --rate 1.0 --gt-json gt.json --out eval_out
@@ -37,6 +37,9 @@ from training.evaluation.split import CategorySplit
 REPO = Path(__file__).resolve().parents[2]
 EXIT_USAGE, EXIT_DAMAGED = 2, 3
 POSTPROCESS_KEYS = ("object_threshold", "part_threshold", "nms_iou", "max_objects", "max_parts_per_object")
+
+
+MODULE_COMMAND = "python -m partglee_ros.bag.evaluate"
 
 
 class UsageError(RuntimeError):
@@ -87,11 +90,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     r.add_argument("--connect-timeout", type=float, default=60.0)
     r.add_argument("--drain-timeout", type=float, default=10.0)
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--max-frames", type=_positive, help="stop after this many frames")
     p.add_argument("--overlays", type=int, default=4, help="number of overlay images")
     p.add_argument("--storage", choices=tuple(STORAGES), default="mcap", help="results bag storage")
     p.add_argument("--no-results-bag", action="store_true")
     return p.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _names(text: str | None) -> list[str]:
@@ -108,7 +118,12 @@ def load_vocabulary(args: argparse.Namespace, gts: dict[int, ImageAnnotation]) -
         if isinstance(mapping, list):
             mapping = parse_object_parts(mapping)
         return make_vocabulary(raw.get("objects", []), raw.get("parts", []), mapping or None, revision=1)
-    if args.objects:
+    if args.objects is None and (args.parts is not None or args.object_parts):
+        # before, they were dropped silently and the ground truth's whole vocabulary was scored
+        raise UsageError(
+            "--parts and --object-parts need --objects (without all of them: the ground truth's names)"
+        )
+    if args.objects is not None:
         return make_vocabulary(
             _names(args.objects),
             _names(args.parts),
@@ -215,13 +230,13 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
         finally:
             if writer is not None:
                 writer.close()
+    # with every frame read, these match none (with --max-frames or damage they may be further on; a
+    # damaged bag's frame count comes from the same cut-short scan, so its lost frames do not show there)
+    complete = len(run.frames) == frames_in_bag and not run.log.fatal
     if gt_error:
         run.log.warnings.append(gt_error)
         run.log.fatal = run.log.fatal or gt_error
-    # with every frame read, these match none (with --max-frames or damage they may be further on)
-    unmatched = (
-        sorted(set(gts) - {f.stamp_ns for f in run.frames}) if len(run.frames) == frames_in_bag else []
-    )
+    unmatched = sorted(set(gts) - {f.stamp_ns for f in run.frames}) if complete else []
     if unmatched:
         run.log.warnings.append(
             f"{len(unmatched)} of {len(gts)} ground-truth images match no frame's header stamp (ns) on {topic}:"
@@ -239,7 +254,9 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join(["partglee-bag-eval", *(sys.argv[1:] if argv is None else argv)])
+    # the report's command line as it was typed: the installed entry point, or the module
+    program = "partglee-bag-eval" if Path(sys.argv[0]).name == "partglee-bag-eval" else MODULE_COMMAND
+    command = shlex.join([*program.split(), *(sys.argv[1:] if argv is None else argv)])
     try:
         run, report = evaluate_bag(args, command)
     except (UsageError, BagError, ReplayError, BackendError, FileNotFoundError, ValueError) as err:

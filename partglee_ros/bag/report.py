@@ -162,7 +162,9 @@ def write_report(
         f"| frames dropped (no result) | {len(run.dropped)} |",
         f"| frames scored (result + ground truth) | {with_gt} |",
         f"| vocabulary | {len(vocabulary.objects)} objects: {', '.join(vocabulary.objects)}; "
-        f"{len(vocabulary.parts)} parts: {', '.join(vocabulary.parts)} |",
+        f"{len(vocabulary.parts)} parts: {', '.join(vocabulary.parts)}"
+        + "".join(f"; {o}: {', '.join(p)}" for o, p in vocabulary.object_parts.items())
+        + " |",
     ]
     if results_bag is not None:
         lines.append(f"| results bag | `{results_bag}` |")
