@@ -121,9 +121,12 @@ def test_bad_parameter_override_exits_cleanly(start_process, tmp_path) -> None:
             ["-r", "image:="],
             "Couldn't parse remap rule: '-r image:='",
         ),  # an unset shell variable
-        ("partglee_node", ["--params-file", "{broken}"], "cannot start: failed to initialize rcl"),
+        ("partglee_node", ["--params-file", "{broken}"], "Couldn't parse params file"),
         ("grasp_node", ["-r", "segment:="], "Couldn't parse remap rule"),
         ("grasp_node", ["-p", "min_quality:=abc"], "expecting type 'DOUBLE': min_quality"),
+        ("grasp_node", ["-p", "depth_slop:=-1.0"], "depth_slop out of range"),  # was accepted at start-up
+        ("partglee_node", ["--lifecyle"], "unknown argument '--lifecyle'"),  # ran an unmanaged node
+        ("grasp_node", ["--lifecycle"], "unknown argument '--lifecycle'"),
     ],
 )
 def test_malformed_ros_arguments_exit_cleanly(
@@ -134,7 +137,9 @@ def test_malformed_ros_arguments_exit_cleanly(
     broken = tmp_path / "broken.yaml"
     broken.write_text("/**:\n  ros__parameters: {backend: [unclosed\n")
     args = [a.format(broken=broken) for a in arguments]
-    proc = start_process(str(NODE_EXECUTABLE.with_name(executable)), "--ros-args", *args, name="malformed")
+    flags = [a for a in args if a.startswith("--") and a != "--params-file"]  # before --ros-args
+    ros_args = ["--ros-args", *(a for a in args if a not in flags)]
+    proc = start_process(str(NODE_EXECUTABLE.with_name(executable)), *flags, *ros_args, name="malformed")
     assert proc.proc.wait(timeout=60) == 2, proc.output()
     log = proc.output()
     assert message in log and "cannot start" in log and "Traceback" not in log, log

@@ -25,11 +25,10 @@ from typing import Any
 
 import rclpy
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, Vector3
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
@@ -39,7 +38,7 @@ from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInsta
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.part_cloud import PartPoints, part_cloud
-from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report
+from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report, own_flags
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.runtime.vocabulary import normal_name
 from partglee_ros.sensor_images import paste_mask_crop
@@ -89,6 +88,9 @@ def matching_parts(
     return [(o, p) for o in chosen for p in o.parts if p.label in wanted]
 
 
+UNIT = FloatingPointRange(from_value=0.0, to_value=1.0)
+
+
 class GraspNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("partglee_grasp", **kwargs)
@@ -101,11 +103,18 @@ class GraspNode(Node):
             [""],
             ParameterDescriptor(description="only parts of these objects ('' = any object)"),
         )
+        # ranges in the descriptors: rclpy then refuses a bad value at start-up as well as at run time
         self.declare_parameter(
-            "min_quality", 0.2, ParameterDescriptor(description="drop candidates below this quality")
+            "min_quality",
+            0.2,
+            ParameterDescriptor(
+                description="drop candidates below this quality", floating_point_range=[UNIT]
+            ),
         )
         self.declare_parameter(
-            "depth_slop", 0.05, ParameterDescriptor(description="max stamp difference (s)")
+            "depth_slop",
+            0.05,
+            ParameterDescriptor(description="max stamp difference (s)", floating_point_range=[UNIT]),
         )
         self.declare_parameter(
             "rectified",
@@ -115,7 +124,6 @@ class GraspNode(Node):
                 "false (image_raw): with K and the distortion D"
             ),
         )
-        self.add_on_set_parameters_callback(self._check_parameters)
         self._depth = NearestStampBuffer()
         self._info = NearestStampBuffer()
         self.create_subscription(Image, "depth", self._depth.add, 10)
@@ -137,12 +145,6 @@ class GraspNode(Node):
             self._plan_service.destroy()
             self._plan_service = None
         super().destroy_node()
-
-    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        for p in params:
-            if p.name in ("min_quality", "depth_slop") and not 0.0 <= float(p.value) <= 1.0:
-                return SetParametersResult(successful=False, reason=f"{p.name} must be in [0, 1]")
-        return SetParametersResult(successful=True)
 
     def _on_segmentation(self, msg: HierarchicalSegmentation) -> None:
         try:
@@ -315,7 +317,8 @@ class GraspNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    if not init_or_report(args if args is not None else sys.argv, "grasp_node"):
+    argv = list(args if args is not None else sys.argv)
+    if own_flags(argv, "grasp_node") is None or not init_or_report(argv, "grasp_node"):
         return 2
     try:  # declaring the parameters checks the overrides' types
         node = GraspNode()

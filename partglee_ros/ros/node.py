@@ -51,7 +51,7 @@ from partglee_ros.ros.parameters import (
     postprocess_config,
     tracking_warning,
 )
-from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report
+from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report, own_flags
 from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
@@ -616,9 +616,11 @@ def _spin(node: Node) -> None:
 def main(args: list[str] | None = None) -> int:
     """partglee_node; with --lifecycle (before --ros-args) the node waits for lifecycle transitions."""
     argv = list(args if args is not None else sys.argv)
-    lifecycle = "--lifecycle" in argv
-    argv = [a for a in argv if a != "--lifecycle"]
-    if not init_or_report(argv, "partglee_node"):
+    flags = own_flags(argv, "partglee_node", known=("--lifecycle",))
+    if flags is None:
+        return 2
+    lifecycle = "--lifecycle" in flags
+    if not init_or_report([a for a in argv if a != "--lifecycle"], "partglee_node"):
         return 2
     try:  # declaring the parameters checks the overrides' types and ranges
         node = PartGleeLifecycleNode() if lifecycle else PartGleeNode()

@@ -6,6 +6,29 @@ import signal
 import sys
 
 import rclpy
+from rclpy.utilities import remove_ros_args
+
+
+def own_flags(argv: list[str], executable: str, known: tuple[str, ...] = ()) -> set[str] | None:
+    """The executable's own flags (those outside --ros-args), or None after one line on stderr for one it
+    does not know: a misspelt `--lifecycle` used to start an unmanaged node that processed frames at once."""
+    try:
+        own = remove_ros_args(argv)[1:]
+    except Exception as err:  # rclpy's RCLInvalidROSArgsError: a malformed remap or parameter
+        _fatal(executable, str(err))
+        return None
+    unknown = [a for a in own if a not in known]
+    if unknown:
+        takes = (
+            f"it takes {', '.join(known)} before --ros-args" if known else "its arguments go after --ros-args"
+        )
+        _fatal(executable, f"unknown argument {unknown[0]!r} ({takes})")
+        return None
+    return set(own)
+
+
+def _fatal(executable: str, text: str) -> None:
+    print(f"[FATAL] [{executable}]: cannot start: {text}", file=sys.stderr, flush=True)
 
 
 def init_or_report(argv: list[str], executable: str) -> bool:
@@ -14,7 +37,7 @@ def init_or_report(argv: list[str], executable: str) -> bool:
     try:
         rclpy.init(args=argv)
     except Exception as err:  # rclpy's RCLError, raised from rcl's argument parser
-        print(f"[FATAL] [{executable}]: cannot start: {err}", file=sys.stderr, flush=True)
+        _fatal(executable, str(err))
         return False
     return True
 
