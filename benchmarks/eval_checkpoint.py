@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.machine import describe_cpu
 from partglee_ros import strict_json
+from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.factory import load_segmenter
 from partglee_ros.runtime.postprocess import PostprocessConfig
 from training.data.synthparts import load_split_config, split_scenes
@@ -45,12 +46,24 @@ def score(model_dir: str, split: str, num_images: int, split_config: str = SPLIT
     return {"headline": headline(metrics), "metrics": metrics}
 
 
+def _prepare_output(parser: argparse.ArgumentParser, flag: str, path: Path) -> None:
+    """Make ``path``'s folder now: a bad output path is found before the evaluation, not after it."""
+    if path.is_dir():
+        parser.error(f"{flag} {path} is a folder; name the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"{flag} {path}: cannot make its folder: {err.strerror}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--model", default="models/default", help="checkpoint folder (config.json + model.safetensors)"
     )
-    p.add_argument("--split", default="test", help="SynthParts split to score (val or test)")
+    p.add_argument(
+        "--split", default="test", choices=("val", "test"), help="SynthParts split to score (held out)"
+    )
     p.add_argument("--num-images", type=int, default=100, help="first N scenes of the split")
     p.add_argument(
         "--ci-subset", type=int, default=0, help="also score the first K scenes (CI regression set)"
@@ -60,9 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write metrics JSON here")
     p.add_argument("--markdown", help="write the metric tables (Markdown) here")
     args = p.parse_args(argv)
+    for flag, path in (("--out", args.out), ("--markdown", args.markdown)):
+        if path:
+            _prepare_output(p, flag, Path(path))
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    result = score(args.model, args.split, args.num_images, args.split_config)
+    try:
+        result = score(args.model, args.split, args.num_images, args.split_config)
+    except BackendError as err:  # --model: no checkpoint there, or one that does not load
+        p.error(f"--model {args.model}: {' '.join(str(err).split())}")
     report = {
         "command": "python -m benchmarks.eval_checkpoint "
         + " ".join(argv if argv is not None else sys.argv[1:]),

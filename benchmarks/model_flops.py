@@ -22,6 +22,7 @@ from partglee_ros.config import ModelConfig
 from partglee_ros.model import build_model
 from partglee_ros.model.preprocess import padded_size
 
+CONFIGS = Path(__file__).resolve().parents[1] / "config" / "models"
 SIZES = {"320x240": (240, 320), "640x480": (480, 640)}
 K_OBJ, K_PART = 14, 21
 
@@ -48,18 +49,24 @@ def measure(config: ModelConfig) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    known = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--configs", nargs="*", default=None, help="names under config/models (default: all)")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=known,
+        metavar="NAME",
+        help=f"configs under config/models (default: all): {', '.join(known)}",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args()
-    names = args.configs or sorted(p.stem for p in Path("config/models").glob("*.yaml"))
+    args = parser.parse_args(argv)
     results = {}
     print("| config | params (M) | GFLOPs 320x240 | GFLOPs 640x480 |\n|---|---|---|---|")
-    for name in names:
-        r = measure(ModelConfig.from_file(f"config/models/{name}.yaml"))
+    for name in args.configs or known:
+        r = measure(ModelConfig.from_file(CONFIGS / f"{name}.yaml"))
         results[name] = r
         print(
             f"| {name} | {r['params_M']:.2f} | {r['GFLOPs_320x240']:.2f} | {r['GFLOPs_640x480']:.2f} |",

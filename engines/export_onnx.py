@@ -51,6 +51,12 @@ from partglee_ros.model.preprocess import padded_size
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES
 
 MIN_OPSET = 17  # LayerNormalization is a single op from 17 on; GridSample needs 16
+# The newest opset the TorchScript exporter (dynamo=False) supports (torch warns above it, and e.g. at 25 traces
+# the model, prints its IR and fails). torch keeps it only in a private module (since 2.1; 20 there up to 2.13).
+try:
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as MAX_OPSET
+except ImportError:  # moved in a later torch: its value in every torch that had it
+    MAX_OPSET = 20
 DYNAMIC_AXES = {
     "object_text": {0: "k_obj"},
     "part_text": {0: "k_part"},
@@ -93,8 +99,8 @@ def export_onnx(
     the metadata the runtime verifies (``auto`` would pick it up).
 
     ``weights_sha256``: ``weights_digest`` of the checkpoint the model was loaded from ("" if none)."""
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be in {MIN_OPSET}..{MAX_OPSET}, got {opset}")
     # A copy, put in eval mode explicitly: tracing a module in training mode would update BatchNorm
     # statistics of the caller's model and export training-mode behaviour.
     wrapper = ExportWrapper(copy.deepcopy(model).cpu()).eval()
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", type=Path, required=True, help="checkpoint dir (config.json + model.safetensors)"
     )
     parser.add_argument("--out", type=Path, help=f"output file (default: MODEL/{ONNX_FILE})")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET)
+    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"{MIN_OPSET}..{MAX_OPSET}")
     parser.add_argument("--no-simplify", action="store_true", help="keep the traced graph as it is")
     parser.add_argument(
         "--if-stale",
@@ -209,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"do not write MODEL/{TEXT_ENCODER_FILE} (the MiniLM graph that lets the model run without PyTorch)",
     )
     args = parser.parse_args(argv)
-    if args.opset < MIN_OPSET:
-        parser.error(f"--opset must be >= {MIN_OPSET}")
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        parser.error(f"--opset must be in {MIN_OPSET}..{MAX_OPSET} (torch.onnx exports up to {MAX_OPSET})")
     try:
         return _export(args)
     except (OSError, ValueError, RuntimeError) as err:  # missing files, unwritable folders, bad config

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf import json_format, message, text_format
 from onnx import numpy_helper
 
 OPS_FILE = Path(__file__).with_name("tensorrt_ops.json")
@@ -32,6 +33,9 @@ RESIZE_COORDINATE_MODES = (
     "align_corners",
 )
 TOPK_MAX_K = 3840
+# what onnx.load raises for a file that is no ONNX model, in the format its suffix names (.onnx binary, .json,
+# .textproto, .onnxtxt)
+LOAD_ERRORS = (OSError, message.Error, json_format.Error, text_format.Error, onnx.parser.ParseError)
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("onnx", type=Path)
     args = parser.parse_args(argv)
     ops = load_operator_list()
-    model = onnx.load(str(args.onnx))
+    try:
+        model = onnx.load(str(args.onnx))
+    except LOAD_ERRORS as err:  # exit 2, not 1: 1 says the graph has problems
+        parser.error(f"cannot read {args.onnx}: {type(err).__name__}: {' '.join(str(err).split())}")
+    if not model.HasField("graph"):  # e.g. an empty file parses as an empty ModelProto
+        parser.error(f"{args.onnx} is not an ONNX model (no graph)")
     for op, count in sorted(operator_counts(model).items()):
         print(f"{op:28s} {count:5d}")
     problems = check_model(model, ops)

@@ -17,8 +17,8 @@ from training.train_config import TrainConfig, load_train_config
 
 EPILOG = """\
 examples:
-  python -m training --config training/configs/synthparts_small.yaml --out runs/default
-  python -m training --config training/configs/synthparts_small.yaml --out runs/default --resume
+  python -m training --config training/configs/small_synthparts.yaml --out runs/default
+  python -m training --config training/configs/small_synthparts.yaml --out runs/default --resume
   torchrun --nproc_per_node 8 -m training --config training/configs/r50_joint.yaml --out runs/r50
 
 outputs in --out: checkpoints/step_XXXXXXXX/ (model.safetensors, config.json, optimizer.safetensors,
@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         return _usage_error("--stop-after must be >= 1")
     out = Path(args.out or Path("runs") / Path(args.config).stem)
+    # --out or the nearest of its folders that exists: a file there would fail only after the data is loaded
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        return _usage_error(f"--out {out}: {existing} is a file, not a folder")
     if not args.resume and any((out / "checkpoints").glob("step_*")):
         # pruning would keep the old run's newer checkpoints, and a later --resume would continue those
         return _usage_error(

@@ -1,6 +1,10 @@
 """Write a small evaluation bag from SynthParts scenes: camera images plus their ground truth.
 
-    python -m partglee_ros.bag.make_sample --out data/sample_bag --frames 12
+    python -m partglee_ros.bag.make_sample --out data/sample_bag/bag --frames 12 \\
+        --sidecar data/sample_bag/ground_truth.json
+
+regenerates the bundled sample (docs/BAG_EVAL.md) once `rm -r data/sample_bag/bag` has removed it: --out
+must not exist.
 
 The bag holds the images on /camera/color/image_raw (sensor_msgs/Image rgb8 or bgr8/mono8, or
 sensor_msgs/CompressedImage on .../compressed) and the annotations on /ground_truth/segmentation
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         help="a sequence instead: one scene, the camera circling it by DEG per frame (ground truth with track ids)",
     )
     args = parser.parse_args(argv)
+    if args.frames < 1:
+        parser.error("--frames must be >= 1")
     if args.out.exists():
         parser.error(f"{args.out} exists; remove it or choose another --out")
     if args.orbit is None:

@@ -10,6 +10,7 @@ folder.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -79,7 +80,7 @@ def planner_query(node: Node, pub: Publisher, rgb: np.ndarray, out: Path) -> str
 
 
 def run(out: Path, model: Path, frames: int, executable: Path, threshold: float) -> int:
-    out.mkdir(parents=True, exist_ok=True)
+    """The demo proper; ``out`` exists (``main`` makes it, so a bad --out is a usage error)."""
     log_path = out / "node.log"
 
     values = {"model_path": str(model), "image_topic": "/demo/image"}
@@ -161,7 +162,7 @@ def run(out: Path, model: Path, frames: int, executable: Path, threshold: float)
         proc.wait(timeout=20)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -179,7 +180,16 @@ def main() -> int:
         type=Path,
         default=REPO / "install" / "partglee_ros" / "lib" / "partglee_ros" / "partglee_node",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # checked before the node starts: otherwise a traceback from Popen, mkdir or np.percentile
+    if args.frames < 1:
+        parser.error("--frames must be >= 1")
+    if not (args.node.is_file() and os.access(args.node, os.X_OK)):
+        parser.error(f"--node {args.node} is not an executable file (scripts/setup.sh builds partglee_node)")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"--out {args.out}: cannot make the folder: {err.strerror}")
     return run(args.out, args.model, args.frames, args.node, args.threshold)
 
 

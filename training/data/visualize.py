@@ -15,7 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.data.coco_io import read_paco_json
 from training.data.hierarchy import ImageAnnotation, part_label
+from training.data.synthparts import CATEGORIES, generate_scene
+
+# what reading a --paco-json raises for a missing file or one that is not PACO/COCO JSON
+PACO_ERRORS = (OSError, ValueError, KeyError, TypeError)
 
 
 def _colour(i: int) -> np.ndarray:
@@ -106,23 +111,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="first SynthParts seed (seeds seed..seed+num-1)")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--categories", nargs="*", default=None, help="SynthParts object categories to draw")
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        choices=sorted(CATEGORIES),
+        metavar="NAME",
+        help=f"SynthParts object categories to draw, of: {', '.join(sorted(CATEGORIES))}",
+    )
     parser.add_argument("--paco-json", type=Path, default=None, help="render this PACO-style JSON instead")
     parser.add_argument("--prefix", default="", help="prefix for output file names")
     parser.add_argument("--scale", type=int, default=2, help="integer upscaling of the panels")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.paco_json is not None:
-        from training.data.coco_io import read_paco_json
-
-        samples = read_paco_json(args.paco_json)[: args.num]
+        try:
+            samples = read_paco_json(args.paco_json)[: args.num]
+        except PACO_ERRORS as err:
+            reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+            parser.error(f"cannot read --paco-json {args.paco_json} as PACO/COCO JSON: {reason}")
+        if missing := [a.file_name for a in samples if a.image is None]:
+            images = args.paco_json.parent / "images"
+            parser.error(f"--paco-json: {len(missing)} of its images are not in {images} (e.g. {missing[0]})")
     else:
-        from training.data.synthparts import generate_scene
-
         samples = [
             generate_scene(s, args.width, args.height, args.categories)
             for s in range(args.seed, args.seed + args.num)
         ]
+    args.out.mkdir(parents=True, exist_ok=True)
     for ann in samples:
         path = args.out / f"{args.prefix}{Path(ann.file_name).stem}.png"
         cv2.imwrite(str(path), cv2.cvtColor(render_panels(ann, args.scale), cv2.COLOR_RGB2BGR))
