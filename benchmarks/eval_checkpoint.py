@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write metrics JSON here")
     p.add_argument("--markdown", help="write the metric tables (Markdown) here")
     args = p.parse_args(argv)
+    if args.num_images < 1 or args.ci_subset < 0:
+        p.error("--num-images must be >= 1 and --ci-subset >= 0")
     for flag, path in (("--out", args.out), ("--markdown", args.markdown)):
         if path:
             _prepare_output(p, flag, Path(path))

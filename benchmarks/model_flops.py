@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.json and args.json.is_dir():
+        parser.error(f"--json {args.json} is a folder")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # before measuring, not after
     results = {}
     print("| config | params (M) | GFLOPs 320x240 | GFLOPs 640x480 |\n|---|---|---|---|")
     for name in args.configs or known:

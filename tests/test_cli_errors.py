@@ -236,3 +236,12 @@ def test_train_examples_name_existing_configs() -> None:
 
     configs = re.findall(r"--config (\S+)", EPILOG)
     assert configs and all((REPO / c).is_file() for c in configs), configs
+
+
+@pytest.mark.parametrize("argv", [["--num-images", "0"], ["--ci-subset", "-1"]])
+def test_eval_checkpoint_counts_are_checked_first(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    from benchmarks import eval_checkpoint
+
+    assert "--num-images must be >= 1" in usage_error(capsys, eval_checkpoint.main, argv)
