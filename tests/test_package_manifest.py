@@ -31,6 +31,7 @@ PYTHON_DEPS = {
     "pycocotools": "pip",
     "motmetrics": "pip",
     "onnx": "pip",
+    "google": "pip",  # google.protobuf: what onnx.load raises (engines.op_support)
     "onnxruntime": "pip",
     "onnxscript": "pip",
     "onnxsim": "pip",
@@ -52,6 +53,7 @@ PIP_NAMES = {
     "cv2": "opencv-python-headless",
     "yaml": "pyyaml",
     "skimage": "scikit-image",
+    "google": "protobuf",
 }
 TEST_OR_TOOL_ONLY = {"pytest", "catkin_pkg", "tensorrt"}  # tests, or optional at run time (guarded import)
 
