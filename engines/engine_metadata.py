@@ -159,7 +159,7 @@ def mismatches(
     elif found.engine_sha256 != engine_sha256:
         problems.append(
             f"engine file is not the one built (built as sha256 {found.engine_sha256[:12]}, the file is now "
-            f"{engine_sha256[:12]}: damaged or replaced)"
+            f"{engine_sha256[:12]}: damaged, replaced, or being rebuilt right now)"
         )
     if onnx_sha256 is not None and found.onnx_sha256 != onnx_sha256:
         problems.append(
@@ -222,6 +222,7 @@ class Decision:
     action: Action
     reasons: tuple[str, ...]  # why a rebuild is needed (empty for LOAD)
     options: BuildOptions | None = None  # for REBUILD: the stale engine's settings (or defaults)
+    metadata: EngineMetadata | None = None  # for LOAD: what was checked, for the load to hold the bytes to
 
 
 def decide(
@@ -246,7 +247,7 @@ def decide(
         except EngineStaleError as err:
             reasons = [str(err)]
     if not reasons:
-        return Decision(Action.LOAD, ())
+        return Decision(Action.LOAD, (), metadata=previous)
     if rebuild_stale:
         if onnx_hash is None:
             raise EngineStaleError(

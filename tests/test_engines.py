@@ -91,6 +91,9 @@ def test_fresh_engine_is_loaded(built) -> None:
     onnx_path, engine_path = built
     decision = decide(engine_path, onnx_path, ORIN, rebuild_stale=False)
     assert decision.action is Action.LOAD and decision.reasons == ()
+    # what was checked travels with the decision: the backend holds the bytes it loads to that, not to a
+    # .json read again later (an engine and .json pair swapped in between would load unchecked)
+    assert decision.metadata == read_metadata(engine_path)
 
 
 @pytest.mark.parametrize(

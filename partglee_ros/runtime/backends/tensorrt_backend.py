@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.engine_metadata import Action, EngineStaleError, Profile, decide, read_metadata
+from engines.engine_metadata import Action, EngineStaleError, Profile, decide
 from partglee_ros.runtime.backends.base import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -62,10 +62,13 @@ class TensorRTBackend(Backend):
             decision = decide(engine_path, onnx_path, current_platform(index), rebuild_stale)
         except EngineStaleError as err:
             raise BackendError(str(err)) from err
+        # the metadata that was checked (or just written): open() holds the engine's bytes to its hash, so
+        # an engine and .json pair swapped in after the check is refused rather than loaded unchecked
+        self.metadata = decision.metadata
         if decision.action is Action.REBUILD:
             log.warning("rebuilding TensorRT engine %s: %s", engine_path, "; ".join(decision.reasons))
             try:
-                build_engine(onnx_path, engine_path, decision.options, device=index)
+                self.metadata = build_engine(onnx_path, engine_path, decision.options, device=index)
             except RuntimeError as err:
                 raise BackendError(f"rebuilding {engine_path} failed: {err}") from err
 
@@ -73,10 +76,6 @@ class TensorRTBackend(Backend):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.device, self.path = torch.device("cuda", index), engine_path
-        try:
-            self.metadata = read_metadata(engine_path)
-        except EngineStaleError as err:  # replaced since decide() read it
-            raise BackendError(str(err)) from err
         self.profiles: dict[str, Profile] = self.metadata.profiles
         self.engine = self.context = None
         self.open()
@@ -94,7 +93,8 @@ class TensorRTBackend(Backend):
         engine = self.path.read_bytes()
         if hashlib.sha256(engine).hexdigest() != self.metadata.engine_sha256:  # replaced since checked
             raise BackendError(
-                f"{self.path} is not the engine its metadata describes (replaced since it was checked)"
+                f"{self.path} is not the engine that was checked (replaced since; a lifecycle node checks it "
+                "again on cleanup + configure)"
             )
         with self._torch.cuda.device(self.device):  # TensorRT loads onto the current CUDA device
             self.engine = self.runtime.deserialize_cuda_engine(engine)
