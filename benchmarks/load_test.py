@@ -90,7 +90,10 @@ def main() -> int:
         values["onnx_spin_threads"] = "true"
     if args.max_rate:
         values["max_rate"] = str(args.max_rate)
-    cmd = node_command(str(EXECUTABLE), str(REPO / "config" / "partglee.yaml"), values)
+    try:  # typed and checked like launch arguments (e.g. --max-rate nan)
+        cmd = node_command(str(EXECUTABLE), str(REPO / "config" / "partglee.yaml"), values)
+    except ValueError as err:
+        parser.error(str(err))
     log = open("/tmp/partglee_load_test.log", "wb")  # noqa: SIM115 - lives as long as the node
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()

@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.json and args.json.is_dir():
         parser.error(f"--json {args.json} is a folder")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)  # before measuring, not after
+    try:  # before measuring, not after
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"--json {args.json}: cannot make its folder: {err.strerror}")
     results = {}
     print("| config | params (M) | GFLOPs 320x240 | GFLOPs 640x480 |\n|---|---|---|---|")
     for name in args.configs or known:

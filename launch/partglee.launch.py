@@ -9,11 +9,13 @@ not given leaves the file's value. `dds_profile` is the Fast DDS profile the nod
 """
 
 from pathlib import Path
+from typing import Any, List  # noqa: UP035 - launch_ros documents typing.List value types
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchContext, LaunchDescription
 from partglee_ros.ros.dds_profile import dds_environment, default_dds_profile
@@ -21,10 +23,21 @@ from partglee_ros.ros.launch_arguments import (
     ARGUMENTS,
     GRASP_REMAPS,
     description,
+    grasp_parameters,
     parameter_values,
     topic_remaps,
     with_grasp_node,
 )
+
+
+def launch_values(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Strings and string lists wrapped with their type: older launch_ros versions read a plain string as
+    YAML ('y' a bool, '123E5' a double, 'mug: handle' a mapping; launch_ros#410, #384)."""
+    kinds = {str: str, list: List[str]}  # noqa: UP006
+    return {
+        name: ParameterValue(value, value_type=kinds[type(value)]) if type(value) in kinds else value
+        for name, value in parameters.items()
+    }
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -33,9 +46,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "namespace", default_value="", description="namespace of the node and its relative topics"
         ),
-        DeclareLaunchArgument(
-            "node_name", default_value="partglee", description="node name (two nodes in one namespace)"
-        ),
+        DeclareLaunchArgument("node_name", default_value="partglee", description="node name"),
         DeclareLaunchArgument(
             "params_file",
             default_value=str(share / "config" / "partglee.yaml"),
@@ -65,7 +76,7 @@ def generate_launch_description() -> LaunchDescription:
         if grasp:
             values = with_grasp_node(values)
         params_file = LaunchConfiguration("params_file").perform(context)
-        # launch_ros only warns about a params file that is not a file, and the node runs on its defaults
+        # one line before anything starts (launch_ros versions differ: some warn and drop the file)
         if params_file and not Path(params_file).is_file():
             raise FileNotFoundError(f"params_file {params_file!r} not found ('' = none)")
         files = [params_file] if params_file else []
@@ -76,7 +87,7 @@ def generate_launch_description() -> LaunchDescription:
                 executable="partglee_node",
                 name=LaunchConfiguration("node_name"),
                 namespace=LaunchConfiguration("namespace"),
-                parameters=[*files, parameter_values(values)],
+                parameters=[*files, launch_values(parameter_values(values))],
                 remappings=topic_remaps(values),
                 additional_env=env,
                 output="screen",
@@ -88,7 +99,7 @@ def generate_launch_description() -> LaunchDescription:
                     package="partglee_ros",
                     executable="grasp_node",
                     namespace=LaunchConfiguration("namespace"),
-                    parameters=files,
+                    parameters=[*files, launch_values(grasp_parameters(values))],
                     remappings=GRASP_REMAPS,
                     additional_env=env,
                     output="screen",

@@ -320,6 +320,15 @@ def test_vocabulary_flags_and_a_cut_bag_without_metadata(model_dir, tmp_path, ca
     for flags in (["--parts", "handle"], ["--object-parts", "mug: handle"]):
         assert bag_eval([*base, "--out", str(tmp_path / "flags"), *flags]) == 2
         assert "--parts and --object-parts need --objects" in capsys.readouterr().err
+    vocabulary = tmp_path / "vocabulary.yaml"
+    vocabulary.write_text("objects: [mug]\n")
+    assert (
+        bag_eval(
+            [*base, "--out", str(tmp_path / "both"), "--vocabulary", str(vocabulary), "--objects", "pot"]
+        )
+        == 2
+    )
+    assert "give --vocabulary or --objects/--parts/--object-parts, not both" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):  # argparse's exit
         bag_eval([*base, "--out", str(tmp_path / "none"), "--max-frames", "0"])
     assert "--max-frames: must be at least 1" in capsys.readouterr().err

@@ -138,14 +138,6 @@ def test_export_onnx_checks_the_opset_range_first(
     assert f"--opset must be in {MIN_OPSET}..{MAX_OPSET}" in line
 
 
-def test_export_onnx_max_opset_is_torchs() -> None:
-    from torch.onnx import _constants
-
-    from engines.export_onnx import MAX_OPSET
-
-    assert MAX_OPSET == _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET <= _constants.ONNX_MAX_OPSET
-
-
 def test_visualize_unknown_category_lists_the_known_ones(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -245,3 +237,10 @@ def test_eval_checkpoint_counts_are_checked_first(
     from benchmarks import eval_checkpoint
 
     assert "--num-images must be >= 1" in usage_error(capsys, eval_checkpoint.main, argv)
+
+
+@pytest.mark.parametrize("threshold", ["nan", "1.5"])
+def test_demo_threshold_is_a_score(capsys: pytest.CaptureFixture[str], threshold: str) -> None:
+    from partglee_ros.ros.demo import main
+
+    assert "--threshold must be in [0, 1]" in usage_error(capsys, main, ["--threshold", threshold])

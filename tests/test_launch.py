@@ -89,11 +89,18 @@ def test_grasp_option_sets_use_depth_and_wires_grasp_node_to_the_outputs() -> No
     assert with_grasp_node({"use_depth": "True"})["use_depth"] == "true"
     with pytest.raises(ValueError, match="grasp:=true needs use_depth"):
         with_grasp_node({"use_depth": "false"})
+    with pytest.raises(
+        ValueError, match="use_depth:='yes': expected true or false"
+    ):  # a typo, not a conflict
+        with_grasp_node({"use_depth": "yes"})
     cmd = grasp_command("grasp_node", "robot.yaml", namespace="/arm")
     assert cmd == [
         *("grasp_node", "--ros-args", "--params-file", "robot.yaml", "-r", "__ns:=/arm"),
         *("-r", "depth:=segmentation/depth", "-r", "camera_info:=segmentation/camera_info"),
     ]
+    # simulated time reaches both nodes; the node's own parameters only the node
+    values = {"use_sim_time": "true", "object_threshold": "0.4"}
+    assert grasp_command("grasp_node", "", values)[-2:] == ["-p", "use_sim_time:=true"]
 
 
 @pytest.mark.parametrize(
@@ -102,7 +109,8 @@ def test_grasp_option_sets_use_depth_and_wires_grasp_node_to_the_outputs() -> No
         ({"use_depth": "yes"}, r"use_depth:='yes': expected true or false"),
         ({"max_objects": "2.5"}, r"max_objects:='2.5': expected int"),
         ({"object_threshold": "nan"}, "expected a finite number"),
-        ({"objects": "mug"}, "expected a list of names"),
+        ({"objects": "mug"}, "expected a list of at least one name"),
+        ({"objects": "[]"}, r"expected a list of at least one name.*\[''\] for none"),  # rcl: unset, a crash
         ({"use_debug_image": "true", "publish_debug_image": "false"}, "disagree"),
         ({"image_topic": ""}, "image_topic:='' is not a topic name"),
         ({"depth_topic": "/camera/depth raw"}, "is not a topic name"),

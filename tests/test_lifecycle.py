@@ -116,17 +116,19 @@ def test_bad_parameter_override_exits_cleanly(start_process, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("executable", "arguments", "message"),
     [
+        # an unset shell variable
+        ("partglee_node", "--ros-args -r image:=", "Couldn't parse remap rule: '-r image:='"),
+        ("partglee_node", "--ros-args --params-file {broken}", "Couldn't parse params file"),
+        ("grasp_node", "--ros-args -r segment:=", "Couldn't parse remap rule"),
+        ("grasp_node", "--ros-args -p min_quality:=abc", "expecting type 'DOUBLE': min_quality"),
+        ("grasp_node", "--ros-args -p depth_slop:=-1.0", "depth_slop out of range"),  # was accepted
+        ("partglee_node", "--lifecyle --ros-args", "unknown argument '--lifecyle'"),  # ran unmanaged
+        ("grasp_node", "--lifecycle --ros-args", "unknown argument '--lifecycle'"),
         (
             "partglee_node",
-            ["-r", "image:="],
-            "Couldn't parse remap rule: '-r image:='",
-        ),  # an unset shell variable
-        ("partglee_node", ["--params-file", "{broken}"], "Couldn't parse params file"),
-        ("grasp_node", ["-r", "segment:="], "Couldn't parse remap rule"),
-        ("grasp_node", ["-p", "min_quality:=abc"], "expecting type 'DOUBLE': min_quality"),
-        ("grasp_node", ["-p", "depth_slop:=-1.0"], "depth_slop out of range"),  # was accepted at start-up
-        ("partglee_node", ["--lifecyle"], "unknown argument '--lifecyle'"),  # ran an unmanaged node
-        ("grasp_node", ["--lifecycle"], "unknown argument '--lifecycle'"),
+            "--ros-args --lifecycle",
+            "unknown ROS arguments ['--lifecycle'] (its own flags go",
+        ),
     ],
 )
 def test_malformed_ros_arguments_exit_cleanly(
@@ -136,10 +138,8 @@ def test_malformed_ros_arguments_exit_cleanly(
     tracebacks with exit code 1; they are one line and exit code 2 like every other start-up error."""
     broken = tmp_path / "broken.yaml"
     broken.write_text("/**:\n  ros__parameters: {backend: [unclosed\n")
-    args = [a.format(broken=broken) for a in arguments]
-    flags = [a for a in args if a.startswith("--") and a != "--params-file"]  # before --ros-args
-    ros_args = ["--ros-args", *(a for a in args if a not in flags)]
-    proc = start_process(str(NODE_EXECUTABLE.with_name(executable)), *flags, *ros_args, name="malformed")
+    args = arguments.format(broken=broken).split()
+    proc = start_process(str(NODE_EXECUTABLE.with_name(executable)), *args, name="malformed")
     assert proc.proc.wait(timeout=60) == 2, proc.output()
     log = proc.output()
     assert message in log and "cannot start" in log and "Traceback" not in log, log
@@ -153,11 +153,32 @@ def test_second_ctrl_c_during_shutdown_does_not_kill_the_node(ros_node, start_pr
     )
     proc = start_process(*cmd, "-r", "__ns:=/twice", name="twice")
     client = ros_node.create_client(Segment, "/twice/segment")
+    camera = ros_node.create_publisher(Image, "/twice/i", 1)
+    # running: the segment service's helper answers only once the node is active (a request then times out)
     assert spin_until(ros_node, client.service_is_ready, 90), proc.output()
+    future = client.call_async(Segment.Request(timeout=0.1))
+    assert spin_until(ros_node, future.done, 30) and camera.get_subscription_count() == 1, proc.output()
     proc.proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
     proc.proc.send_signal(signal.SIGINT)
     assert proc.proc.wait(timeout=60) == 0, proc.output()
+
+
+@pytest.mark.parametrize("moment", ["imports", "model load"])
+def test_ctrl_c_during_start_up_is_a_clean_stop(start_process, tmp_path, moment) -> None:
+    """Ctrl-C before the node was up (a slow model load, a mistaken launch) ended in a KeyboardInterrupt
+    traceback and exit -2."""
+    cmd = partglee_command(params_file(tmp_path), small_checkpoint(tmp_path / "model"))
+    proc = start_process(*cmd, name="early")
+    if moment == "imports":
+        time.sleep(0.3)
+    else:  # just after the model is loaded: activate() and the services' start follow
+        deadline = time.monotonic() + 60
+        while "loaded " not in proc.output() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(timeout=60) == 0, proc.output()
+    assert "Traceback" not in proc.output(), proc.output()
 
 
 def test_failed_configure_is_logged_and_leaves_nothing(ros_node, start_process, tmp_path) -> None:

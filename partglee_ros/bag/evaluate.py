@@ -90,14 +90,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     r.add_argument("--connect-timeout", type=float, default=60.0)
     r.add_argument("--drain-timeout", type=float, default=10.0)
-    p.add_argument("--max-frames", type=_positive, help="stop after this many frames")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--overlays", type=int, default=4, help="number of overlay images")
     p.add_argument("--storage", choices=tuple(STORAGES), default="mcap", help="results bag storage")
     p.add_argument("--no-results-bag", action="store_true")
     return p.parse_args(argv)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -110,6 +110,9 @@ def _names(text: str | None) -> list[str]:
 
 def load_vocabulary(args: argparse.Namespace, gts: dict[int, ImageAnnotation]) -> Vocabulary:
     """From --vocabulary, else --objects/--parts, else every name in the ground truth."""
+    flags = args.objects is not None or args.parts is not None or args.object_parts
+    if args.vocabulary and flags:  # one source: the flags were dropped silently
+        raise UsageError("give --vocabulary or --objects/--parts/--object-parts, not both")
     if args.vocabulary:
         raw = yaml.safe_load(args.vocabulary.read_text()) or {}
         if not isinstance(raw, dict):

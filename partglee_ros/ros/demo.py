@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     # checked before the node starts: otherwise a traceback from Popen, mkdir or np.percentile
     if args.frames < 1:
         parser.error("--frames must be >= 1")
+    if not 0.0 <= args.threshold <= 1.0:  # NaN too
+        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
     if not (args.node.is_file() and os.access(args.node, os.X_OK)):
         parser.error(f"--node {args.node} is not an executable file (scripts/setup.sh builds partglee_node)")
     try:

@@ -48,7 +48,7 @@ def description(name: str) -> str:
 
 def _typed(name: str, target: str, text: str) -> Any:
     """A launch argument's text as the parameter's declared type, or one line saying what was expected.
-    Done here, not by launch or rcl: both read values as YAML, so `model_path:=123` would be an integer,
+    Done here, not by rcl, which reads `-p` values as YAML: `model_path:=123` would be an integer,
     `object_threshold:=1` an integer that a double parameter refuses, and `yes` a bool."""
     kind = type(_param(target).default)
     if kind is bool:
@@ -68,9 +68,11 @@ def _typed(name: str, target: str, text: str) -> Any:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        # an empty list leaves the parameter unset in rcl (the node then fails): [''] is "none"
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise ValueError(
-                f"launch argument {name}:={text!r}: expected a list of names, e.g. \"['mug', 'cup']\""
+                f"launch argument {name}:={text!r}: expected a list of at least one name, e.g. "
+                "\"['mug', 'cup']\" ([''] for none)"
             )
         return value
     return text
@@ -98,20 +100,31 @@ def parameter_values(values: Mapping[str, str]) -> dict[str, Any]:
 def with_grasp_node(values: Mapping[str, str]) -> dict[str, str]:
     """``values`` for a node that serves grasp_node: grasp_node plans on the depth the node republishes, so
     use_depth is set, and an explicit use_depth:=false is refused rather than leaving grasp_node without it."""
-    if values.get("use_depth", UNSET).lower() not in (UNSET, "true"):
-        raise ValueError(f"grasp:=true needs use_depth (given use_depth:={values['use_depth']!r})")
+    given = values.get("use_depth", UNSET)
+    if given != UNSET and not parameter_values({"use_depth": given})["use_depth"]:  # a typo: its own error
+        raise ValueError(f"grasp:=true needs use_depth (given use_depth:={given!r})")
     return {**values, "use_depth": "true"}
 
 
-def grasp_command(executable: str, params_file: str, namespace: str = "") -> list[str]:
+def grasp_parameters(values: Mapping[str, str]) -> dict[str, Any]:
+    """What the launch arguments set on grasp_node: only use_sim_time (its own parameters come from the
+    params file's `/**/partglee_grasp:` section)."""
+    return {k: v for k, v in parameter_values(values).items() if k == USE_SIM_TIME.name}
+
+
+def grasp_command(
+    executable: str, params_file: str, values: Mapping[str, str] | None = None, namespace: str = ""
+) -> list[str]:
     """The grasp_node command line `ros2 launch partglee_ros partglee.launch.py grasp:=true` would run."""
     cmd = [executable, "--ros-args"]
-    if params_file:  # a `partglee_grasp:` section there sets part_names, min_quality, rectified, ...
+    if params_file:  # a `/**/partglee_grasp:` section there sets part_names, min_quality, rectified, ...
         cmd += ["--params-file", params_file]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
     for source, target in GRASP_REMAPS:
         cmd += ["-r", f"{source}:={target}"]
+    for target, value in grasp_parameters(values or {}).items():
+        cmd += ["-p", f"{target}:={json.dumps(value)}"]
     return cmd
 
 

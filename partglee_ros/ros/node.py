@@ -638,11 +638,13 @@ def main(args: list[str] | None = None) -> int:
         node.configure()
         node.activate()
         node.segment_service.start()
-    except StartupError as err:
-        node.get_logger().fatal(f"cannot start: {err}")
+    except (StartupError, KeyboardInterrupt) as err:  # Ctrl-C while the model loads: a stop, not a crash
+        if isinstance(err, StartupError):
+            node.get_logger().fatal(f"cannot start: {err}")
+        ignore_interrupts()
         node.destroy_node()
         rclpy.try_shutdown()
-        return 2
+        return 2 if isinstance(err, StartupError) else 0
     try:
         _spin(node)
     finally:

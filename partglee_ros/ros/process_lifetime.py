@@ -14,8 +14,12 @@ def own_flags(argv: list[str], executable: str, known: tuple[str, ...] = ()) -> 
     does not know: a misspelt `--lifecycle` used to start an unmanaged node that processed frames at once."""
     try:
         own = remove_ros_args(argv)[1:]
-    except Exception as err:  # rclpy's RCLInvalidROSArgsError: a malformed remap or parameter
-        _fatal(executable, str(err))
+    except Exception as err:  # rclpy's RCLInvalidROSArgsError (a malformed remap) or UnknownROSArgsError
+        unknown = type(err).__name__ == "UnknownROSArgsError"  # its message is the bare list of them
+        _fatal(
+            executable,
+            f"unknown ROS arguments {err} (its own flags go before --ros-args)" if unknown else str(err),
+        )
         return None
     unknown = [a for a in own if a not in known]
     if unknown:
