@@ -38,7 +38,7 @@ from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInsta
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.part_cloud import PartPoints, part_cloud
-from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report, own_flags
+from partglee_ros.ros.process_lifetime import init_or_report, interrupted, own_flags
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.runtime.vocabulary import normal_name
 from partglee_ros.sensor_images import paste_mask_crop
@@ -318,20 +318,28 @@ class GraspNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     argv = list(args if args is not None else sys.argv)
-    if own_flags(argv, "grasp_node") is None or not init_or_report(argv, "grasp_node"):
+    if own_flags(argv, "grasp_node") is None:
         return 2
-    try:  # declaring the parameters checks the overrides' types
-        node = GraspNode()
-    except ParameterException as err:
-        rclpy.logging.get_logger("partglee_grasp").fatal(f"cannot start: {err}")
-        rclpy.try_shutdown()
+    if interrupted():  # Ctrl-C during the imports
+        return 0
+    if not init_or_report(argv, "grasp_node"):
         return 2
+    node, code = None, 0
     try:
-        rclpy.spin(node)
+        node = GraspNode()  # declaring the parameters checks the overrides' types and ranges
+        if rclpy.ok():  # else Ctrl-C shut ROS down during the start-up: stop
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except ParameterException as err:
+        if rclpy.ok():
+            rclpy.logging.get_logger("partglee_grasp").fatal(f"cannot start: {err}")
+            code = 2
+    except Exception:
+        if rclpy.ok():  # after Ctrl-C shut ROS down, what fails is the stop's doing, not an error
+            raise
     finally:
-        ignore_interrupts()
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code

@@ -51,7 +51,7 @@ from partglee_ros.ros.parameters import (
     postprocess_config,
     tracking_warning,
 )
-from partglee_ros.ros.process_lifetime import ignore_interrupts, init_or_report, own_flags
+from partglee_ros.ros.process_lifetime import init_or_report, interrupted, own_flags
 from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, SegmentQuery
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
@@ -619,37 +619,34 @@ def main(args: list[str] | None = None) -> int:
     flags = own_flags(argv, "partglee_node", known=("--lifecycle",))
     if flags is None:
         return 2
+    if interrupted():  # Ctrl-C during the imports
+        return 0
     lifecycle = "--lifecycle" in flags
     if not init_or_report([a for a in argv if a != "--lifecycle"], "partglee_node"):
         return 2
-    try:  # declaring the parameters checks the overrides' types and ranges
+    node, code = None, 0
+    try:
+        # declaring the parameters checks the overrides' types and ranges
         node = PartGleeLifecycleNode() if lifecycle else PartGleeNode()
-    except ParameterException as err:
-        rclpy.logging.get_logger("partglee").fatal(f"cannot start: {err}")
-        rclpy.try_shutdown()
-        return 2
-    if lifecycle:
-        _spin(node)
-        ignore_interrupts()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 0
-    try:
-        node.configure()
-        node.activate()
-        node.segment_service.start()
-    except (StartupError, KeyboardInterrupt) as err:  # Ctrl-C while the model loads: a stop, not a crash
-        if isinstance(err, StartupError):
-            node.get_logger().fatal(f"cannot start: {err}")
-        ignore_interrupts()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2 if isinstance(err, StartupError) else 0
-    try:
-        _spin(node)
+        if not lifecycle:
+            node.configure()
+            node.activate()
+            node.segment_service.start()
+        if rclpy.ok():  # else Ctrl-C shut ROS down during the start-up: stop
+            _spin(node)
+    except (ParameterException, StartupError) as err:
+        if rclpy.ok():
+            (node.get_logger() if node else rclpy.logging.get_logger("partglee")).fatal(
+                f"cannot start: {err}"
+            )
+            code = 2
+    except Exception:
+        if rclpy.ok():  # after Ctrl-C shut ROS down, what fails is the stop's doing, not an error
+            raise
     finally:
-        ignore_interrupts()
-        node.deactivate()
-        node.destroy_node()
+        if node is not None:
+            if not lifecycle:
+                node.deactivate()
+            node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code

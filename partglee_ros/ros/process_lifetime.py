@@ -1,17 +1,43 @@
-"""Start and end of a node process: what `main` does before the node exists and after it is done."""
+"""Start and end of a node process: what `main` does before the node exists and after it is done.
+
+Ctrl-C is held as a flag from the executable's first lines (`hold_interrupts`), never raised as
+KeyboardInterrupt: raised inside an extension's call into Python (importing torch, creating an rclpy node) it
+aborted the process (pybind11, SIGABRT) or ended it in a traceback, and a second Ctrl-C during the clean-up
+killed it by signal. rclpy.init installs its own handler, which shuts the ROS context down and then calls
+this one, so after init a Ctrl-C ends `spin` (ExternalShutdownException) and `rclpy.ok()` tells a start-up
+in progress that it was stopped. rclpy is imported inside the functions: this module is imported first.
+"""
 
 from __future__ import annotations
 
 import signal
 import sys
 
-import rclpy
-from rclpy.utilities import remove_ros_args
+_held: list[int] = []
+
+
+def hold_interrupts() -> None:
+    """From now on Ctrl-C (SIGINT) is recorded, not raised."""
+    signal.signal(signal.SIGINT, lambda number, frame: _held.append(number))
+
+
+def ignore_interrupts() -> None:
+    """For the clean-up and the exit: Python's finalization resets a handler set from Python to the default
+    action, so a second Ctrl-C then (it can take a few hundred ms) killed the process by signal; SIG_IGN
+    stays."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C came since `hold_interrupts` (checked before rclpy.init, which takes over from there)."""
+    return bool(_held)
 
 
 def own_flags(argv: list[str], executable: str, known: tuple[str, ...] = ()) -> set[str] | None:
     """The executable's own flags (those outside --ros-args), or None after one line on stderr for one it
     does not know: a misspelt `--lifecycle` used to start an unmanaged node that processed frames at once."""
+    from rclpy.utilities import remove_ros_args
+
     try:
         own = remove_ros_args(argv)[1:]
     except Exception as err:  # rclpy's RCLInvalidROSArgsError (a malformed remap) or UnknownROSArgsError
@@ -38,15 +64,11 @@ def _fatal(executable: str, text: str) -> None:
 def init_or_report(argv: list[str], executable: str) -> bool:
     """rclpy.init, or one line on stderr and False: rcl refuses malformed --ros-args (an empty remap, a
     params file that does not parse) with an exception that would end the process in a traceback."""
+    import rclpy
+
     try:
         rclpy.init(args=argv)
     except Exception as err:  # rclpy's RCLError, raised from rcl's argument parser
         _fatal(executable, str(err))
         return False
     return True
-
-
-def ignore_interrupts() -> None:
-    """For the clean-up after the first Ctrl-C: a terminal delivers a second one to launch and the node alike,
-    and it would kill the node by signal halfway through releasing the model and the ROS interfaces."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
