@@ -22,9 +22,8 @@ def hold_interrupts() -> None:
 
 
 def ignore_interrupts() -> None:
-    """For the clean-up and the exit: Python's finalization resets a handler set from Python to the default
-    action, so a second Ctrl-C then (it can take a few hundred ms) killed the process by signal; SIG_IGN
-    stays."""
+    """For the exit, once `main` has returned: Python's finalization (a few hundred ms) resets a handler set
+    from Python to the default action, so a second Ctrl-C then killed the process by signal; SIG_IGN stays."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
