@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import describe_cpu
+from benchmarks.output_file import prepare_output_file
 from partglee_ros import strict_json
 from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.factory import load_segmenter
@@ -46,16 +47,6 @@ def score(model_dir: str, split: str, num_images: int, split_config: str = SPLIT
     return {"headline": headline(metrics), "metrics": metrics}
 
 
-def _prepare_output(parser: argparse.ArgumentParser, flag: str, path: Path) -> None:
-    """Make ``path``'s folder now: a bad output path is found before the evaluation, not after it."""
-    if path.is_dir():
-        parser.error(f"{flag} {path} is a folder; name the file to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        parser.error(f"{flag} {path}: cannot make its folder: {err.strerror}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -77,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--num-images must be >= 1 and --ci-subset >= 0")
     for flag, path in (("--out", args.out), ("--markdown", args.markdown)):
         if path:
-            _prepare_output(p, flag, Path(path))
+            prepare_output_file(p, flag, Path(path))
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.output_file import prepare_output_file
 from partglee_ros.config import ModelConfig
 from partglee_ros.model import build_model
 from partglee_ros.model.preprocess import padded_size
@@ -63,13 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    if args.json and args.json.is_dir():
-        parser.error(f"--json {args.json} is a folder")
-    try:  # before measuring, not after
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        parser.error(f"--json {args.json}: cannot make its folder: {err.strerror}")
+    if args.json:
+        prepare_output_file(parser, "--json", args.json)
     results = {}
     print("| config | params (M) | GFLOPs 320x240 | GFLOPs 640x480 |\n|---|---|---|---|")
     for name in args.configs or known:
