@@ -285,8 +285,9 @@ def render(
             lines.append(f"- K = {k}, {other}: {ratios[0]:.2f}x / {ratios[1]:.2f}x")
     lines += [
         "",
-        "`onnx` runs the graph `engines.export_onnx` writes (simplified by onnxsim); `onnx, traced graph` is the "
-        "same export without simplification, to show what it buys. `onnx, spinning threads` is the node "
+        "`onnx` runs the graph `engines.export_onnx` writes (opset 19: deformable attention as DeformConv, "
+        "simplified by onnxsim); `onnx, GridSample graph` is the export at `--opset 18`, which samples with "
+        "GridSample instead (for runtimes without DeformConv). `onnx, spinning threads` is the node "
         "parameter `onnx_spin_threads: true`: ONNX Runtime's idle workers busy-wait between operators, up to "
         f"`onnx_spin_us` = {DEFAULT_SPIN_US} us each time, instead of sleeping at once. "
         "`torch, compiled` is `backend: torch` with `torch_compile: true` (TorchInductor's C++ code for this "
@@ -310,7 +311,7 @@ def render(
         + f". This machine sustains {gflops:.0f} GFLOP/s on a 1024x1024 fp32 GEMM with torch's threads, so the "
         "network alone cannot run faster than "
         + ", ".join(f"{f / gflops / 1e6:.1f} ms (K = {k})" for k, f in flops.items())
-        + " here; the rest of the inference time is memory-bound work (grid_sample, layout changes, "
+        + " here; the rest of the inference time is memory-bound work (bilinear sampling, layout changes, "
         "element-wise ops) and framework overhead.",
     ]
     return "\n".join(lines) + "\n"
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = prepare_model(args.model, Path(tmp))
         model, config = load_checkpoint(setup.model_dir)
         onnx_path = export_onnx(model, config, Path(tmp) / "model.onnx")
-        traced_path = export_onnx(model, config, Path(tmp) / "traced.onnx", simplify=False)
+        grid_sample_path = export_onnx(model, config, Path(tmp) / "grid_sample.onnx", opset=18)
         encoder = make_text_encoder(config, setup.model_dir)
         post = PostprocessConfig()
         compiled = TorchBackend(model, torch_compile=True)
@@ -350,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             "torch": Segmenter(TorchBackend(model), encoder, tuple(config.input_size), post),
             "torch, compiled": Segmenter(compiled, encoder, tuple(config.input_size), post),
             "onnx": Segmenter(OnnxBackend(onnx_path), encoder, tuple(config.input_size), post),
-            "onnx, traced graph": Segmenter(
-                OnnxBackend(traced_path), encoder, tuple(config.input_size), post
+            "onnx, GridSample graph": Segmenter(
+                OnnxBackend(grid_sample_path), encoder, tuple(config.input_size), post
             ),
             "onnx, spinning threads": Segmenter(
                 OnnxBackend(onnx_path, spin_threads=True), encoder, tuple(config.input_size), post

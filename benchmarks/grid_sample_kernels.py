@@ -1,9 +1,10 @@
 """GridSample: ONNX Runtime's CPU kernel against PyTorch's, at the shapes the model calls it with.
 
-Deformable attention samples every feature level with one GridSample per layer and level. This records the
-(input, grid) shapes of every ``grid_sample`` call in one forward pass of the model, then times each shape
-alone: a one-node ONNX graph in ONNX Runtime and ``F.grid_sample`` in PyTorch, 1 and 2 threads, runs
-interleaved. The sum over the calls is the sampling time of one frame in each runtime, which shows how much
+In PyTorch, and in an ONNX export at opset 17 or 18, deformable attention samples every feature level with
+one GridSample per layer and level; the default export (opset 19) uses DeformConv instead, because of what
+this shows. This records the (input, grid) shapes of every ``grid_sample`` call in one forward pass of the
+model, then times each shape alone: a one-node ONNX graph in ONNX Runtime and ``F.grid_sample`` in PyTorch,
+1 and 2 threads, runs interleaved. The sum over the calls is the sampling time of one frame in each runtime, which shows how much
 of the gap between ONNX Runtime and PyTorch eager the sampling kernel accounts for. Prints a table and, with
 --write, replaces this script's section of docs/BENCHMARKS.md.
 

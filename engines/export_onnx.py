@@ -5,11 +5,14 @@ to a multiple of 32, so the graph has one fixed image shape (1, 3, H32, W32); on
 and ``part_text`` (K_part, D) are dynamic, and with them the last axis of ``obj_logits``/``part_logits``.
 A vocabulary change is therefore a new input, never a new graph or engine.
 
-The TorchScript-based exporter (``dynamo=False``) is used: it traces the grid_sample-based deformable
-attention into plain GridSample nodes. The traced graph is then simplified with onnxsim (constant folding of
-the tracer's shape arithmetic: 4555 -> 1273 nodes for the default model; ONNX Runtime runs both equally
-fast, docs/BENCHMARKS.md, but the graph is one people and TensorRT's parser can read) and checked with ``onnx.checker`` (full check, with shape
-inference) before it is written. The SHA-256 of the weights file and of the model code it came from are
+The TorchScript-based exporter (``dynamo=False``) is used. From opset 19 (the default) deformable attention
+is traced as one standard DeformConv per level (partglee_ros.model.ms_deform_attn: ONNX Runtime runs it
+faster than GridSample); at 17 and 18, which have no DeformConv, as GridSample nodes, for runtimes without
+DeformConv (onnxruntime releases before 2026, older TensorRT). The traced graph is then simplified with
+onnxsim (constant folding of the tracer's shape arithmetic: 4555 -> 1273 nodes for the default model at
+opset 17; ONNX Runtime runs both equally fast, docs/BENCHMARKS.md, but the graph is one people and
+TensorRT's parser can read) and checked with ``onnx.checker`` (full check, with shape inference) before it is
+written. The SHA-256 of the weights file and of the model code it came from are
 recorded in the graph's metadata: a runtime refuses a graph exported from other weights, and warns about one
 traced from other model code (``--if-stale``, which scripts/setup.sh uses, re-exports either).
 
@@ -17,7 +20,7 @@ For MiniLM models the text encoder is exported too, into ``MODEL/text_encoder.on
 ``text_encoder.json``: a directory with ``config.json`` and the two graphs runs on ONNX Runtime without
 PyTorch (docs/ENGINES.md, "Deploying without PyTorch").
 
-    python -m engines.export_onnx --model models/default [--out models/default/model.onnx] [--opset 17]
+    python -m engines.export_onnx --model models/default [--out models/default/model.onnx] [--opset 19]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 import onnx
 import torch
 from torch import Tensor, nn
+from torch.onnx import symbolic_helper
 
 from engines.export_text_encoder import write_model_text_encoder
 from partglee_ros.config import (
@@ -46,11 +50,13 @@ from partglee_ros.config import (
     model_code_digest,
     weights_digest,
 )
+from partglee_ros.model.ms_deform_attn import deform_conv_sampling
 from partglee_ros.model.partglee import PartGLEE
 from partglee_ros.model.preprocess import padded_size
 from partglee_ros.runtime.backends.base import INPUT_NAMES, OUTPUT_NAMES
 
 MIN_OPSET = 17  # LayerNormalization is a single op from 17 on; GridSample needs 16
+DEFORM_CONV_OPSET = 19  # the first with DeformConv; also the default
 # The newest opset the TorchScript exporter (dynamo=False) supports (torch warns above it, and e.g. at 25 traces
 # the model, prints its IR and fails). torch keeps it only in a private module (since 2.1; 20 there up to 2.13).
 try:
@@ -63,6 +69,38 @@ DYNAMIC_AXES = {
     "obj_logits": {2: "k_obj"},
     "part_logits": {2: "k_part"},
 }
+
+
+@symbolic_helper.parse_args("v", "v", "v", "v", "v", "i", "i", "i", "i", "i", "i", "i", "i", "b")
+def _deform_conv(
+    g: torch.Graph,
+    x: torch.Value,
+    weight: torch.Value,
+    offset: torch.Value,
+    mask: torch.Value,
+    bias: torch.Value,
+    stride_h: int,
+    stride_w: int,
+    pad_h: int,
+    pad_w: int,
+    dilation_h: int,
+    dilation_w: int,
+    groups: int,
+    offset_groups: int,
+    use_mask: bool,
+) -> torch.Value:
+    """torchvision's deform_conv2d as ONNX DeformConv, whose inputs and attributes it was modelled on
+    (torchvision registers no ONNX export for it)."""
+    inputs = (x, weight, offset, bias, mask) if use_mask else (x, weight, offset, bias)
+    return g.op(
+        "DeformConv",
+        *inputs,
+        strides_i=[stride_h, stride_w],
+        pads_i=[pad_h, pad_w, pad_h, pad_w],
+        dilations_i=[dilation_h, dilation_w],
+        group_i=groups,
+        offset_group_i=offset_groups,
+    )
 
 
 class ExportWrapper(nn.Module):
@@ -88,7 +126,7 @@ def export_onnx(
     model: PartGLEE,
     config: ModelConfig,
     out: Path,
-    opset: int = MIN_OPSET,
+    opset: int = DEFORM_CONV_OPSET,
     simplify: bool = True,
     weights_sha256: str = "",
 ) -> Path:
@@ -118,7 +156,9 @@ def export_onnx(
     try:
         # Gradients stay enabled: under no_grad nn.MultiheadAttention takes its fused fast path
         # (aten::_native_multi_head_attention), which has no ONNX export.
-        with torch.inference_mode(False), torch.enable_grad():
+        sampling = deform_conv_sampling(wrapper) if opset >= DEFORM_CONV_OPSET else contextlib.nullcontext()
+        torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv, DEFORM_CONV_OPSET)
+        with torch.inference_mode(False), torch.enable_grad(), sampling:
             torch.onnx.export(
                 wrapper,
                 example,
@@ -172,7 +212,7 @@ def _annotate(graph: onnx.ModelProto, config: ModelConfig, weights_sha256: str) 
         graph.metadata_props.add(key=key, value=value)
 
 
-def is_current(path: Path, model_dir: Path, opset: int = MIN_OPSET) -> bool:
+def is_current(path: Path, model_dir: Path, opset: int = DEFORM_CONV_OPSET) -> bool:
     """Whether the graph at ``path`` was exported from ``model_dir``'s weights and config (input size, text
     width) by this model code at ``opset``; False for a graph that cannot be read (a damaged file)."""
     try:
@@ -201,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         "--model", type=Path, required=True, help="checkpoint dir (config.json + model.safetensors)"
     )
     parser.add_argument("--out", type=Path, help=f"output file (default: MODEL/{ONNX_FILE})")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"{MIN_OPSET}..{MAX_OPSET}")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFORM_CONV_OPSET,
+        help=f"{MIN_OPSET}..{MAX_OPSET}; below {DEFORM_CONV_OPSET} deformable attention samples with GridSample, "
+        "not DeformConv",
+    )
     parser.add_argument("--no-simplify", action="store_true", help="keep the traced graph as it is")
     parser.add_argument(
         "--if-stale",

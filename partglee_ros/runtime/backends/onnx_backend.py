@@ -120,7 +120,15 @@ class OnnxBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as err:  # ORT raises its own exception types for unreadable or invalid graphs
-            raise BackendError(f"cannot load ONNX model {self.path}: {type(err).__name__}: {err}") from err
+            hint = ""
+            if "implementation for DeformConv" in str(err):  # the default export's deformable attention
+                hint = (
+                    f" (onnxruntime {ort.__version__} has no DeformConv kernel for this graph: upgrade "
+                    "onnxruntime, or export with --opset 18, which samples with GridSample instead)"
+                )
+            raise BackendError(
+                f"cannot load ONNX model {self.path}: {type(err).__name__}: {err}{hint}"
+            ) from err
 
     def infer(
         self, image: np.ndarray, object_text: np.ndarray, part_text: np.ndarray
