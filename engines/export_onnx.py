@@ -103,6 +103,11 @@ def _deform_conv(
     )
 
 
+def register_deform_conv() -> None:
+    """Let the TorchScript exporter trace torchvision's deform_conv2d (``deform_conv_sampling``); idempotent."""
+    torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv, DEFORM_CONV_OPSET)
+
+
 class ExportWrapper(nn.Module):
     """The model with positional outputs in OUTPUT_NAMES order (ONNX outputs are a tuple, not a dict)."""
 
@@ -157,7 +162,7 @@ def export_onnx(
         # Gradients stay enabled: under no_grad nn.MultiheadAttention takes its fused fast path
         # (aten::_native_multi_head_attention), which has no ONNX export.
         sampling = deform_conv_sampling(wrapper) if opset >= DEFORM_CONV_OPSET else contextlib.nullcontext()
-        torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv, DEFORM_CONV_OPSET)
+        register_deform_conv()
         with torch.inference_mode(False), torch.enable_grad(), sampling:
             torch.onnx.export(
                 wrapper,

@@ -445,3 +445,26 @@ def test_module_times_places_the_kernels_on_the_models_modules(exported) -> None
     assert ort_ms["not placed"] <= 0.05 * totals["kernels"], ort_ms
     assert set(ort_ms) - {"not placed"} <= set(eager), (sorted(ort_ms), sorted(eager))
     assert all(ms >= 0 for ms in eager.values()) and totals["eager"] > 0 and totals["ort"] > 0
+
+
+def test_deformable_sampling_benchmark_exports_each_kind_of_module_both_ways(
+    exported, tmp_path: Path
+) -> None:
+    """benchmarks.deformable_sampling: one call per kind of module (the encoder's at point references among
+    them), each exported with one GridSample (opset 18) or one DeformConv (19) per level, both computing what
+    the module computes in PyTorch."""
+    from benchmarks.deformable_sampling import export, recorded_calls, time_call
+
+    calls = recorded_calls(exported[2].parent, k=3)
+    kinds = [name.split(".layers.")[0] for name in calls]
+    assert "pixel_decoder" in kinds and len(set(kinds)) == len(kinds) > 1
+    for name, (call, inputs) in calls.items():
+        graphs = {
+            op: export(call, inputs, tmp_path / f"{name}.{op}.onnx", opset)
+            for op, opset in (("GridSample", 18), ("DeformConv", 19))
+        }
+        for op, path in graphs.items():
+            assert operator_counts(onnx.load(str(path))).get(op) == len(call.spatial_shapes), (name, op)
+        ms, errors = time_call(call, inputs, graphs, runs=1)
+        assert set(ms) == {"eager", *graphs} and all(t > 0 for t in ms.values())
+        assert max(errors.values()) < 1e-4, (name, errors)
