@@ -2,8 +2,9 @@
 
 Records the inputs of the first call of each of the model's deformable attention modules of a kind (an
 encoder layer at its point references, each decoder at its box references) in one forward pass, exports that
-module alone both ways, and times the two graphs in ONNX Runtime beside the module in PyTorch eager (2
-threads each, idle ORT workers sleeping as in the node; runs interleaved). Prints a table and, with --write,
+module alone both ways, and times the two graphs in ONNX Runtime beside the module in PyTorch eager, as it
+runs (grid_sample) and with torchvision's deform_conv2d, the op the DeformConv graph is traced from (2 threads
+each, idle ORT workers sleeping as in the node; runs interleaved). Prints a table and, with --write,
 replaces this script's section of docs/BENCHMARKS.md.
 
     python -m benchmarks.deformable_sampling [--model models/default] [--k 50] [--runs 50] [--write]
@@ -104,8 +105,8 @@ def session(path: Path) -> ort.InferenceSession:
 def time_call(
     call: AttentionCall, inputs: tuple[Tensor, ...], graphs: dict[str, Path], runs: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Median ms per runtime (eager and each graph, taking turns), and each graph's max |difference| from
-    eager's output."""
+    """Median ms per runtime (eager with either sampling op, and each graph; taking turns), and each graph's
+    max |difference| from eager's output."""
     feeds = {name: t.numpy() for name, t in zip(INPUTS, inputs, strict=True)}
     sessions = {label: session(path) for label, path in graphs.items()}
     with torch.inference_mode():
@@ -114,6 +115,12 @@ def time_call(
         label: (lambda s=s: s.run(None, feeds)) for label, s in sessions.items()
     }
     runners["eager"] = lambda: call(*inputs)
+
+    def eager_deform_conv() -> None:
+        with deform_conv_sampling(call):
+            call(*inputs)
+
+    runners["eager, deform_conv2d"] = eager_deform_conv
     samples: dict[str, list[float]] = {label: [] for label in runners}
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
@@ -150,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         "exported alone at opset 18 (GridSample) and 19 (DeformConv) and timed beside PyTorch eager, median of "
         f"{args.runs} calls in ms. Max |diff| is each graph's largest difference from eager's output.",
         "",
-        "| module | queries | PyTorch eager | ORT, GridSample | ORT, DeformConv | GridSample / DeformConv "
-        "| max \\|diff\\| GridSample / DeformConv |",
-        "|---|---|---|---|---|---|---|",
+        "| module | queries | PyTorch eager | PyTorch, deform_conv2d | ORT, GridSample | ORT, DeformConv "
+        "| GridSample / DeformConv | max \\|diff\\| GridSample / DeformConv |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for name, (call, inputs) in recorded_calls(args.model, args.k).items():
@@ -162,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             ms, errors = time_call(call, inputs, graphs, args.runs)
             lines.append(
-                f"| `{name}` | {inputs[0].shape[1]} | {ms['eager']:.3f} | {ms['GridSample']:.3f} | "
+                f"| `{name}` | {inputs[0].shape[1]} | {ms['eager']:.3f} | {ms['eager, deform_conv2d']:.3f} | "
+                f"{ms['GridSample']:.3f} | "
                 f"{ms['DeformConv']:.3f} | {ms['GridSample'] / ms['DeformConv']:.2f}x | "
                 f"{errors['GridSample']:.1e} / {errors['DeformConv']:.1e} |"
             )

@@ -8,9 +8,10 @@ A vocabulary change is therefore a new input, never a new graph or engine.
 The TorchScript-based exporter (``dynamo=False``) is used. From opset 19 (the default) deformable attention
 is traced as one standard DeformConv per level (partglee_ros.model.ms_deform_attn: ONNX Runtime runs it
 faster than GridSample); at 17 and 18, which have no DeformConv, as GridSample nodes, for runtimes without
-DeformConv (onnxruntime releases before 2026, older TensorRT). The traced graph is then simplified with
-onnxsim (constant folding of the tracer's shape arithmetic: 4555 -> 1273 nodes for the default model at
-opset 17; ONNX Runtime runs both equally fast, docs/BENCHMARKS.md, but the graph is one people and
+DeformConv (older onnxruntime, TensorRT before 10.1). Without ``--opset`` the CLI exports at 19 where this
+machine's onnxruntime runs DeformConv, else at 18 (``default_opset``). The traced graph is then simplified
+with onnxsim (constant folding of the tracer's shape arithmetic: 4555 -> 1273 nodes for the default model at
+opset 17; ONNX Runtime ran both equally fast, docs/BENCHMARKS.md, but the graph is one people and
 TensorRT's parser can read) and checked with ``onnx.checker`` (full check, with shape inference) before it is
 written. The SHA-256 of the weights file and of the model code it came from are
 recorded in the graph's metadata: a runtime refuses a graph exported from other weights, and warns about one
@@ -20,7 +21,7 @@ For MiniLM models the text encoder is exported too, into ``MODEL/text_encoder.on
 ``text_encoder.json``: a directory with ``config.json`` and the two graphs runs on ONNX Runtime without
 PyTorch (docs/ENGINES.md, "Deploying without PyTorch").
 
-    python -m engines.export_onnx --model models/default [--out models/default/model.onnx] [--opset 19]
+    python -m engines.export_onnx --model models/default [--out models/default/model.onnx] [--opset 18]
 """
 
 from __future__ import annotations
@@ -101,6 +102,28 @@ def _deform_conv(
         group_i=groups,
         offset_group_i=offset_groups,
     )
+
+
+def default_opset() -> int:
+    """DEFORM_CONV_OPSET where this machine's onnxruntime runs DeformConv (the faster graph), else 18, whose
+    graph samples with GridSample: scripts/setup.sh exports on the machine that runs the graph, and an
+    onnxruntime without the kernel could not load the default one."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    inputs = [("x", [1, 1, 2, 2]), ("w", [1, 1, 1, 1]), ("offset", [1, 2, 2, 2])]
+    graph = helper.make_graph(
+        [helper.make_node("DeformConv", [name for name, _ in inputs], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFORM_CONV_OPSET)])
+    try:
+        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # ORT's own NotImplemented type: no DeformConv kernel in this build
+        return DEFORM_CONV_OPSET - 1
+    return DEFORM_CONV_OPSET
 
 
 def register_deform_conv() -> None:
@@ -249,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--opset",
         type=int,
-        default=DEFORM_CONV_OPSET,
         help=f"{MIN_OPSET}..{MAX_OPSET}; below {DEFORM_CONV_OPSET} deformable attention samples with GridSample, "
-        "not DeformConv",
+        f"not DeformConv (default: {DEFORM_CONV_OPSET}, or {DEFORM_CONV_OPSET - 1} where this onnxruntime has "
+        "no DeformConv)",
     )
     parser.add_argument("--no-simplify", action="store_true", help="keep the traced graph as it is")
     parser.add_argument(
@@ -266,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"do not write MODEL/{TEXT_ENCODER_FILE} (the MiniLM graph that lets the model run without PyTorch)",
     )
     args = parser.parse_args(argv)
+    if args.opset is None:
+        args.opset = default_opset()
+        if args.opset < DEFORM_CONV_OPSET:
+            print(
+                f"this onnxruntime has no DeformConv kernel: exporting at opset {args.opset}, deformable "
+                "attention as GridSample (slower in ONNX Runtime)"
+            )
     if not MIN_OPSET <= args.opset <= MAX_OPSET:
         parser.error(f"--opset must be in {MIN_OPSET}..{MAX_OPSET} (torch.onnx exports up to {MAX_OPSET})")
     try:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from engines.export_onnx import export_onnx, image_shape, is_current
+from engines.export_onnx import default_opset, export_onnx, image_shape, is_current
 from engines.export_onnx import main as export_main
 from engines.op_support import check_model, load_operator_list, operator_counts
 from partglee_ros.config import (
@@ -31,6 +31,7 @@ from partglee_ros.config import (
     save_checkpoint,
     weights_digest,
 )
+from partglee_ros.model.ms_deform_attn import MSDeformAttn
 from partglee_ros.runtime.backends.base import OUTPUT_NAMES, BackendError
 from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US, OnnxBackend, cpu_threads
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
@@ -91,11 +92,24 @@ def test_every_exported_operator_is_on_the_tensorrt_support_list(
 ) -> None:
     graph = onnx.load(str(exported[2] if opset == 19 else exported_grid_sample))
     counts = operator_counts(graph)
-    # the deformable attention is really in the graph: one DeformConv or GridSample per level and layer,
+    # the deformable attention is really in the graph: one DeformConv or GridSample per module and level,
     # beside the Q-Former's one GridSample
-    assert (counts.get("DeformConv", 0) > 0) == (opset == 19)
-    assert (counts["GridSample"] == 1) if opset == 19 else (counts["GridSample"] > 1)
+    levels = sum(m.n_levels for m in exported[0].modules() if isinstance(m, MSDeformAttn))
+    sampling = {19: {"DeformConv": levels, "GridSample": 1}, 18: {"DeformConv": 0, "GridSample": 1 + levels}}
+    assert {op: counts.get(op, 0) for op in ("DeformConv", "GridSample")} == sampling[opset]
     assert check_model(graph, load_operator_list()) == []
+
+
+def test_the_default_opset_follows_whether_onnxruntime_runs_deform_conv(monkeypatch) -> None:
+    """scripts/setup.sh exports without --opset: an onnxruntime without the DeformConv kernel (older than
+    this one, which has it) gets the GridSample graph it can load. Its refusal is stood in for here."""
+    assert default_opset() == 19
+
+    def no_deform_conv(model: bytes, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("NOT_IMPLEMENTED : Could not find an implementation for DeformConv(19) node")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", no_deform_conv)
+    assert default_opset() == 18
 
 
 def test_the_grid_sample_graph_matches_pytorch_too(exported, exported_grid_sample) -> None:
@@ -466,5 +480,5 @@ def test_deformable_sampling_benchmark_exports_each_kind_of_module_both_ways(
         for op, path in graphs.items():
             assert operator_counts(onnx.load(str(path))).get(op) == len(call.spatial_shapes), (name, op)
         ms, errors = time_call(call, inputs, graphs, runs=1)
-        assert set(ms) == {"eager", *graphs} and all(t > 0 for t in ms.values())
+        assert set(ms) == {"eager", "eager, deform_conv2d", *graphs} and all(t > 0 for t in ms.values())
         assert max(errors.values()) < 1e-4, (name, errors)

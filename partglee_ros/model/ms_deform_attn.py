@@ -66,8 +66,8 @@ class TapLayout(NamedTuple):
 def _output_axis(size: int, kernel: int, target: int) -> tuple[int, int, int]:
     """(stride, pad, outputs) of one convolution axis over ``size`` inputs giving at least ``target`` outputs.
 
-    Outputs stay close to ``target`` and their base positions within the padded map, so that offsets (sample
-    minus base position) stay small numbers: float32 loses 1e-4 pixel at an offset of 1000.
+    Outputs stay between ``target`` and twice that, and their base positions within the padded map, so that
+    offsets (sample minus base position) stay small numbers: float32 loses 1e-4 pixel at an offset of 1000.
     """
     span = size - kernel  # start of the last window without padding
     if span + 1 >= target:
@@ -203,6 +203,7 @@ class MSDeformAttn(nn.Module):
 
     @property
     def _per_query(self) -> tuple[int, int, int, int]:
+        """The axes of one query's sampling locations: heads, levels, points, 2 coordinates."""
         return (self.n_heads, self.n_levels, self.n_points, 2)
 
     def _box_grids(self, query: Tensor, reference_points: Tensor) -> Tensor:
