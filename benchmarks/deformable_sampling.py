@@ -4,8 +4,8 @@ Records the inputs of the first call of each of the model's deformable attention
 encoder layer at its point references, each decoder at its box references) in one forward pass, exports that
 module alone both ways, and times the two graphs in ONNX Runtime beside the module in PyTorch eager, as it
 runs (grid_sample) and with torchvision's deform_conv2d, the op the DeformConv graph is traced from (2 threads
-each, idle ORT workers sleeping as in the node; runs interleaved). Prints a table and, with --write,
-replaces this script's section of docs/BENCHMARKS.md.
+each, idle ORT workers sleeping as in the node; runs interleaved in a new order each round, deform_conv2d's
+after the others). Prints a table and, with --write, replaces this script's section of docs/BENCHMARKS.md.
 
     python -m benchmarks.deformable_sampling [--model models/default] [--k 50] [--runs 50] [--write]
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import random
 import statistics
 import tempfile
 import time
@@ -102,40 +103,45 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _medians(runners: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median ms of each runner over ``runs`` rounds after 5 warm-up rounds, in a new order each round."""
+    samples: dict[str, list[float]] = {label: [] for label in runners}
+    order = list(runners)
+    for run in range(runs + 5):
+        random.Random(run).shuffle(order)  # a runtime's threads may still spin when the next one starts
+        for label in order:
+            start = time.perf_counter()
+            runners[label]()
+            if run >= 5:
+                samples[label].append((time.perf_counter() - start) * 1000.0)
+    return {label: statistics.median(v) for label, v in samples.items()}
+
+
 def time_call(
     call: AttentionCall, inputs: tuple[Tensor, ...], graphs: dict[str, Path], runs: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Median ms per runtime (eager with either sampling op, and each graph; taking turns), and each graph's
-    max |difference| from eager's output."""
+    """Median ms per runtime, and each graph's max |difference| from eager's output.
+
+    Eager and the graphs take turns; eager with deform_conv2d is timed after them, alone, so that its long
+    OpenMP loops do not run right before theirs."""
     feeds = {name: t.numpy() for name, t in zip(INPUTS, inputs, strict=True)}
     sessions = {label: session(path) for label, path in graphs.items()}
-    with torch.inference_mode():
-        expected = call(*inputs).numpy()
     runners: dict[str, Callable[[], object]] = {
         label: (lambda s=s: s.run(None, feeds)) for label, s in sessions.items()
     }
     runners["eager"] = lambda: call(*inputs)
-
-    def eager_deform_conv() -> None:
-        with deform_conv_sampling(call):
-            call(*inputs)
-
-    runners["eager, deform_conv2d"] = eager_deform_conv
-    samples: dict[str, list[float]] = {label: [] for label in runners}
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
         with torch.inference_mode():
-            for run in range(runs + 5):  # 5 warm-up rounds
-                for label, fn in runners.items():
-                    start = time.perf_counter()
-                    fn()
-                    if run >= 5:
-                        samples[label].append((time.perf_counter() - start) * 1000.0)
+            expected = call(*inputs).numpy()
+            ms = _medians(runners, runs)
+            with deform_conv_sampling(call):
+                ms |= _medians({"eager, deform_conv2d": lambda: call(*inputs)}, runs)
     finally:
         torch.set_num_threads(before)
     errors = {label: float(np.abs(s.run(None, feeds)[0] - expected).max()) for label, s in sessions.items()}
-    return {label: statistics.median(v) for label, v in samples.items()}, errors
+    return ms, errors
 
 
 def main(argv: list[str] | None = None) -> int:

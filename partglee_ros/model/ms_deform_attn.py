@@ -6,9 +6,9 @@ TensorRT supports. Spatial shapes are Python ints taken from the feature maps, s
 
 For export at opset >= 19 the same sum is traced as one ONNX DeformConv per level instead
 (``deform_conv_sampling``): ONNX Runtime's DeformConv computes each sample's corners once for all channels of
-a head, where its GridSample kernel works through them serially: an encoder layer's attention runs 1.5-1.6x
+a head, where its GridSample kernel works through them serially: an encoder layer's attention runs 1.2-1.6x
 faster (benchmarks/deformable_sampling.py). PyTorch keeps grid_sample: torchvision's CPU deform_conv2d is ~3x
-slower than it.
+slower than it (same benchmark).
 """
 
 from __future__ import annotations
