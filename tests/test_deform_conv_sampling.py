@@ -61,8 +61,7 @@ def test_the_whole_model_computes_the_same_with_deform_conv_sampling() -> None:
 
 @pytest.mark.parametrize("kernel", [1, 4])
 def test_each_convolution_axis_has_at_least_the_outputs_asked_for_and_at_most_twice(kernel: int) -> None:
-    """Few spare outputs (each costs a sample per tap), and every base position within the padded map, so
-    offsets stay small numbers."""
+    """Few spare outputs: each costs a sample per tap."""
     for size in range(1, 50):
         for target in range(1, 50):
             stride, pad, out = _output_axis(size, kernel, target)
