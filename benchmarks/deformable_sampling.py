@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
+from benchmarks.session_options import node_like
 from engines.export_onnx import DEFORM_CONV_OPSET, image_shape, register_deform_conv
 from partglee_ros.config import load_checkpoint
 from partglee_ros.model.ms_deform_attn import MSDeformAttn, deform_conv_sampling
@@ -96,13 +97,6 @@ def export(call: AttentionCall, inputs: tuple[Tensor, ...], path: Path, opset: i
     return path
 
 
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the node runs it
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _medians(runners: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
     """Median ms of each runner over ``runs`` rounds after 5 warm-up rounds, in a new order each round."""
     samples: dict[str, list[float]] = {label: [] for label in runners}
@@ -125,7 +119,10 @@ def time_call(
     Eager and the graphs take turns; eager with deform_conv2d is timed after them, alone, so that its long
     OpenMP loops do not run right before theirs."""
     feeds = {name: t.numpy() for name, t in zip(INPUTS, inputs, strict=True)}
-    sessions = {label: session(path) for label, path in graphs.items()}
+    sessions = {
+        label: ort.InferenceSession(str(path), node_like(THREADS), providers=["CPUExecutionProvider"])
+        for label, path in graphs.items()
+    }
     runners: dict[str, Callable[[], object]] = {
         label: (lambda s=s: s.run(None, feeds)) for label, s in sessions.items()
     }

@@ -30,6 +30,7 @@ from onnx import TensorProto, helper
 
 from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
+from benchmarks.session_options import node_like
 from engines.export_onnx import image_shape
 from partglee_ros.config import load_checkpoint
 
@@ -68,10 +69,9 @@ def ort_grid_sample(x_shape: Shape, grid_shape: Shape, threads: int) -> ort.Infe
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the node runs it
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model.SerializeToString(), node_like(threads), providers=["CPUExecutionProvider"]
+    )
 
 
 def timed(fn: Callable[[], object], sink: list[float]) -> None:

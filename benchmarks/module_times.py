@@ -31,6 +31,7 @@ from torch import nn
 
 from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
+from benchmarks.session_options import node_like
 from engines.export_onnx import image_shape
 from partglee_ros.config import load_checkpoint
 
@@ -56,9 +57,7 @@ def module_of(tensor_or_node: str, model: nn.Module) -> str | None:
 
 def ort_sessions(graph: Path, tmp: Path) -> tuple[ort.InferenceSession, ort.InferenceSession]:
     """(plain, profiled) sessions; the profiled one saves its optimized graph in ``tmp``."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the node runs it
+    options = node_like(THREADS)
     plain = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     options.enable_profiling = True
     options.profile_file_prefix = str(tmp / "ort")

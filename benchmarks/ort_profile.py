@@ -23,15 +23,14 @@ import onnxruntime as ort
 
 from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import report
+from benchmarks.session_options import node_like
 
 REPO = Path(__file__).resolve().parents[1]
 THREADS = (1, 2)
 
 
 def session_with(graph: Path, threads: int, profiled: bool) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = node_like(threads)
     if profiled:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"partglee_ort{threads}")
