@@ -176,29 +176,38 @@ def test_namespaced_node_with_remapped_compressed_input(ros_node, start_process,
     # best effort, as image_transport publishes camera_info for a sensor-data camera
     info_pub = ros_node.create_publisher(CameraInfo, "/robot/cam/info", qos_profile_sensor_data)
     passed: list[Image] = []
-    ros_node.create_subscription(Image, "/perception/segmentation/depth", passed.append, qos)
+    passed_sub = ros_node.create_subscription(Image, "/perception/segmentation/depth", passed.append, qos)
     assert spin_until(
-        ros_node, lambda: depth_pub.get_subscription_count() and info_pub.get_subscription_count(), 30
+        ros_node,
+        lambda: (
+            depth_pub.get_subscription_count()
+            and info_pub.get_subscription_count()
+            and passed_sub.get_publisher_count()
+        ),
+        30,
     )
     near = Header(frame_id="cam")
     near.stamp.sec, near.stamp.nanosec = 42, 10_000_000
     depth = np.full((240, 320), 700, np.uint16)
-    depth_pub.publish(depth_array_to_msg(depth, near))
-    info_pub.publish(CameraInfo(header=near, height=240, width=320))
-    spin_until(ros_node, lambda: False, 0.5)
-
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(noise_image(5), cv2.COLOR_RGB2BGR))
     assert ok
     msg = CompressedImage(header=Header(frame_id="cam"), format="jpeg", data=jpeg.tobytes())
     msg.header.stamp.sec = 42
-    pub.publish(msg)
-    assert spin_until(ros_node, lambda: bool(results), 60), proc.output()
-    assert results[0].header.stamp.sec == 42 and (results[0].image_height, results[0].image_width) == (
-        240,
-        320,
-    )
-    assert results[0].objects
-    assert spin_until(ros_node, lambda: bool(passed), 10), proc.output()
+    # up to three rounds: a message sent while only one side of a new DDS match is complete may be lost
+    # (one CI run got no depth back); a node that never passes depth through fails all three
+    for _ in range(3):
+        depth_pub.publish(depth_array_to_msg(depth, near))
+        info_pub.publish(CameraInfo(header=near, height=240, width=320))
+        spin_until(ros_node, lambda: False, 0.5)
+        before = len(results)
+        pub.publish(msg)
+        assert spin_until(ros_node, lambda before=before: len(results) > before, 60), proc.output()
+        assert results[-1].header.stamp.sec == 42
+        assert (results[-1].image_height, results[-1].image_width) == (240, 320)
+        assert results[-1].objects
+        if spin_until(ros_node, lambda: bool(passed), 5):
+            break
+    assert passed, proc.output()
     assert passed[0].header == near and passed[0].encoding == "16UC1"
 
     broken = CompressedImage(
