@@ -83,11 +83,13 @@ def test_publishes_handle_pose_with_image_header(ros_node, grasp_process, depth_
         return all(p.get_subscription_count() > 0 for p in (seg_pub, depth_pub, info_pub))
 
     assert spin_until(ros_node, matched, 60), grasp_process.output()
-    depth_pub.publish(depth_array_to_msg(depth, header))
-    info_pub.publish(info)
-    spin_until(ros_node, lambda: False, 0.5)  # depth first, as a camera driver would
     segmentation = result_to_msg(as_result(scene), header)
-    for _ in range(30):  # again each second: grasp_node may see the cloud's subscriber a moment late
+    # again each second: grasp_node may see a subscriber (or a publisher) a moment late, and what is sent in
+    # that moment is lost
+    for _ in range(30):
+        depth_pub.publish(depth_array_to_msg(depth, header))
+        info_pub.publish(info)
+        spin_until(ros_node, lambda: False, 0.2)  # depth first, as a camera driver would
         seg_pub.publish(segmentation)
         if spin_until(ros_node, lambda: poses and best and marks and clouds, 1.0):
             break
