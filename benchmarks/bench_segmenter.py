@@ -26,7 +26,9 @@ import torch
 from benchmarks.machine import describe_cpu
 from benchmarks.markdown_section import BENCHMARKS_DOC, report
 from benchmarks.model_flops import count_flops
+from engines.calibration import calibration_feeds
 from engines.export_onnx import export_onnx, image_shape
+from engines.quantize_onnx import quantize_onnx, synthparts_images
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model.partglee import build_model
 from partglee_ros.model.text_encoder import build_text_encoder
@@ -41,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "bench-segmenter"
 STAGES = ("preprocess", "inference", "postprocess", "total")
 IMAGE_SIZE = (640, 480)  # W, H
+CALIBRATION_SCENES = 32  # as scripts/setup.sh quantizes the bundled model
 # Names beyond SynthParts' own, to make 50-name vocabularies of plausible household objects and parts.
 EXTRA_OBJECTS = (
     "cup",
@@ -287,7 +290,9 @@ def render(
         "",
         "`onnx` runs the graph `engines.export_onnx` writes (opset 19: deformable attention as DeformConv, "
         "simplified by onnxsim); `onnx, GridSample graph` is the export at `--opset 18`, which samples with "
-        "GridSample instead (for runtimes without DeformConv). `onnx, spinning threads` is the node "
+        "GridSample instead (for runtimes without DeformConv). `onnx, int8` is `precision: int8`: that graph "
+        f"with its convolutions in int8 (`engines.quantize_onnx`, calibrated on {CALIBRATION_SCENES} SynthParts "
+        "validation scenes; accuracy in docs/ENGINES.md §1). `onnx, spinning threads` is the node "
         "parameter `onnx_spin_threads: true`: ONNX Runtime's idle workers busy-wait between operators, up to "
         f"`onnx_spin_us` = {DEFAULT_SPIN_US} us each time, instead of sleeping at once. "
         "`torch, compiled` is `backend: torch` with `torch_compile: true` (TorchInductor's C++ code for this "
@@ -341,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         model, config = load_checkpoint(setup.model_dir)
         onnx_path = export_onnx(model, config, Path(tmp) / "model.onnx")
         grid_sample_path = export_onnx(model, config, Path(tmp) / "grid_sample.onnx", opset=18)
+        # calibrated as scripts/setup.sh calibrates the bundled model's (validation scenes; the image is a test one)
+        images = synthparts_images(Path(tmp) / "calibration", CALIBRATION_SCENES)
+        int8_path = quantize_onnx(
+            onnx_path,
+            Path(tmp) / "model.int8.onnx",
+            calibration_feeds(setup.model_dir, images, CALIBRATION_SCENES),
+        )
         encoder = make_text_encoder(config, setup.model_dir)
         post = PostprocessConfig()
         compiled = TorchBackend(model, torch_compile=True)
@@ -354,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "onnx, GridSample graph": Segmenter(
                 OnnxBackend(grid_sample_path), encoder, tuple(config.input_size), post
             ),
+            "onnx, int8": Segmenter(OnnxBackend(int8_path), encoder, tuple(config.input_size), post),
             "onnx, spinning threads": Segmenter(
                 OnnxBackend(onnx_path, spin_threads=True), encoder, tuple(config.input_size), post
             ),

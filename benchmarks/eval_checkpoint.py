@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.eval_checkpoint --model models/default --split test --num-images 100 \
         --ci-subset 8 --out models/default/metrics.json --markdown runs/default/test_metrics.md
 
-The model runs through the runtime (``load_segmenter``, PyTorch backend), the way the node runs it, with
+The model runs through the runtime (``load_segmenter``; PyTorch unless ``--backend``/``--precision`` say
+otherwise, e.g. ``--backend onnx --precision int8`` scores the INT8 graph), the way the node runs it, with
 low score thresholds (0.05) because AP integrates precision over the whole score range. The vocabulary is
 every base and novel category with its part names (``jar: body, lid``), as a user would give it.
 ``--ci-subset K`` also scores the first K scenes alone: tests/test_training_default_model.py re-measures
@@ -33,12 +34,19 @@ SPLIT_CONFIG = "training/configs/synthparts.yaml"
 EVAL_THRESHOLD = 0.05
 
 
-def score(model_dir: str, split: str, num_images: int, split_config: str = SPLIT_CONFIG) -> dict:
+def score(
+    model_dir: str,
+    split: str,
+    num_images: int,
+    split_config: str = SPLIT_CONFIG,
+    backend: str = "torch",
+    precision: str = "fp32",
+) -> dict:
     """Full metrics of ``evaluate`` plus the headline numbers on the first ``num_images`` scenes."""
     cfg = load_split_config(split_config)
     cats = CategorySplit(cfg.base_categories, cfg.novel_categories)
     post = PostprocessConfig(object_threshold=EVAL_THRESHOLD, part_threshold=EVAL_THRESHOLD)
-    segmenter = load_segmenter(model_dir, backend="torch", postprocess_config=post)
+    segmenter = load_segmenter(model_dir, backend=backend, precision=precision, postprocess_config=post)
     vocabulary = synthparts_vocabulary([*cfg.base_categories, *cfg.novel_categories])
     segmenter.set_vocabulary(*vocabulary)
     scenes = list(split_scenes(split, cfg, limit=num_images))
@@ -60,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ci-subset", type=int, default=0, help="also score the first K scenes (CI regression set)"
     )
     p.add_argument("--split-config", default=SPLIT_CONFIG, help="SynthParts split YAML")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="runtime backend")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16 (torch on CUDA) or int8 (onnx)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--out", help="write metrics JSON here")
     p.add_argument("--markdown", help="write the metric tables (Markdown) here")
@@ -72,13 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        result = score(args.model, args.split, args.num_images, args.split_config)
+        result = score(
+            args.model, args.split, args.num_images, args.split_config, args.backend, args.precision
+        )
     except BackendError as err:  # --model: no checkpoint there, or one that does not load
         p.error(f"--model {args.model}: {' '.join(str(err).split())}")
     report = {
         "command": "python -m benchmarks.eval_checkpoint "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{describe_cpu()}, {torch.get_num_threads()} torch threads",
+        "backend": f"{args.backend} {args.precision}",
         "split": args.split,
         "num_images": args.num_images,
         "score_threshold": EVAL_THRESHOLD,
@@ -87,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ci_subset:
         report["ci_subset"] = {
             "num_images": args.ci_subset,
-            "headline": score(args.model, args.split, args.ci_subset, args.split_config)["headline"],
+            "headline": score(
+                args.model, args.split, args.ci_subset, args.split_config, args.backend, args.precision
+            )["headline"],
         }
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print(strict_json.dumps({k: report[k] for k in report if k != "metrics"}, indent=1))

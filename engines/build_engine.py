@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.calibration import calibration_feeds
 from engines.engine_metadata import (
     PRECISIONS,
     BuildOptions,
@@ -200,33 +201,6 @@ def _use_timing_cache(config: Any, path: Path | None) -> None:
             log.warning("timing cache %s not used, %s; starting a new one", path, why)
     if not accepted:
         config.set_timing_cache(config.create_timing_cache(b""), False)
-
-
-def calibration_feeds(model_dir: Path, images_dir: Path, limit: int) -> list[dict[str, np.ndarray]]:
-    """Letterboxed images from ``images_dir`` with the model's default vocabulary text, as the Segmenter
-    would feed them (so int8 ranges are calibrated on real inputs)."""
-    import cv2
-
-    from partglee_ros.runtime.factory import make_text_encoder, read_model_config
-    from partglee_ros.runtime.segmenter import letterbox
-    from training.data.synthparts import CATEGORIES
-
-    config = read_model_config(model_dir)
-    encoder = make_text_encoder(config, model_dir)
-    objects = sorted(CATEGORIES)
-    parts = sorted({p for ps in CATEGORIES.values() for p in ps})
-    object_text = encoder.encode(objects)
-    part_text = encoder.encode(parts)
-    feeds = []
-    for path in sorted(images_dir.iterdir())[:limit]:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            continue
-        tensor, _ = letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), config.input_size)
-        feeds.append({"image": tensor, "object_text": object_text, "part_text": part_text})
-    if not feeds:
-        raise RuntimeError(f"no readable images in {images_dir}")
-    return feeds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"  # engines.export_onnx writes it, the runtime's onnx and auto backends read it
+# Its convolutions in int8 for ONNX Runtime on CPU (engines.quantize_onnx), run with precision int8.
+ONNX_INT8_FILE = "model.int8.onnx"
 # The model's text encoder as a graph (MiniLM models; engines.export_onnx writes it with its tokenizer in
 # the .json beside it): with ONNX_FILE it makes a model directory that runs without PyTorch.
 TEXT_ENCODER_FILE = "text_encoder.onnx"
@@ -32,6 +34,7 @@ NUM_FEATURE_LEVELS = 3
 CACHE_ROOT = Path.home() / ".cache" / "partglee_ros"
 WEIGHTS_SHA256_KEY = "partglee.weights_sha256"  # ONNX metadata: the weights a graph was exported from
 CODE_SHA256_KEY = "partglee.model_code_sha256"  # ... and the model code it was traced from
+ONNX_INT8_SOURCE_KEY = "partglee.int8_source_sha256"  # ... and, in an int8 graph, the graph it quantized
 
 
 # Field annotations (strings, from __future__) -> the types a value read from JSON/YAML may have.

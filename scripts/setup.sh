@@ -3,7 +3,8 @@
 #   1. .venv with the pinned packages (env/requirements.in resolved by env/constraints.txt), including
 #      ROS 2 Kilted from its PyPI wheels and a PyTorch build whose torchvision works;
 #   2. the ROS wheels' CMake exports pointed at this machine's Python and NumPy headers;
-#   3. models/default/model.onnx exported from the bundled weights (ONNX Runtime is the default CPU backend);
+#   3. models/default/model.onnx exported from the bundled weights (ONNX Runtime is the default CPU backend),
+#      and its int8 graph model.int8.onnx (precision: int8);
 #   4. a colcon build of this package into build/ and install/.
 # Re-running it only redoes what changed. On a robot with an apt ROS 2, use colcon directly (README).
 set -euo pipefail
@@ -69,6 +70,10 @@ ln -sfn "$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')" "$
 # Before colcon, which installs them.
 # (onnxsim may print "WARNING: failed to run ... op": a node it cannot pre-compute stays in the graph.)
 PYTHONPATH="$root" "$venv/bin/python" -m engines.export_onnx --model "$root/models/default" --if-stale
+# Its int8 graph for ONNX Runtime (precision: int8), calibrated on rendered SynthParts scenes; made again
+# when model.onnx changed.
+PYTHONPATH="$root" "$venv/bin/python" -m engines.quantize_onnx --model "$root/models/default" --synthparts 32 \
+  --if-stale
 
 # colcon is incremental: an unchanged package rebuilds in seconds.
 # shellcheck disable=SC1091

@@ -299,7 +299,7 @@ def test_calibration_feeds_are_the_segmenters_network_inputs(tmp_path: Path) -> 
     """int8 ranges must be calibrated on what the runtime feeds: the same letterbox, the model's text."""
     import cv2
 
-    from engines.build_engine import calibration_feeds
+    from engines.calibration import calibration_feeds
     from partglee_ros.config import CONFIG_FILE, ModelConfig
     from partglee_ros.runtime.segmenter import letterbox
 

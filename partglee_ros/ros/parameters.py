@@ -70,7 +70,10 @@ PARAMS = (
     ),
     Param("device", "cpu", "cpu | cuda | cuda:N (tensorrt: the GPU to run on; cpu means cuda:0)"),
     Param(
-        "precision", "fp32", "fp32 | fp16: backend torch only (fp16 needs CUDA); onnx and tensorrt ignore it"
+        "precision",
+        "fp32",
+        "fp32 | fp16 (backend torch, needs CUDA) | int8 (backend onnx or auto: model.int8.onnx from "
+        "engines.quantize_onnx); tensorrt ignores it",
     ),
     Param("input_width", 0, "network input width in pixels; 0 = the model's own", range=(0, 4096)),
     Param("input_height", 0, "network input height in pixels; 0 = the model's own", range=(0, 4096)),

@@ -15,6 +15,8 @@ from partglee_ros.config import (
     CODE_SHA256_KEY,
     CONFIG_FILE,
     ONNX_FILE,
+    ONNX_INT8_FILE,
+    ONNX_INT8_SOURCE_KEY,
     TEXT_ENCODER_FILE,
     WEIGHTS_FILE,
     WEIGHTS_SHA256_KEY,
@@ -32,6 +34,8 @@ from partglee_ros.runtime.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+# fp16: PyTorch autocast (CUDA); int8: ONNX Runtime's int8 graph (ONNX_INT8_FILE)
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:
@@ -68,11 +72,24 @@ def _onnx_backend(
     onnx_threads: int,
     onnx_spin_threads: bool,
     onnx_spin_us: int,
+    int8: bool = False,
 ) -> Backend:
     from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 
-    path = Path(onnx_path) if onnx_path else model_dir / ONNX_FILE
+    path = Path(onnx_path) if onnx_path else model_dir / (ONNX_INT8_FILE if int8 else ONNX_FILE)
+    if int8 and not path.is_file():
+        raise BackendError(
+            f"precision int8 needs the int8 graph {path}: make it with `python -m engines.quantize_onnx "
+            f"--model {model_dir} --calib-images IMAGES` (docs/ENGINES.md §1, 'INT8 graph')"
+        )
     backend = OnnxBackend(path, device, onnx_threads, onnx_spin_threads, onnx_spin_us)
+    # an int8 graph carries the metadata of the graph it quantized: made again, not re-exported
+    if ONNX_INT8_SOURCE_KEY in backend.metadata:
+        remake = (
+            f"`python -m engines.export_onnx --model {model_dir}`, then `python -m engines.quantize_onnx`"
+        )
+    else:
+        remake = f"`python -m engines.export_onnx --model {model_dir}`"
     recorded = backend.metadata.get(WEIGHTS_SHA256_KEY, "")
     weights = model_dir / WEIGHTS_FILE
     if recorded and weights.is_file() and recorded != weights_digest(model_dir):
@@ -83,15 +100,13 @@ def _onnx_backend(
             )
         # Stale graphs are silent accuracy bugs: the outputs look plausible but come from old weights.
         raise BackendError(
-            f"{path} was exported from other weights than {weights}; re-export it with "
-            f"`python -m engines.export_onnx --model {model_dir}`"
+            f"{path} was exported from other weights than {weights}; make it again with {remake}"
         )
     if not recorded:
         log.warning("%s records no weights hash (exported before it was recorded): not verified", path)
     if backend.metadata.get(CODE_SHA256_KEY, "") != model_code_digest():
         log.warning(
-            "%s was traced from other model code; re-export it (scripts/setup.sh does) if the model changed",
-            path,
+            "%s was traced from other model code; make it again (scripts/setup.sh does) with %s", path, remake
         )
     return backend
 
@@ -149,7 +164,8 @@ def make_backend(
     rebuild_stale_engine: bool = False,
     **options,
 ) -> Backend:
-    """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists, else PyTorch.
+    """`auto`: TensorRT when an engine is given and loads, else ONNX Runtime when model.onnx exists (with
+    precision int8: model.int8.onnx, else fp32), else PyTorch.
 
     ``options``: TORCH_OPTIONS for the PyTorch backend, ONNX_OPTIONS for ONNX Runtime (each also where auto
     ends up on it)."""
@@ -157,13 +173,16 @@ def make_backend(
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     parse_device(device)  # a mistyped device is one clear error, not a different one per backend tried
     torch_options, onnx_options = _backend_options(backend, options)
-    if backend in ("onnx", "tensorrt") and precision != "fp32":
-        # Only PyTorch autocasts; a graph runs as exported and an engine in the precision it was built with.
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    int8 = precision == "int8"
+    if (backend == "onnx" and precision == "fp16") or (backend == "tensorrt" and precision != "fp32"):
+        # A graph runs as exported and an engine in the precision it was built with; PyTorch autocasts to fp16.
         log.warning("precision %s does not apply to backend %s; ignored", precision, backend)
     if backend == "torch":
         return _torch_backend(model_dir, device, precision, **torch_options)
     if backend == "onnx":
-        return _onnx_backend(model_dir, engine_path, device, **onnx_options)
+        return _onnx_backend(model_dir, engine_path, device, **onnx_options, int8=int8)
     if backend == "tensorrt":
         return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
     errors = []
@@ -178,6 +197,13 @@ def make_backend(
         log.warning(
             "backend auto: engine_path %s does not end in .engine; not tried as an engine", engine_path
         )
+    if int8:
+        try:
+            return _onnx_backend(model_dir, "", device, **onnx_options, int8=True)
+        except BackendError as err:
+            log.warning("backend auto: %s not used, falling back to fp32: %s", ONNX_INT8_FILE, err)
+            errors.append(str(err))
+            precision = "fp32"
     if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
         try:
             return _onnx_backend(model_dir, "", device, **onnx_options)
