@@ -69,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--split-config", default=SPLIT_CONFIG, help="SynthParts split YAML")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="runtime backend")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16 (torch on CUDA) or int8 (onnx)")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "int8"),
+        help="fp32, fp16 (torch on CUDA) or int8 (onnx: MODEL/model.int8.onnx)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (PyTorch backend)")
     p.add_argument("--out", help="write metrics JSON here")
     p.add_argument("--markdown", help="write the metric tables (Markdown) here")
     args = p.parse_args(argv)
@@ -90,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": "python -m benchmarks.eval_checkpoint "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{describe_cpu()}, {torch.get_num_threads()} torch threads",
+        "machine": f"{describe_cpu()}, {torch.get_num_threads()} torch threads"
+        + (", ONNX Runtime: one thread per usable CPU" if args.backend == "onnx" else ""),
         "backend": f"{args.backend} {args.precision}",
         "split": args.split,
         "num_images": args.num_images,

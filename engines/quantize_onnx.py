@@ -126,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument(
         "--synthparts", type=int, metavar="N", help="calibrate on N rendered SynthParts validation scenes"
     )
-    parser.add_argument("--calib-count", type=int, default=64, help="at most this many of --calib-images")
+    parser.add_argument(
+        "--calib-count",
+        type=int,
+        default=64,
+        help="at most this many of --calib-images (not used with --synthparts)",
+    )
     parser.add_argument(
         "--if-stale", action="store_true", help=f"skip when OUT was quantized from MODEL/{ONNX_FILE} as it is"
     )
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"--calib-images {images} is not a folder")
             feeds = calibration_feeds(args.model, images, count)
             quantize_onnx(onnx_path, out, feeds)
-    except (OSError, ValueError, RuntimeError) as err:  # no images, unreadable graph, unwritable folder
+    except Exception as err:  # no images, a damaged graph (protobuf's DecodeError), an unwritable folder
         print(f"quantize_onnx: error: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({', '.join(QUANTIZED_OPS)} in int8, calibrated on {len(feeds)} images)")

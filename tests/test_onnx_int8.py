@@ -59,9 +59,12 @@ def test_every_convolution_is_quantized_and_nothing_else(model_dir: Path) -> Non
     assert len(convs) == sum(n.op_type == "Conv" for n in source.graph.node) > 0
     for conv in convs:  # activation and weight both come dequantized from int8
         assert producers.get(conv.input[0]) == producers.get(conv.input[1]) == "DequantizeLinear", conv.name
-    for node in graph.graph.node:
-        if node.op_type in ("Gemm", "MatMul", "DeformConv"):
-            assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.name
+    # every quantized tensor is a convolution's input or output
+    quantized = {n.output[0]: n.input[0] for n in graph.graph.node if n.op_type == "QuantizeLinear"}
+    for dq in (n for n in graph.graph.node if n.op_type == "DequantizeLinear"):
+        users = {n.op_type for n in graph.graph.node if dq.output[0] in n.input}
+        source = quantized.get(dq.input[0])  # None: a weight, stored in int8
+        assert users == {"Conv"} or producers.get(source) == "Conv", (dq.name, users)
     props = {p.key: p.value for p in graph.metadata_props}
     assert props[WEIGHTS_SHA256_KEY] == weights_digest(model_dir)
     assert props[ONNX_INT8_SOURCE_KEY] == file_sha256(model_dir / ONNX_FILE)
@@ -108,7 +111,7 @@ def test_the_int8_graph_finds_the_objects_the_fp32_graph_finds(model_dir: Path, 
         cv2.imwrite(str(black / f"{i}.png"), np.zeros((480, 640, 3), np.uint8))
     miscalibrated = tmp_path / "miscalibrated.onnx"
     quantize_onnx(model_dir / ONNX_FILE, miscalibrated, calibration_feeds(model_dir, black, 4))
-    broken = load_segmenter(model_dir, backend="onnx", engine_path=str(miscalibrated))
+    broken = load_segmenter(model_dir, backend="onnx", precision="int8", engine_path=str(miscalibrated))
     for segmenter in (fp32, int8, broken):
         segmenter.set_vocabulary(*vocabulary)
     scenes = list(split_scenes("test", SPLIT, limit=16))
@@ -135,6 +138,15 @@ def test_precision_int8_picks_the_int8_graph_and_says_how_to_make_a_missing_one(
     assert f"{ONNX_INT8_FILE} not used, falling back to fp32" in caplog.text
     with pytest.raises(BackendError, match="unknown precision 'int4'; choose one of fp32, fp16, int8"):
         make_backend(model_dir, "onnx", precision="int4")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a graph of the other kind named by engine_path runs, with a word
+        make_backend(model_dir, "onnx", precision="int8", engine_path=str(model_dir / ONNX_FILE))
+    assert "is a float graph, but precision is int8" in caplog.text
+    (bare / ONNX_FILE).unlink()  # auto with neither graph: PyTorch, in fp32
+    assert make_backend(bare, "auto", precision="int8").name == "torch"
+    # an input size the graphs were not exported for: auto runs PyTorch, in fp32 too
+    segmenter = load_segmenter(model_dir, "auto", precision="int8", input_size=(160, 128))
+    assert segmenter.backend.name == "torch"
 
 
 def test_an_int8_graph_of_other_weights_is_refused_with_the_way_to_make_it_again(
@@ -145,7 +157,10 @@ def test_an_int8_graph_of_other_weights_is_refused_with_the_way_to_make_it_again
     weights = bytearray((other / WEIGHTS_FILE).read_bytes())
     weights[-1] ^= 1  # another weight value, still a readable file
     (other / WEIGHTS_FILE).write_bytes(bytes(weights))
-    with pytest.raises(BackendError, match=r"other weights .*then `python -m engines\.quantize_onnx`"):
+    with pytest.raises(
+        BackendError,
+        match=r"other weights .*then `python -m engines\.quantize_onnx --model .* --calib-images IMAGES`",
+    ):
         make_backend(other, "onnx", precision="int8")
 
 

@@ -77,19 +77,26 @@ def _onnx_backend(
     from partglee_ros.runtime.backends.onnx_backend import OnnxBackend
 
     path = Path(onnx_path) if onnx_path else model_dir / (ONNX_INT8_FILE if int8 else ONNX_FILE)
+    out = f" --out {path}" if onnx_path else ""
+    quantize = f"`python -m engines.quantize_onnx --model {model_dir} --calib-images IMAGES{out}`"
     if int8 and not path.is_file():
         raise BackendError(
-            f"precision int8 needs the int8 graph {path}: make it with `python -m engines.quantize_onnx "
-            f"--model {model_dir} --calib-images IMAGES` (docs/ENGINES.md §1, 'INT8 graph')"
+            f"precision int8 needs the int8 graph {path}: make it with {quantize} (docs/ENGINES.md §1, "
+            "'INT8 graph')"
         )
     backend = OnnxBackend(path, device, onnx_threads, onnx_spin_threads, onnx_spin_us)
     # an int8 graph carries the metadata of the graph it quantized: made again, not re-exported
-    if ONNX_INT8_SOURCE_KEY in backend.metadata:
-        remake = (
-            f"`python -m engines.export_onnx --model {model_dir}`, then `python -m engines.quantize_onnx`"
+    quantized = ONNX_INT8_SOURCE_KEY in backend.metadata
+    remake = f"`python -m engines.export_onnx --model {model_dir}`" + (
+        f", then {quantize}" if quantized else ""
+    )
+    if quantized != int8:  # engine_path names a graph of the other kind
+        log.warning(
+            "%s is %s graph, but precision is %s: it runs as it is",
+            path,
+            "an int8" if quantized else "a float",
+            "int8" if int8 else "not int8",
         )
-    else:
-        remake = f"`python -m engines.export_onnx --model {model_dir}`"
     recorded = backend.metadata.get(WEIGHTS_SHA256_KEY, "")
     weights = model_dir / WEIGHTS_FILE
     if recorded and weights.is_file() and recorded != weights_digest(model_dir):
@@ -305,7 +312,9 @@ def load_segmenter(
         if input_size and tuple(input_size) != tuple(config.input_size):
             fix = "leave input_width/input_height at 0 (the model's own size), or re-export it at this size"
         else:  # the graph is from another config of this model
-            fix = f"re-export it (python -m engines.export_onnx --model {model_dir})"
+            fix = f"re-export it (python -m engines.export_onnx --model {model_dir}" + (
+                ", then python -m engines.quantize_onnx)" if precision == "int8" else ")"
+            )
         mismatch = (
             f"the {backend_impl.name} graph takes images of shape {tuple(fixed)}, but input size "
             f"{size[0]}x{size[1]} needs {padded_size(size[1], size[0])}: {fix}"
@@ -315,7 +324,8 @@ def load_segmenter(
         log.warning("%s; auto uses PyTorch instead", mismatch)
         backend_impl.close()
         torch_options = {k: v for k, v in backend_options.items() if k in TORCH_OPTIONS}
-        backend_impl = make_backend(model_dir, "torch", device, precision, **torch_options)
+        torch_precision = "fp32" if precision == "int8" else precision  # int8 is a graph, not a PyTorch mode
+        backend_impl = make_backend(model_dir, "torch", device, torch_precision, **torch_options)
     if backend_impl.text_dim not in (None, config.text_dim):
         raise BackendError(
             f"the {backend_impl.name} graph takes text embeddings of width {backend_impl.text_dim}, but "
