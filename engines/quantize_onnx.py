@@ -24,7 +24,6 @@ writes MODEL/model.int8.onnx; the node runs it with ``precision: int8`` (backend
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -34,14 +33,10 @@ import numpy as np
 import onnx
 
 from engines.calibration import calibration_feeds
-from partglee_ros.config import ONNX_FILE, ONNX_INT8_FILE, ONNX_INT8_SOURCE_KEY
+from partglee_ros.config import ONNX_FILE, ONNX_INT8_FILE, ONNX_INT8_SOURCE_KEY, file_sha256
 
 QUANTIZED_OPS = ("Conv",)
 SPLIT_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "synthparts.yaml"
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def quantize_onnx(onnx_path: Path, out_path: Path, feeds: list[dict[str, np.ndarray]]) -> Path:

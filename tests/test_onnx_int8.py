@@ -19,7 +19,7 @@ import pytest
 
 from engines.calibration import calibration_feeds
 from engines.export_onnx import export_onnx
-from engines.quantize_onnx import file_sha256, quantize_onnx, synthparts_images
+from engines.quantize_onnx import SPLIT_CONFIG, quantize_onnx, synthparts_images
 from engines.quantize_onnx import main as quantize_main
 from partglee_ros.config import (
     ONNX_FILE,
@@ -27,16 +27,18 @@ from partglee_ros.config import (
     ONNX_INT8_SOURCE_KEY,
     WEIGHTS_FILE,
     WEIGHTS_SHA256_KEY,
+    file_sha256,
     load_checkpoint,
     weights_digest,
 )
 from partglee_ros.runtime.backends.base import BackendError
 from partglee_ros.runtime.factory import load_segmenter, make_backend
 from tests.checkpoints import parity_model_dir
+from tests.output_parity import mask_iou
 from training.data.synthparts import load_split_config, split_scenes
 from training.validation import synthparts_vocabulary
 
-SPLIT = load_split_config(Path(__file__).resolve().parents[1] / "training" / "configs" / "synthparts.yaml")
+SPLIT = load_split_config(SPLIT_CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +92,7 @@ def _matched_objects(fp32, int8, scenes) -> tuple[int, int]:
         ref, got = fp32.segment(scene.image), int8.segment(scene.image)
         for obj in ref.objects:
             found += 1
-            ious = [
-                np.logical_and(obj.mask, o.mask).sum() / np.logical_or(obj.mask, o.mask).sum()
-                for o in got.objects
-                if o.label == obj.label
-            ]
+            ious = [mask_iou(obj.mask, o.mask) for o in got.objects if o.label == obj.label]
             matched += max(ious, default=0.0) >= 0.5
     return found, matched
 
