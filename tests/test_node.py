@@ -332,7 +332,7 @@ def test_diagnostics_count_frames(client) -> None:
     assert int(values["frames_received"]) >= int(values["frames_processed"])
     assert float(values["latency_ms_p95"]) > 0
     assert int(values["active_tracks"]) >= 1  # the objects of the frame just sent
-    assert values["backend"] == "torch/cpu"  # auto: the test model has no model.onnx next to it
+    assert values["backend"] == "torch/cpu, fp32"  # auto: the test model has no model.onnx next to it
     assert 1 <= int(values["cpu_threads"]) <= len(os.sched_getaffinity(0))
 
 

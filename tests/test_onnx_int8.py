@@ -122,9 +122,9 @@ def test_the_int8_graph_finds_the_objects_the_fp32_graph_finds(model_dir: Path, 
 def test_precision_int8_picks_the_int8_graph_and_says_how_to_make_a_missing_one(
     model_dir: Path, tmp_path: Path, caplog
 ) -> None:
-    assert make_backend(model_dir, "onnx", precision="int8").metadata[ONNX_INT8_SOURCE_KEY]
+    assert make_backend(model_dir, "onnx", precision="int8").describe() == "onnx/cpu, int8"
     assert make_backend(model_dir, "auto", precision="int8").metadata[ONNX_INT8_SOURCE_KEY]
-    assert ONNX_INT8_SOURCE_KEY not in make_backend(model_dir, "onnx").metadata
+    assert make_backend(model_dir, "onnx").describe() == "onnx/cpu, fp32"  # what the node logs
     bare = tmp_path / "bare"
     shutil.copytree(model_dir, bare)
     (bare / ONNX_INT8_FILE).unlink()
@@ -134,6 +134,8 @@ def test_precision_int8_picks_the_int8_graph_and_says_how_to_make_a_missing_one(
         fallback = make_backend(bare, "auto", precision="int8")
     assert fallback.name == "onnx" and ONNX_INT8_SOURCE_KEY not in fallback.metadata
     assert f"{ONNX_INT8_FILE} not used, falling back to fp32" in caplog.text
+    with pytest.raises(BackendError, match=r"int8 with ONNX Runtime is for the CPU; on cuda use a TensorRT"):
+        make_backend(model_dir, "onnx", device="cuda", precision="int8")  # before any CUDA provider is looked for
     with pytest.raises(BackendError, match="unknown precision 'int4'; choose one of fp32, fp16, int8"):
         make_backend(model_dir, "onnx", precision="int4")
     caplog.clear()

@@ -168,7 +168,7 @@ class PartGleeMixin:
             self.segmenter = None
             raise StartupError(f"default vocabulary: {err}") from err
         self.get_logger().info(
-            f"loaded {model_dir} on {self.segmenter.backend.name}/{self.segmenter.backend.device}; "
+            f"loaded {model_dir} on {self.segmenter.backend.describe()}; "
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}; vocabulary {vocab.describe()}"
         )
         self.vocabulary_services = VocabularyServices(self, vocab, self.segmenter.apply_vocabulary)
@@ -494,7 +494,7 @@ class PartGleeMixin:
         vocab = self.segmenter.vocabulary if self.segmenter else None
         backend = self.segmenter.backend if self.segmenter else None
         status.values = [
-            KeyValue(key="backend", value=f"{backend.name}/{backend.device}" if backend else ""),
+            KeyValue(key="backend", value=backend.describe() if backend else ""),
             # "" for a GPU backend; on a CPU, a count far above the cores a container got shows misconfiguration
             KeyValue(key="cpu_threads", value=str(backend.threads or "") if backend else ""),
             KeyValue(key="frames_received", value=str(self._slot.received)),

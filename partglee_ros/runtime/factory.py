@@ -84,6 +84,12 @@ def _onnx_backend(
             f"precision int8 needs the int8 graph {path}: make it with {quantize} (docs/ENGINES.md §1, "
             "'INT8 graph')"
         )
+    if int8 and parse_device(device) is not None:
+        # ORT's CUDA provider has no int8 kernels for these graphs (Q/DQ nodes would run on the CPU between GPU ops)
+        raise BackendError(
+            f"precision int8 with ONNX Runtime is for the CPU; on {device} use a TensorRT engine "
+            "(`python -m engines.build_engine --precision int8`, docs/ENGINES.md) or fp32"
+        )
     backend = OnnxBackend(path, device, onnx_threads, onnx_spin_threads, onnx_spin_us)
     # an int8 graph carries the metadata of the graph it quantized: made again, not re-exported
     quantized = ONNX_INT8_SOURCE_KEY in backend.metadata

@@ -55,6 +55,11 @@ class Backend(ABC):
     image_shape: tuple[int, ...] | None = None  # the one image shape a compiled graph/engine takes
     text_dim: int | None = None  # the text embedding width a compiled graph/engine takes (None: the model's)
     threads: int | None = None  # intra-op CPU threads it runs with (diagnostics); None: it runs on a GPU
+    precision: str = "fp32"  # what it computes in (logs, diagnostics): an int8 graph looks like any other
+
+    def describe(self) -> str:
+        """name/device, precision: the line logs and diagnostics show."""
+        return f"{self.name}/{self.device}, {self.precision}"
 
     @abstractmethod
     def infer(

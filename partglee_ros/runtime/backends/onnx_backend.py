@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from partglee_ros.config import ONNX_INT8_SOURCE_KEY
 from partglee_ros.runtime.backends.base import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -91,6 +92,7 @@ class OnnxBackend(Backend):
                 f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
             )
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = "int8" if ONNX_INT8_SOURCE_KEY in self.metadata else "fp32"
         self.image_shape = tuple(inputs["image"].shape)
         self.text_dim = inputs["object_text"].shape[1]
         if not all(isinstance(d, int) for d in self.image_shape):

@@ -77,6 +77,7 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self.logger)
         self.device, self.path = torch.device("cuda", index), engine_path
         self.profiles: dict[str, Profile] = self.metadata.profiles
+        self.precision = self.metadata.precision
         self.engine = self.context = None
         self.open()
         self.stream = torch.cuda.Stream(self.device)
