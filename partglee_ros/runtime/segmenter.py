@@ -6,11 +6,12 @@ engine or a static ONNX graph wants); only the vocabulary size K varies.
 
 Thread safety: the active vocabulary (names, embeddings, restriction) is one immutable snapshot. `segment`
 reads the reference once and never waits for a vocabulary change, so a frame is computed entirely with one
-revision. `set_vocabulary` and `apply_vocabulary` validate, encode and swap under one update lock, so
-concurrent changes cannot interleave (the text encoder's cache is only used under it) and the active
-revision only grows: a vocabulary not newer than the active one is refused. `prepare` encodes a vocabulary
-under the same lock without activating it, for one-off queries (`segment(image, prepared)`) that must not
-change what every other frame is segmented with.
+revision. `set_vocabulary` and `apply_vocabulary` validate and encode outside any lock (the text encoder's
+cache is thread-safe; a large vocabulary must not hold up a small one) and swap under one update lock, so
+the active revision only grows: a caller-numbered vocabulary not newer than the active one is refused, and
+`set_vocabulary` numbers at the swap (of unsynchronised callers, the change that finishes last wins).
+`prepare` encodes a vocabulary without activating it, for one-off queries (`segment(image, prepared)`) that
+must not change what every other frame is segmented with.
 """
 
 from __future__ import annotations
