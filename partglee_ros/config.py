@@ -49,13 +49,16 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _check_field_types(config: Any) -> None:
-    """A value of the wrong type fails here, naming its key, rather than later with a puzzling message."""
+    """A value of the wrong type, or a size/count below 1, fails here, naming its key, rather than later with a
+    puzzling message (num_heads: 0 was a ZeroDivisionError)."""
     for f in dataclasses.fields(config):
         allowed = _FIELD_TYPES.get(f.type, ())
         value = getattr(config, f.name)
         is_bool = isinstance(value, bool)  # bool is an int to isinstance, but 'true' is no layer count
         if allowed and (not isinstance(value, allowed) or (is_bool and bool not in allowed)):
             raise ValueError(f"{f.name} must be {f.type}, got {value!r}")
+        if f.type == "int" and value < 1:  # every int here is a size or a count
+            raise ValueError(f"{f.name} must be a positive integer, got {value!r}")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from partglee_ros.model.ms_deform_attn import MSDeformAttn
 from partglee_ros.runtime.backends.base import OUTPUT_NAMES, BackendError
 from partglee_ros.runtime.backends.onnx_backend import DEFAULT_SPIN_US, OnnxBackend, cpu_threads
 from partglee_ros.runtime.backends.torch_backend import TorchBackend
-from partglee_ros.runtime.factory import make_backend
+from partglee_ros.runtime.factory import load_segmenter, make_backend
 from tests.checkpoints import parity_model_dir
 from tests.output_parity import MASK_IOU_MIN, assert_outputs_match
 
@@ -171,6 +171,10 @@ def test_graph_from_other_weights_is_refused_and_auto_falls_back(exported, tmp_p
     weights.write_bytes(weights.read_bytes()[:100_000])
     with pytest.raises(BackendError, match="model.safetensors is damaged .* restore the weights file"):
         make_backend(other, "onnx")
+    weights.unlink()  # a weights file that exists but cannot be read (reading it is an I/O error)
+    weights.symlink_to("/proc/self/mem")
+    with pytest.raises(BackendError, match=f"cannot read the model in {other}: .*Input/output error"):
+        load_segmenter(other, backend="onnx")
 
 
 def test_graph_traced_from_other_model_code_is_flagged(exported, tmp_path: Path, caplog) -> None:

@@ -161,6 +161,8 @@ class PartGleeMixin:
             )
         except BackendError as err:
             raise StartupError(str(err)) from err
+        except Exception as err:  # a model that fails in a way no check foresaw: one line, not a traceback
+            raise StartupError(f"cannot load {model_dir}: {type(err).__name__}: {err}") from err
         try:
             self.segmenter.apply_vocabulary(vocab)
         except (BackendError, VocabularyError) as err:  # e.g. more names than a TensorRT engine was built for

@@ -295,6 +295,33 @@ def load_segmenter(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BackendError(f"model directory not found: {model_dir}")
+    try:
+        return _load_segmenter(
+            model_dir,
+            backend,
+            device,
+            precision,
+            engine_path,
+            input_size,
+            postprocess_config,
+            rebuild_stale_engine,
+            **backend_options,
+        )
+    except OSError as err:  # a model file that exists but cannot be read (permissions, I/O error, a fifo)
+        raise BackendError(f"cannot read the model in {model_dir}: {err}") from err
+
+
+def _load_segmenter(
+    model_dir: Path,
+    backend: str,
+    device: str,
+    precision: str,
+    engine_path: str,
+    input_size: tuple[int, int] | None,
+    postprocess_config: PostprocessConfig | None,
+    rebuild_stale_engine: bool,
+    **backend_options,
+) -> Segmenter:
     config = read_model_config(model_dir)
     backend_impl = make_backend(
         model_dir,
