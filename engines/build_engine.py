@@ -1,13 +1,16 @@
 """Build a TensorRT engine from the exported ONNX (TensorRT 10.x Python API) and write its metadata.
 
-TensorRT 11 removed the INT8 calibrator API used here; pin ``tensorrt-cu12>=10,<11``.
+TensorRT 11 removed the FP16/INT8 builder flags and the INT8 calibrator API used here, so any other major
+version is refused up front; pin ``tensorrt-cu12>=10,<11``.
 
-* precision fp32 / fp16 / int8 (int8 calibrates on images through an entropy calibrator and writes a
-  calibration cache; later builds read the cache and need no images);
+* precision fp32 (TF32 off: true fp32) / fp16 / int8 (int8 calibrates on images through an entropy
+  calibrator and writes a calibration cache; a later build given only the cache reads it and needs no
+  images, a build given images calibrates afresh and overwrites it);
 * one optimization profile over the vocabulary sizes K of ``object_text`` and ``part_text`` (min/opt/max;
   the image shape is fixed by the export);
 * a timing cache file, reused across builds with the same TensorRT version and GPU (it speeds up rebuilds
-  after an ONNX change; a cache from another version or GPU is replaced by a new one);
+  after an ONNX change; a cache from another version or GPU is replaced by a new one; failing to write it
+  back is a warning, not a failed build);
 * a workspace limit;
 * ``<engine>.json`` (engines.engine_metadata): ONNX and engine sha256, TensorRT version, GPU and compute
   capability, precision and profile, which the runtime checks before it loads the engine.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -40,6 +44,65 @@ from engines.engine_metadata import (
 )
 
 log = logging.getLogger(__name__)
+INSTALL_TENSORRT = "pip install 'tensorrt-cu12>=10,<11'"
+
+
+def check_tensorrt_version(version: str) -> None:
+    """Raise RuntimeError unless ``version`` is a TensorRT 10.x. TensorRT 11 (the newest on PyPI) removed
+    the FP16/INT8 builder flags and the INT8 calibrator this build uses, and 8.x has another network API:
+    either would fail mid-build with an AttributeError, or refuse the engine only at deserialization."""
+    if version.split(".")[0] != "10":
+        raise RuntimeError(
+            f"needs TensorRT 10.x, found {version} ({INSTALL_TENSORRT}; on a Jetson: JetPack 6.1 or later)"
+        )
+
+
+@functools.cache
+def tensorrt_logger() -> Any:
+    """The process's one TensorRT logger, with TensorRT's standard plugins registered on it.
+
+    TensorRT keeps a single logger per process (a second one is only warned about), so the build and the
+    runtime share this one. The plugins: an engine from the default opset-19 export holds the
+    ModulatedDeformConv2d plugin (the parser maps DeformConv onto it and registers it while parsing); a
+    process that only deserializes must register it itself, or deserialize_cuda_engine returns None."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    return logger
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Written under a temporary name and renamed, so a reader (the node, another build) never sees half a
+    file; the temporary file is removed when writing fails."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def save_timing_cache(path: Path, data: bytes) -> None:
+    """Written after the engine and its metadata, so a failure here (a read-only or full disk) only costs
+    the next build its timing: a warning, not a failed build."""
+    try:
+        write_atomically(path, data)
+    except OSError as err:
+        log.warning(
+            "timing cache %s not written (%s): the engine is built; the next build starts a new one",
+            path,
+            err,
+        )
+
+
+def cached_calibration(cache_path: Path, calibrating: bool) -> bytes | None:
+    """What the calibrator hands TensorRT as its cache: nothing when calibration images are given, so
+    TensorRT calibrates on them and the cache is overwritten (an old cache would be used instead, silently
+    keeping the ranges of the model before retraining); otherwise the cache file, if there is one."""
+    if calibrating or not cache_path.is_file():
+        return None
+    return cache_path.read_bytes()
 
 
 def current_platform(device: int = 0) -> Platform:
@@ -85,10 +148,10 @@ def _make_calibrator(
             return [self.buffers[n].data_ptr() for n in names]
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache_path.read_bytes() if cache_path.is_file() else None
+            return cached_calibration(cache_path, bool(batches))
 
         def write_calibration_cache(self, cache: bytes) -> None:
-            cache_path.write_bytes(bytes(cache))
+            write_atomically(cache_path, bytes(cache))
 
     return Calibrator()
 
@@ -104,10 +167,14 @@ def build_engine(
 
     Built on CUDA device ``device`` (TensorRT builds for the current device, and the engine runs only on
     that kind of GPU)."""
+    import tensorrt as trt
     import torch
 
+    check_tensorrt_version(trt.__version__)
     if not torch.cuda.is_available():
         raise RuntimeError("TensorRT needs a CUDA device and none is available")
+    if not 0 <= device < torch.cuda.device_count():
+        raise RuntimeError(f"device cuda:{device} does not exist ({torch.cuda.device_count()} CUDA devices)")
     with torch.cuda.device(device):
         return _build(onnx_path, engine_path, options, calibration_batches, current_platform(device))
 
@@ -121,7 +188,7 @@ def _build(
 ) -> EngineMetadata:
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = tensorrt_logger()
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
@@ -142,12 +209,16 @@ def _build(
         else:
             image_shape = tuple(tensor.shape)
     config.add_optimization_profile(profile)
+    if options.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default (Ampere and later): fp32 means fp32
     if options.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16 where that is faster
     if options.precision == "int8":
         cache = Path(options.int8_calibration_cache)
         if not cache.is_file() and not calibration_batches:
             raise RuntimeError(f"int8 needs calibration images or an existing calibration cache ({cache})")
+        if calibration_batches and cache.is_file():
+            log.info("calibrating on %d images; %s will be overwritten", len(calibration_batches), cache)
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _make_calibrator(trt, cache, calibration_batches, options.profiles)
         config.set_calibration_profile(profile)
@@ -159,10 +230,8 @@ def _build(
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
     engine = bytes(serialized)
-    partial.write_bytes(engine)
-    os.replace(partial, engine_path)  # a reader never sees half an engine
+    write_atomically(engine_path, engine)
     metadata = EngineMetadata(
         onnx_sha256=hashlib.sha256(graph).hexdigest(),
         engine_sha256=hashlib.sha256(engine).hexdigest(),
@@ -176,7 +245,7 @@ def _build(
     )
     write_metadata(engine_path, metadata)
     if timing_cache and (built_cache := config.get_timing_cache()) is not None:
-        timing_cache.write_bytes(bytes(built_cache.serialize()))
+        save_timing_cache(timing_cache, bytes(built_cache.serialize()))
     log.info(
         "built %s (%s, %s on %s)",
         engine_path,
@@ -215,9 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace-mib", type=int, default=2048)
     parser.add_argument("--timing-cache", type=Path, help="read and updated; share it between builds")
     parser.add_argument(
-        "--calib-cache", type=Path, help="int8: calibration cache (read if present, else written)"
+        "--calib-cache",
+        type=Path,
+        help="int8: calibration cache, written by calibrating on --calib-images (overwritten), else read",
     )
-    parser.add_argument("--calib-images", type=Path, help="int8: folder of images to calibrate on")
+    parser.add_argument(
+        "--calib-images", type=Path, help="int8: folder of images to calibrate on (afresh, even with a cache)"
+    )
     parser.add_argument("--calib-count", type=int, default=64)
     parser.add_argument("--model", type=Path, help="int8 with --calib-images: model dir (input size, text)")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index to build on")
@@ -240,20 +313,32 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as err:
         parser.error(str(err))
-    try:
-        import tensorrt  # noqa: F401 - checked before any work: the build needs it
+    try:  # checked before any work (calibration loads a text encoder): the build needs TensorRT 10
+        import tensorrt
+
+        check_tensorrt_version(tensorrt.__version__)
     except ImportError:
-        print(
-            "build_engine: error: needs the tensorrt Python package (pip install 'tensorrt-cu12>=10,<11')",
-            file=sys.stderr,
-        )
+        print(f"build_engine: error: needs the tensorrt Python package ({INSTALL_TENSORRT})", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"build_engine: error: {err}", file=sys.stderr)
         return 2
     try:
         batches = None
         if args.precision == "int8" and args.calib_images:
             batches = calibration_feeds(args.model or args.onnx.parent, args.calib_images, args.calib_count)
         metadata = build_engine(args.onnx, args.engine, options, batches, args.device)
-    except (RuntimeError, ValueError, OSError) as err:
+    except ImportError as err:  # PyTorch, OpenCV or the training package on a runtime-only install
+        print(
+            f"build_engine: error: {err} (building needs the full install: pip install -e '.[engines]')",
+            file=sys.stderr,
+        )
+        return 2
+    except (
+        RuntimeError,
+        ValueError,
+        OSError,
+    ) as err:  # RuntimeError includes BackendError and TensorRT's own
         print(f"build_engine: error: {err}", file=sys.stderr)
         return 2
     print(dataclasses.asdict(metadata))

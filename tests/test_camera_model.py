@@ -107,6 +107,14 @@ def test_camera_info_for_another_image_size_or_model_is_refused() -> None:
         Intrinsics.from_camera_info(camera_info(d=(0.1, 0.0, 0.0, 0.0), model="kannala"), (480, 640))
     with pytest.raises(ValueError, match="uncalibrated"):
         Intrinsics.from_camera_info(camera_info(k=np.zeros((3, 3))), (480, 640))
+    infinite = np.array(K, dtype=np.float64)
+    infinite[0, 0] = np.inf  # every point would land on the optical axis, and a grasp be planned there
+    with pytest.raises(ValueError, match="finite values and fx, fy > 0 needed"):
+        Intrinsics.from_camera_info(camera_info(k=infinite), (480, 640))
+    with pytest.raises(ValueError, match="finite values"):  # was a LinAlgError per part while planning
+        Intrinsics.from_camera_info(camera_info(d=(np.nan, 0.0, 0.0, 0.0, 0.0)), (480, 640))
+    with pytest.raises(ValueError, match="finite values"):
+        Intrinsics.from_camera_info(camera_info(p=np.hstack([infinite, np.zeros((3, 1))])), (480, 640), True)
     with pytest.raises(ValueError, match="plumb_bob distortion with 3 coefficients; OpenCV takes"):
         Intrinsics.from_camera_info(camera_info(d=(0.1, 0.01, 0.001)), (480, 640))
     with pytest.raises(ValueError, match="equidistant distortion with 5 coefficients"):

@@ -82,8 +82,12 @@ class Intrinsics:
         return result
 
     def check(self) -> None:
-        if not (self.fx > 0 and self.fy > 0 and np.isfinite([self.cx, self.cy, self.skew]).all()):
-            raise ValueError(f"invalid intrinsics (fx, fy > 0 needed; an uncalibrated camera?): {self}")
+        # an infinite focal length puts every point on the optical axis: confident grasps at the wrong place
+        finite = np.isfinite([self.fx, self.fy, self.cx, self.cy, self.skew, *self.distortion]).all()
+        if not (self.fx > 0 and self.fy > 0 and finite):
+            raise ValueError(
+                f"invalid intrinsics (finite values and fx, fy > 0 needed; an uncalibrated camera?): {self}"
+            )
 
     def rays(self, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
         """(N, 3) viewing rays through pixel centres, scaled so that z = 1 (multiply by depth for points)."""

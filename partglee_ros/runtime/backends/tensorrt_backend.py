@@ -3,7 +3,9 @@ owned by torch.
 
 Before TensorRT is asked to load anything the engine's metadata is checked against the engine file's own
 bytes, the ONNX next to it, this TensorRT and this GPU (``engines.engine_metadata.decide``): a mismatching engine is refused with a
-message naming each difference, or rebuilt in place when ``rebuild_stale`` is set.
+message naming each difference, or rebuilt in place when ``rebuild_stale`` is set. Only TensorRT 10.x is
+accepted (that of ``engines.build_engine``), and any failure is a BackendError, so ``auto`` can fall back
+and the node report it in one line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engines.build_engine import build_engine, check_tensorrt_version, current_platform, tensorrt_logger
 from engines.engine_metadata import Action, EngineStaleError, Profile, decide
 from partglee_ros.runtime.backends.base import (
     INPUT_NAMES,
@@ -46,17 +49,22 @@ class TensorRTBackend(Backend):
         index = parse_device(device) or 0
         try:
             import tensorrt as trt
-            import torch
         except ImportError as err:
             raise BackendError(f"backend 'tensorrt' needs the tensorrt Python package (10.x): {err}") from err
+        try:
+            check_tensorrt_version(trt.__version__)
+        except RuntimeError as err:
+            raise BackendError(f"backend 'tensorrt' {err}") from err
+        try:
+            import torch
+        except ImportError as err:  # its CUDA buffers hold the engine's inputs and outputs
+            raise BackendError(f"backend 'tensorrt' needs PyTorch with CUDA: {err}") from err
         if not torch.cuda.is_available():
             raise BackendError("backend 'tensorrt' needs a CUDA device and none is available")
         if index >= torch.cuda.device_count():
             raise BackendError(
                 f"device cuda:{index} does not exist ({torch.cuda.device_count()} CUDA devices)"
             )
-        from engines.build_engine import build_engine, current_platform
-
         engine_path, onnx_path = Path(engine_path), Path(onnx_path)
         try:
             decision = decide(engine_path, onnx_path, current_platform(index), rebuild_stale)
@@ -69,12 +77,13 @@ class TensorRTBackend(Backend):
             log.warning("rebuilding TensorRT engine %s: %s", engine_path, "; ".join(decision.reasons))
             try:
                 self.metadata = build_engine(onnx_path, engine_path, decision.options, device=index)
-            except RuntimeError as err:
-                raise BackendError(f"rebuilding {engine_path} failed: {err}") from err
+            # not only TensorRT's RuntimeError: an OSError (a read-only engine folder such as /opt/models)
+            # or a ValueError must reach auto's fallback and the node's start-up error too, not a traceback
+            except Exception as err:
+                raise BackendError(f"rebuilding {engine_path} failed: {type(err).__name__}: {err}") from err
 
         self._torch = torch
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
+        self.runtime = trt.Runtime(tensorrt_logger())  # the build's logger; registers the DeformConv plugin
         self.device, self.path = torch.device("cuda", index), engine_path
         self.profiles: dict[str, Profile] = self.metadata.profiles
         self.precision = self.metadata.precision
