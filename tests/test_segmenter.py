@@ -614,6 +614,18 @@ def test_image_pixel_limit_is_4096_squared() -> None:
         # one name to the text encoder: composed and decomposed accents, and no accent at all
         (["m\u00fag", "mu\u0301g"], [], None, "duplicate object names .*: m\u00fag, m\u00fag"),
         (["caf\u00e9", "cafe"], [], None, "duplicate object names .*: caf\u00e9, cafe"),
+        # "_" is a space to the text encoder (category_prompt): these gave identical embeddings
+        (["cup_holder", "cup holder"], [], None, "duplicate object names .*: cup_holder, cup holder"),
+        (["mug"], ["lid", "lid_"], None, "duplicate part names .*: lid, lid_"),
+        (["mug", "___"], [], None, r"object name #1 \('___'\) has no words"),
+        # distinct names, but all unknown to the tokenizer ([UNK]): the second could never be reported
+        (
+            ["mug", "\U0001f37a", "\U0001f377"],
+            [],
+            None,
+            "object names the text encoder cannot tell apart .*: \U0001f37a, \U0001f377",
+        ),
+        (["mug"], ["x" * 150 + "1", "x" * 150 + "2"], None, "part names the text encoder cannot tell apart"),
         (["mug:handle"], [], None, "'mug:handle' contains ':'"),
         (["mug"], ["lid:knob"], None, "'lid:knob' contains ':'"),
         (
@@ -664,6 +676,11 @@ def test_image_pixel_limit_is_4096_squared() -> None:
         "case-duplicate-parts",
         "composed-duplicate-objects",
         "accent-duplicate-objects",
+        "underscore-duplicate-objects",
+        "trailing-underscore-duplicate-parts",
+        "underscores-only",
+        "emoji-encode-alike",
+        "overlong-words-encode-alike",
         "colon-object",
         "colon-part",
         "too-long",

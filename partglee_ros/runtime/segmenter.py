@@ -91,6 +91,17 @@ def validate_image(image: np.ndarray) -> None:
         )
 
 
+def _refuse_indistinct(level: str, names: tuple[str, ...], embeddings: np.ndarray) -> None:
+    """VocabularyError for names that encode alike: the later one could never win a detection."""
+    _, group, counts = np.unique(embeddings.round(5), axis=0, return_inverse=True, return_counts=True)
+    alike = [name for name, g in zip(names, group.ravel(), strict=True) if counts[g] > 1]
+    if alike:
+        raise VocabularyError(
+            f"{level} names the text encoder cannot tell apart (the same embedding; characters or words it "
+            f"does not know, such as emoji): {', '.join(alike)}"
+        )
+
+
 class Segmenter:
     def __init__(
         self,
@@ -163,6 +174,8 @@ class Segmenter:
                     )
         text = self.text_encoder.encode([*vocab.objects, *part_names]).astype(np.float32, copy=False)
         object_text, part_text = text[: len(vocab.objects)], text[len(vocab.objects) :]
+        _refuse_indistinct("object", vocab.objects, object_text)
+        _refuse_indistinct("part", part_names, part_text)
         allowed = np.zeros((len(vocab.objects), len(part_names)), dtype=bool)
         index = {p: i for i, p in enumerate(vocab.parts)}
         for i, obj in enumerate(vocab.objects):

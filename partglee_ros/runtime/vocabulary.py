@@ -42,9 +42,10 @@ def normal_name(name: str) -> str:
 
 
 def _fold(name: str) -> str:
-    """A name as MiniLM's uncased tokenizer sees it (lower case, NFD, accents dropped): names must differ
-    in more than that."""
-    return "".join(c for c in unicodedata.normalize("NFD", name.lower()) if not unicodedata.combining(c))
+    """A name as the text encoder sees it (``_`` read as a space, as ``category_prompt`` does; MiniLM's
+    uncased tokenizer: lower case, NFD, accents dropped): names must differ in more than that."""
+    words = " ".join(name.replace("_", " ").split()).lower()
+    return "".join(c for c in unicodedata.normalize("NFD", words) if not unicodedata.combining(c))
 
 
 def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
@@ -63,6 +64,8 @@ def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
         name = normal_name(name)
         if not name:
             raise VocabularyError(f"{level} name #{i} is empty")
+        if not _fold(name):
+            raise VocabularyError(f"{level} name #{i} ({name!r}) has no words (underscores read as spaces)")
         if len(name) > MAX_NAME_LENGTH:
             raise VocabularyError(
                 f"{level} name #{i} has {len(name)} characters; the limit is {MAX_NAME_LENGTH}"
@@ -76,7 +79,8 @@ def _clean_names(names: Iterable[str], level: str) -> tuple[str, ...]:
     duplicates = [n for n in cleaned if counts[_fold(n)] > 1]
     if duplicates:
         raise VocabularyError(
-            f"duplicate {level} names (names must differ in more than case and accents): {', '.join(duplicates)}"
+            f"duplicate {level} names (names must differ in more than case, accents and '_' for ' '): "
+            f"{', '.join(duplicates)}"
         )
     return tuple(cleaned)
 
