@@ -1,5 +1,5 @@
 """TensorRT engine handling (issue #6): metadata, the stale-engine decision, the operator-support checker,
-and - only where ``import tensorrt`` and CUDA work - a real engine build, run and rebuild.
+and - only where TensorRT 10.x and CUDA work - a real engine build, run (in a fresh process) and rebuild.
 
 The decision logic is pure Python and tested everywhere; no machine of this project's CI has TensorRT, so
 the tests marked ``needs_tensorrt`` are skipped there (the skip reason says so).
@@ -10,6 +10,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
+import subprocess
+import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +22,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from engines.build_engine import (
+    cached_calibration,
+    check_tensorrt_version,
+    save_timing_cache,
+    tensorrt_logger,
+)
 from engines.build_engine import main as build_main
 from engines.engine_metadata import (
     Action,
@@ -36,21 +46,37 @@ from partglee_ros.config import file_sha256
 from partglee_ros.runtime.backends.base import BackendError, parse_device
 from partglee_ros.runtime.factory import make_backend
 
+REPO = Path(__file__).resolve().parents[1]
 ORIN = Platform("10.3.0", "Orin", "8.7")
 PROFILES = {"object_text": Profile(1, 8, 64), "part_text": Profile(1, 16, 128)}
 
 
-def _has_tensorrt_and_cuda() -> bool:
+def _has_tensorrt_10_and_cuda() -> bool:
+    """TensorRT 11 is refused by the build and the backend (test below), so only 10.x can run the GPU test."""
     if importlib.util.find_spec("tensorrt") is None:
         return False
+    import tensorrt
     import torch
 
+    try:
+        check_tensorrt_version(tensorrt.__version__)
+    except RuntimeError:
+        return False
     return torch.cuda.is_available()
 
 
 needs_tensorrt = pytest.mark.skipif(
-    not _has_tensorrt_and_cuda(), reason="needs the tensorrt package and a CUDA GPU (none on this machine)"
+    not _has_tensorrt_10_and_cuda(),
+    reason="needs TensorRT 10.x (the tensorrt package) and a CUDA GPU (not on this machine)",
 )
+
+
+def _fake_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str) -> types.ModuleType:
+    """A stand-in ``tensorrt`` module of this version, for the checks made before TensorRT is used."""
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
 
 
 @pytest.fixture()
@@ -347,6 +373,140 @@ def test_build_engine_cli_checks_its_arguments_before_any_work(tmp_path: Path, c
     assert not (tmp_path / "model.engine").exists()
 
 
+def test_only_tensorrt_10_is_accepted() -> None:
+    """TensorRT 11 removed the FP16/INT8 builder flags and the INT8 calibrator: the build would stop with an
+    AttributeError traceback, so any version but 10.x is refused with what to install."""
+    for version in ("10.0.1", "10.3.0", "10.16.1.11"):
+        check_tensorrt_version(version)
+    for version in ("11.4.0.106", "8.6.2", "1.0", "100.0"):
+        with pytest.raises(
+            RuntimeError, match=rf"needs TensorRT 10.x, found {version} \(pip install 'tensorrt-cu12>=10,<11'"
+        ):
+            check_tensorrt_version(version)
+
+
+def test_tensorrt_11_is_refused_in_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The CLI prints one line and builds nothing; the backend raises BackendError (auto's fallback, the
+    node's start-up error) before it looks at CUDA or the engine."""
+    _fake_tensorrt(monkeypatch, "11.4.0.106")
+    onnx_path = tmp_path / "model.onnx"
+    onnx.save(_graph([helper.make_node("Relu", ["x"], ["y"])]), str(onnx_path))
+    assert build_main(["--onnx", str(onnx_path), "--engine", str(tmp_path / "model.engine")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "build_engine: error: needs TensorRT 10.x, found 11.4.0.106 (pip install 'tensorrt-cu12>=10,<11'; "
+        "on a Jetson: JetPack 6.1 or later)\n"
+    )
+    assert not (tmp_path / "model.engine").exists()
+    with pytest.raises(BackendError, match=r"^backend 'tensorrt' needs TensorRT 10.x, found 11.4.0.106"):
+        make_backend(tmp_path, "tensorrt", device="cuda:7", engine_path=str(tmp_path / "model.engine"))
+
+
+@pytest.fixture()
+def gpu_without_tensorrt(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """TensorRTBackend's module as it is on an Orin with TensorRT 10.3, up to the first call into TensorRT
+    itself (none is made before the engine is checked and, when stale, rebuilt)."""
+    import torch
+
+    from partglee_ros.runtime.backends import tensorrt_backend
+
+    _fake_tensorrt(monkeypatch, "10.3.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(tensorrt_backend, "current_platform", lambda index: ORIN)
+    return tensorrt_backend
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(13, "Permission denied", "/opt/models/.model.engine.42.tmp"),
+        ValueError("bad value"),
+        AttributeError("'IBuilderConfig' object has no attribute 'x'"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_a_failed_rebuild_is_a_backend_error_whatever_it_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_without_tensorrt: types.ModuleType, error: Exception
+) -> None:
+    """Only RuntimeError was caught: a read-only engine folder (OSError) went past auto's fallback and the
+    node's start-up error as a traceback."""
+
+    def failing_build(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(gpu_without_tensorrt, "build_engine", failing_build)
+    onnx_path, engine_path = tmp_path / "model.onnx", tmp_path / "model.engine"
+    onnx_path.write_bytes(b"onnx graph")  # no engine: rebuilt, and the build fails
+    with pytest.raises(
+        BackendError, match=rf"^rebuilding {engine_path} failed: {type(error).__name__}: "
+    ) as caught:
+        gpu_without_tensorrt.TensorRTBackend(engine_path, onnx_path, rebuild_stale=True)
+    assert caught.value.__cause__ is error
+
+
+def test_an_engine_that_cannot_be_read_for_its_check_is_a_backend_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_without_tensorrt: types.ModuleType
+) -> None:
+    def unreadable(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "model.engine"))
+
+    monkeypatch.setattr(gpu_without_tensorrt, "decide", unreadable)
+    with pytest.raises(
+        BackendError, match=r"^cannot check TensorRT engine .*model.engine: .*Permission denied"
+    ):
+        gpu_without_tensorrt.TensorRTBackend(tmp_path / "model.engine", tmp_path / "model.onnx")
+
+
+def test_build_and_runtime_share_one_logger_with_the_plugins_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TensorRT keeps one logger per process; and a process that only deserializes (the node) must register
+    the standard plugins itself, or an engine holding ModulatedDeformConv2d (opset-19 DeformConv) fails."""
+    trt = _fake_tensorrt(monkeypatch, "10.3.0")
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity: None})
+    registered = []
+    trt.init_libnvinfer_plugins = lambda logger, namespace: registered.append((logger, namespace)) or True
+    tensorrt_logger.cache_clear()
+    try:
+        logger = tensorrt_logger()
+        assert tensorrt_logger() is logger and registered == [(logger, "")]
+    finally:
+        tensorrt_logger.cache_clear()
+
+
+def test_calibration_images_recalibrate_over_an_existing_cache(tmp_path: Path) -> None:
+    """With images TensorRT is handed no cache, so it calibrates on them and overwrites the file: before,
+    an existing cache was returned and the new images (after retraining) were silently ignored. Without
+    images the cache is what calibrates."""
+    cache = tmp_path / "calib.cache"
+    assert cached_calibration(cache, calibrating=False) is None
+    cache.write_bytes(b"TRT-calibration v1")
+    assert cached_calibration(cache, calibrating=True) is None
+    assert cached_calibration(cache, calibrating=False) == b"TRT-calibration v1"
+
+
+def test_timing_cache_is_replaced_whole_and_a_write_failure_only_warns(tmp_path: Path, caplog) -> None:
+    """It is written after the engine and its metadata: a full or read-only disk must not fail a finished
+    build, nor leave half a cache or a temporary file behind."""
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"old")
+    save_timing_cache(path, b"new timing data")
+    assert path.read_bytes() == b"new timing data" and sorted(tmp_path.iterdir()) == [path]
+    blocked = tmp_path / "a-directory"
+    blocked.mkdir()  # os.replace cannot put a file there: an OSError after the temporary file is written
+    with caplog.at_level(logging.WARNING, logger="engines.build_engine"):
+        save_timing_cache(blocked, b"new timing data")
+        save_timing_cache(path / "under-a-file", b"x")  # NotADirectoryError before anything is written
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        f"timing cache {blocked} not written",
+        f"timing cache {path / 'under-a-file'} not written",
+    ]
+    assert sorted(tmp_path.iterdir()) == [blocked, path] and not any(blocked.iterdir())
+
+
 def _graph(nodes: list, opset: int = 17, domains: tuple[str, ...] = ()) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
@@ -413,6 +573,28 @@ def test_tensorrt_device_parameter_names_a_cuda_device(tmp_path: Path) -> None:
         make_backend(tmp_path, "tensorrt", device="cuda:one", engine_path=str(tmp_path / "model.engine"))
 
 
+# Loads and runs an engine as the node does at start-up: in a process that never parsed an ONNX (so TensorRT's
+# plugins are registered only if the backend does it). argv: engine, onnx, feeds .npz, outputs .npz.
+RUN_ENGINE = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from partglee_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+
+engine_path, onnx_path, feeds_path, out_path = map(Path, sys.argv[1:])
+backend = TensorRTBackend(engine_path, onnx_path)
+feeds = np.load(feeds_path)
+outputs = {}
+for name in feeds.files:
+    if name.startswith("text"):
+        got = backend.infer(feeds["image"], feeds[name], feeds[name])
+        outputs.update({f"{output}/{name}": value for output, value in got.items()})
+np.savez(out_path, **outputs)
+"""
+
+
 @needs_tensorrt
 def test_tensorrt_engine_builds_runs_and_is_rebuilt_when_stale(tmp_path: Path) -> None:
     from engines.build_engine import build_engine
@@ -423,19 +605,32 @@ def test_tensorrt_engine_builds_runs_and_is_rebuilt_when_stale(tmp_path: Path) -
     from tests.ros_testing import small_checkpoint
 
     model, config = load_checkpoint(small_checkpoint(tmp_path))
-    onnx_path = export_onnx(model, config, tmp_path / "model.onnx")
+    onnx_path = export_onnx(model, config, tmp_path / "model.onnx")  # default opset: DeformConv, a plugin
     engine_path = tmp_path / "model.engine"
     timing_cache = tmp_path / "timing.cache"
     build_engine(onnx_path, engine_path, BuildOptions("fp32", PROFILES, 1024, timing_cache=str(timing_cache)))
     assert timing_cache.is_file() and read_metadata(engine_path).timing_cache == str(timing_cache)
-    trt_backend, ort_backend = TensorRTBackend(engine_path, onnx_path), OnnxBackend(onnx_path)
     rng = np.random.default_rng(0)
-    image = rng.normal(size=image_shape(config)).astype(np.float32)
+    feeds = {"image": rng.normal(size=image_shape(config)).astype(np.float32)}
     for k in (1, 5, 50):
-        text = rng.normal(size=(k, config.text_dim)).astype(np.float32)
-        got, ref = trt_backend.infer(image, text, text), ort_backend.infer(image, text, text)
-        assert np.abs(got["obj_logits"] - ref["obj_logits"]).max() < 1e-2
-        assert np.abs(got["obj_boxes"] - ref["obj_boxes"]).max() < 1e-3
+        feeds[f"text{k}"] = rng.normal(size=(k, config.text_dim)).astype(np.float32)
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    paths = [engine_path, onnx_path, tmp_path / "feeds.npz", tmp_path / "outputs.npz"]
+    run = subprocess.run(
+        [sys.executable, "-c", RUN_ENGINE, *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    ort_backend = OnnxBackend(onnx_path)
+    with np.load(tmp_path / "outputs.npz") as got:
+        for k in (1, 5, 50):
+            text = feeds[f"text{k}"]
+            ref = ort_backend.infer(feeds["image"], text, text)
+            assert np.abs(got[f"obj_logits/text{k}"] - ref["obj_logits"]).max() < 1e-2
+            assert np.abs(got[f"obj_boxes/text{k}"] - ref["obj_boxes"]).max() < 1e-3
     # pretend the engine came from another TensorRT: refused, then rebuilt when allowed
     meta = read_metadata(engine_path)
     old = dataclasses.replace(meta, platform=dataclasses.replace(meta.platform, tensorrt_version="9.0.0"))

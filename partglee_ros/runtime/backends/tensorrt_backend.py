@@ -70,6 +70,8 @@ class TensorRTBackend(Backend):
             decision = decide(engine_path, onnx_path, current_platform(index), rebuild_stale)
         except EngineStaleError as err:
             raise BackendError(str(err)) from err
+        except OSError as err:  # an unreadable engine or ONNX: a BackendError, so auto falls back past it
+            raise BackendError(f"cannot check TensorRT engine {engine_path}: {err}") from err
         # the metadata that was checked (or just written): open() holds the engine's bytes to its hash, so
         # an engine and .json pair swapped in after the check is refused rather than loaded unchecked
         self.metadata = decision.metadata
@@ -100,7 +102,10 @@ class TensorRTBackend(Backend):
     def open(self) -> None:
         if self.engine is not None:
             return
-        engine = self.path.read_bytes()
+        try:
+            engine = self.path.read_bytes()
+        except OSError as err:
+            raise BackendError(f"cannot read TensorRT engine {self.path}: {err}") from err
         if hashlib.sha256(engine).hexdigest() != self.metadata.engine_sha256:  # replaced since checked
             raise BackendError(
                 f"{self.path} is not the engine that was checked (replaced since; a lifecycle node checks it "
