@@ -175,6 +175,23 @@ def test_a_query_with_its_own_image_needs_no_camera(peer: Peer, segmenter: Segme
     assert_same(got, segmenter.segment(noise_image(3, 300, 500)))
 
 
+def test_a_frame_without_depth_is_answered_and_says_why_it_has_none(peer: Peer) -> None:
+    """Only colour frames, stamped far from every depth image sent: the answer comes, and says why no depth."""
+    future = peer.ask(Segment.Request(timeout=30.0))
+    deadline, sec = time.monotonic() + 60, 9000
+    while not future.done() and time.monotonic() < deadline:
+        header = Header(frame_id="camera_optical")
+        header.stamp.sec = sec
+        peer.camera.image_pub.publish(rgb_to_image_msg(noise_image(sec), header))
+        sec += 1
+        spin_until(peer.node, future.done, 0.3)
+    response = peer.answer(future, 1.0)
+    assert response.success and len(response.depth.data) == 0, response.message
+    assert response.message.endswith(
+        "; no depth: none with a camera_info within depth_slop (0.05 s) of that stamp"
+    )
+
+
 BAD_REQUESTS = [
     ({"objects": [], "parts": ["handle"], "object_parts": {}}, {}, "parts without objects"),
     ({"objects": ["mug", "MUG"]}, {}, "duplicate"),

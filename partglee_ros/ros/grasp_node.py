@@ -259,7 +259,10 @@ class GraspNode(Node):
         if not answer.success:
             raise ValueError(f"segment: {answer.message}")
         if not answer.depth.data:
-            raise ValueError("partglee_node sent no depth with the frame: start it with use_depth:=true")
+            raise ValueError(
+                f"partglee_node sent no depth with the frame ({answer.message}): it needs use_depth:=true and "
+                "depth + camera_info stamped within its depth_slop of the colour frames"
+            )
         seg = answer.segmentation
         targets, clouds = self._grasps(
             seg, answer.depth, answer.camera_info, wanted, objects, request.track_id

@@ -457,6 +457,12 @@ class PartGleeMixin:
             f"{len(seg.objects)} objects, {parts} parts in the frame stamped "
             f"{seg.header.stamp.sec}.{seg.header.stamp.nanosec:09d} ({names})"
         )
+        if self.value("use_depth") and query.image is None and answer.depth is None:
+            # a planner that needs depth must learn why it got none: a lost message, or skewed stamps
+            response.message += (
+                f"; no depth: none with a camera_info within depth_slop ({self.value('depth_slop'):g} s) of "
+                "that stamp"
+            )
         return response
 
     def _segment_query(self, request: Segment.Request, arrived_ns: int) -> tuple[SegmentQuery, float]:
