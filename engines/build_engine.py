@@ -26,7 +26,6 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from engines.engine_metadata import (
     Profile,
     write_metadata,
 )
+from partglee_ros.config import write_atomically
 
 log = logging.getLogger(__name__)
 INSTALL_TENSORRT = "pip install 'tensorrt-cu12>=10,<11'"
@@ -70,17 +70,6 @@ def tensorrt_logger() -> Any:
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
     return logger
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Written under a temporary name and renamed, so a reader (the node, another build) never sees half a
-    file; the temporary file is removed when writing fails."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def save_timing_cache(path: Path, data: bytes) -> None:
@@ -334,11 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (
-        RuntimeError,
-        ValueError,
-        OSError,
-    ) as err:  # RuntimeError includes BackendError and TensorRT's own
+    # RuntimeError includes BackendError and TensorRT's own
+    except (RuntimeError, ValueError, OSError) as err:
         print(f"build_engine: error: {err}", file=sys.stderr)
         return 2
     print(dataclasses.asdict(metadata))

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from partglee_ros.config import file_sha256
+from partglee_ros.config import file_sha256, write_atomically
 
 METADATA_VERSION = 2  # 2: the engine file's own sha256 (1 had none)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -122,11 +121,9 @@ def metadata_path(engine_path: Path) -> Path:
 
 
 def write_metadata(engine_path: Path, metadata: EngineMetadata) -> Path:
-    """Written under a temporary name and renamed, so a reader never sees half a file."""
+    """Written atomically: a reader never sees half a file."""
     path = metadata_path(engine_path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(metadata.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    write_atomically(path, (json.dumps(metadata.to_dict(), indent=2, sort_keys=True) + "\n").encode())
     return path
 
 

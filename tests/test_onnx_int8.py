@@ -135,7 +135,9 @@ def test_precision_int8_picks_the_int8_graph_and_says_how_to_make_a_missing_one(
     assert fallback.name == "onnx" and ONNX_INT8_SOURCE_KEY not in fallback.metadata
     assert f"{ONNX_INT8_FILE} not used, falling back to fp32" in caplog.text
     with pytest.raises(BackendError, match=r"int8 with ONNX Runtime is for the CPU; on cuda use a TensorRT"):
-        make_backend(model_dir, "onnx", device="cuda", precision="int8")  # before any CUDA provider is looked for
+        make_backend(
+            model_dir, "onnx", device="cuda", precision="int8"
+        )  # before any CUDA provider is looked for
     with pytest.raises(BackendError, match="unknown precision 'int4'; choose one of fp32, fp16, int8"):
         make_backend(model_dir, "onnx", precision="int4")
     caplog.clear()

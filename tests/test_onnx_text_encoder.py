@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -14,11 +15,10 @@ import numpy as np
 import pytest
 
 from engines.export_text_encoder import write_model_text_encoder
-from partglee_ros.config import ONNX_FILE, TEXT_ENCODER_FILE
+from partglee_ros.config import ONNX_FILE, TEXT_ENCODER_FILE, write_atomically
 from partglee_ros.model.text_encoder import SentenceTextEncoder, sentence_model_path
-from partglee_ros.runtime import onnx_text_encoder
 from partglee_ros.runtime.factory import make_text_encoder, read_model_config
-from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder, _write_atomically, cache_key
+from partglee_ros.runtime.onnx_text_encoder import OnnxSentenceTextEncoder, cache_key
 from tests.checkpoints import DEFAULT_MODEL
 from tests.conftest import REPO
 
@@ -148,14 +148,14 @@ def test_export_is_cached_and_later_starts_skip_sentence_transformers(tmp_path, 
 
 def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "graph.onnx"
-    _write_atomically(target, b"v1")
+    write_atomically(target, b"v1")
     with pytest.raises(TypeError):
-        _write_atomically(target, "not bytes")  # type: ignore[arg-type]
+        write_atomically(target, "not bytes")  # type: ignore[arg-type]
 
     def replace_fails(src: str, dst: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx_text_encoder.os, "replace", replace_fails)
+    monkeypatch.setattr(os, "replace", replace_fails)
     with pytest.raises(OSError, match="disk full"):
-        _write_atomically(target, b"v2")
+        write_atomically(target, b"v2")
     assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"v1"

@@ -18,15 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from partglee_ros.config import CACHE_ROOT, file_sha256
+from partglee_ros.config import CACHE_ROOT, file_sha256, write_atomically
 from partglee_ros.model.text_encoder import TextEncoder, category_prompt, sentence_model_path
 from partglee_ros.runtime.backends.onnx_backend import cpu_threads
 
@@ -44,21 +42,6 @@ def cache_key(model_path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A reader (another node starting) sees the old file or the new one, never half of one; a failed
-    write leaves neither a half file nor its temporary one behind (they would pile up in the cache).
-    Readable by all, as a plain file would be: a node may run as another user than the exporter."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def info_file(graph_file: Path) -> Path:
     """The JSON beside an exported encoder graph: dim, max_length, tokenizer, source_key."""
     return graph_file.with_suffix(".json")
@@ -69,8 +52,8 @@ def write_encoder_files(graph_file: Path, graph: bytes, info: dict[str, Any]) ->
     always belongs to the graph beside it: an interrupted write leaves a graph without one (not used)."""
     graph_file.parent.mkdir(parents=True, exist_ok=True)
     info_file(graph_file).unlink(missing_ok=True)
-    _write_atomically(graph_file, graph)
-    _write_atomically(info_file(graph_file), json.dumps(info).encode())
+    write_atomically(graph_file, graph)
+    write_atomically(info_file(graph_file), json.dumps(info).encode())
 
 
 class OnnxSentenceTextEncoder(TextEncoder):
