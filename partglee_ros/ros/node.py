@@ -99,6 +99,7 @@ class PartGleeMixin:
         # is read within 0.5 s)
         self._wake_worker = threading.Event()
         self._worker: threading.Thread | None = None
+        self._stop_worker = threading.Event()  # one per worker: a late one never runs beside the next
         self._running = False
         self._processed = 0
         self._errors = 0
@@ -243,12 +244,17 @@ class PartGleeMixin:
         self._diag_counts = (0, self._processed, self._errors)  # the new slot counts from 0
         self._last_input = time.monotonic()
         self._tracker.reset()  # frames from before a pause prove nothing about where objects are now
-        self._worker = threading.Thread(target=self._work, name="partglee-inference", daemon=True)
+        # A worker still finishing a frame that outlasted deactivate()'s wait ends after it: its event stays set.
+        self._stop_worker = threading.Event()
+        self._worker = threading.Thread(
+            target=self._work, args=(self._slot, self._stop_worker), name="partglee-inference", daemon=True
+        )
         self._worker.start()
 
     def deactivate(self) -> None:
         """Stop processing: unsubscribe and end the inference thread."""
         self._running = False
+        self._stop_worker.set()
         self._slot.close()
         self._wake_worker.set()
         if self._worker is not None:
@@ -281,13 +287,14 @@ class PartGleeMixin:
             self.get_logger().warning(warning)
         return SetParametersResult(successful=True)
 
-    def _work(self) -> None:
+    def _work(self, slot: LatestFrameSlot, stop: threading.Event) -> None:
+        """Segment frames from this activation's ``slot`` until its ``stop`` is set."""
         taken, busy = -1e9, 0.0  # when the last frame was taken (time.monotonic), and for how long (s)
-        while self._running:
+        while not stop.is_set():
             rate = self.value("max_rate")
-            self._slot.capped(rate > 0 and busy < 1.0 / rate)  # else frames left are the node's own drops
-            self._hold_after(taken)
-            item = self._slot.take(timeout=0.5)
+            slot.capped(rate > 0 and busy < 1.0 / rate)  # else frames left are the node's own drops
+            self._hold_after(taken, stop)
+            item = slot.take(timeout=0.5)
             for query in self._queries.take_with_images():
                 self._answer(query, query.image, query.header, time.monotonic(), None)
             if item is None:
@@ -295,7 +302,7 @@ class PartGleeMixin:
             msg, received, received_ns = item
             # not due: max_rate lowered while waiting, or a request ended the pause and wants a later frame
             if self._rate_wait(taken) > 0 and not self._queries.want_frame(received_ns):
-                self._slot.skip()
+                slot.skip()
                 continue
             taken = time.monotonic()
             try:
@@ -308,11 +315,11 @@ class PartGleeMixin:
                 self._report_error(f"segmentation failed: {type(err).__name__}: {err}")
             busy = time.monotonic() - taken
 
-    def _hold_after(self, taken: float) -> None:
+    def _hold_after(self, taken: float, stop: threading.Event) -> None:
         """max_rate: wait until the next frame is due (1 / max_rate after the last one was ``taken``, at the
         rate set now) while the slot keeps only the newest frame; a segment request ends the wait, since it
         asked for the next frame, not the next due one."""
-        while self._running:
+        while not stop.is_set():
             self._wake_worker.clear()
             left = self._rate_wait(taken)
             if left <= 0 or self._queries.waiting():
