@@ -57,15 +57,18 @@ def grasp_process(start_process):
     return start_process(PYTHON, str(exe), "--ros-args", *args, name="grasp")
 
 
-@pytest.mark.parametrize("depth_kind", ["32FC1", "16UC1"])
-def test_publishes_handle_pose_with_image_header(ros_node, grasp_process, depth_kind) -> None:
+@pytest.mark.parametrize(
+    ("depth_kind", "segmentation_first"),
+    [("32FC1", False), ("16UC1", True)],
+    ids=["32FC1-depth-first", "16UC1-segmentation-first"],
+)
+def test_publishes_handle_pose_with_image_header(
+    ros_node, grasp_process, depth_kind: str, segmentation_first: bool
+) -> None:
+    """Each round has a new stamp, so the depth it needs is never already there from an earlier round: sent
+    after the segmentation, it is matched when it arrives (the segmentation waits for it)."""
     scene, handle = scene_with_straight_handle()
-    header = Header(frame_id="camera_color_optical_frame")
-    header.stamp.sec, header.stamp.nanosec = 1234, 5678
     depth = scene.depth if depth_kind == "32FC1" else np.round(scene.depth * 1000).astype(np.uint16)
-    info = CameraInfo(
-        header=header, height=scene.height, width=scene.width, k=scene.intrinsics.flatten().tolist()
-    )
 
     seg_pub = ros_node.create_publisher(HierarchicalSegmentation, "/seg", QOS)
     depth_pub = ros_node.create_publisher(Image, "/seg/depth", QOS)
@@ -83,20 +86,33 @@ def test_publishes_handle_pose_with_image_header(ros_node, grasp_process, depth_
         return all(p.get_subscription_count() > 0 for p in (seg_pub, depth_pub, info_pub))
 
     assert spin_until(ros_node, matched, 60), grasp_process.output()
-    segmentation = result_to_msg(as_result(scene), header)
+
+    def send_depth(header: Header) -> None:
+        depth_pub.publish(depth_array_to_msg(depth, header))
+        k = scene.intrinsics.flatten().tolist()
+        info_pub.publish(CameraInfo(header=header, height=scene.height, width=scene.width, k=k))
+
+    def send_segmentation(header: Header) -> None:
+        seg_pub.publish(result_to_msg(as_result(scene), header))
+
     # again each second: grasp_node may see a subscriber (or a publisher) a moment late, and what is sent in
     # that moment is lost
-    for _ in range(30):
-        depth_pub.publish(depth_array_to_msg(depth, header))
-        info_pub.publish(info)
-        spin_until(ros_node, lambda: False, 0.2)  # depth first, as a camera driver would
-        seg_pub.publish(segmentation)
+    for second in range(30):
+        header = Header(frame_id="camera_color_optical_frame")
+        header.stamp.sec, header.stamp.nanosec = 1234 + second, 5678
+        for send in (
+            (send_segmentation, send_depth) if segmentation_first else (send_depth, send_segmentation)
+        ):
+            send(header)
+            spin_until(ros_node, lambda: False, 0.2)
         if spin_until(ros_node, lambda: poses and best and marks and clouds, 1.0):
             break
     assert poses and best and marks and clouds, grasp_process.output()
 
     array = poses[0]
-    assert array.header == header and best[0].header == header
+    header = array.header
+    assert header.frame_id == "camera_color_optical_frame" and header.stamp.sec >= 1234
+    assert header.stamp.nanosec == 5678 and best[0].header == header
     assert len(array.poses) >= 1
     got = np.array([[p.position.x, p.position.y, p.position.z] for p in array.poses])
     error = np.linalg.norm(got - handle.pose.center, axis=1).min()

@@ -126,8 +126,11 @@ class GraspNode(Node):
         )
         self._depth = NearestStampBuffer()
         self._info = NearestStampBuffer()
-        self.create_subscription(Image, "depth", self._depth.add, 10)
-        self.create_subscription(CameraInfo, "camera_info", self._info.add, 10)
+        # The newest segmentation still without its depth/camera_info: planned when they arrive (the three
+        # topics are delivered independently, so the segmentation may come first).
+        self._pending: HierarchicalSegmentation | None = None
+        self.create_subscription(Image, "depth", self._on_depth, 10)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
         self.create_subscription(HierarchicalSegmentation, "segmentation", self._on_segmentation, 10)
         self.poses_pub = self.create_publisher(PoseArray, "grasp_targets", 10)
         self.best_pub = self.create_publisher(PoseStamped, "grasp_target", 10)
@@ -146,22 +149,42 @@ class GraspNode(Node):
             self._plan_service = None
         super().destroy_node()
 
+    def _on_depth(self, msg: Image) -> None:
+        self._depth.add(msg)
+        self._plan_pending()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._info.add(msg)
+        self._plan_pending()
+
     def _on_segmentation(self, msg: HierarchicalSegmentation) -> None:
+        if self._pending is not None:  # its depth never came, and a newer frame replaces it
+            t = stamp_seconds(self._pending.header)
+            self.get_logger().warning(
+                f"no depth/camera_info within {self.get_parameter('depth_slop').value}s of segmentation at "
+                f"{t:.3f}",
+                throttle_duration_sec=5.0,
+            )
+        self._pending = msg
+        self._plan_pending()
+
+    def _plan_pending(self) -> None:
+        """Plan on the waiting segmentation once its depth and camera_info are both there."""
+        if self._pending is None:
+            return
+        t, slop = stamp_seconds(self._pending.header), self.get_parameter("depth_slop").value
+        depth_msg, info = self._depth.nearest(t, slop), self._info.nearest(t, slop)
+        if depth_msg is None or info is None:
+            return
+        msg, self._pending = self._pending, None
         try:
-            self._plan(msg)
+            self._plan(msg, depth_msg, info)
         except Exception as err:  # one bad message must not take the node down
             self.get_logger().error(
                 f"grasp planning failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0
             )
 
-    def _plan(self, msg: HierarchicalSegmentation) -> None:
-        t, slop = stamp_seconds(msg.header), self.get_parameter("depth_slop").value
-        depth_msg, info = self._depth.nearest(t, slop), self._info.nearest(t, slop)
-        if depth_msg is None or info is None:
-            self.get_logger().warning(
-                f"no depth/camera_info within {slop}s of segmentation at {t:.3f}", throttle_duration_sec=5.0
-            )
-            return
+    def _plan(self, msg: HierarchicalSegmentation, depth_msg: Image, info: CameraInfo) -> None:
         try:
             targets, clouds = self._grasps(msg, depth_msg, info, *self._wanted([], []))
         except ValueError as err:

@@ -368,6 +368,12 @@ class PartGleeMixin:
                 self._tracker.update(result, stamp_ns(msg.header))
             result.timings_ms["total"] = (time.monotonic() - received) * 1e3
             segmentation = result_to_msg(result, msg.header)
+            # depth that arrived during inference may be closer; sent before the segmentation, so a consumer
+            # that looks up the depth when the segmentation arrives (grasp_node) finds this frame's
+            depth, info = self._matched_depth(t, early)
+            if depth is not None:
+                self.depth_pub.publish(depth)
+                self.info_pub.publish(info)
             self.seg_pub.publish(segmentation)
             self._processed += 1
             self._latencies.append(result.timings_ms["total"])
@@ -376,10 +382,6 @@ class PartGleeMixin:
                 self._stamps_off_clock += 1
             else:
                 self._ages.append(age)
-            depth, info = self._matched_depth(t, early)  # depth that arrived during inference may be closer
-            if depth is not None:
-                self.depth_pub.publish(depth)
-                self.info_pub.publish(info)
             for query in queries:
                 if query.prepared is None:  # the active vocabulary: the topic's own result
                     query.finish(QueryAnswer(segmentation, depth=depth, camera_info=info))
