@@ -50,6 +50,34 @@ def as_result(scene) -> SegmentationResult:
     return SegmentationResult(scene.height, scene.width, 1, objects)
 
 
+class Publishers:
+    """The segmentation, depth and camera_info grasp_node plans on, for one scene."""
+
+    def __init__(self, ros_node, scene, depth: np.ndarray) -> None:
+        self.node, self.scene, self.depth = ros_node, scene, depth
+        self.seg = ros_node.create_publisher(HierarchicalSegmentation, "/seg", QOS)
+        self.depth_pub = ros_node.create_publisher(Image, "/seg/depth", QOS)
+        self.info = ros_node.create_publisher(CameraInfo, "/seg/camera_info", QOS)
+
+    def matched(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in (self.seg, self.depth_pub, self.info))
+
+    def send(self, header: Header, segmentation_first: bool = False, depth_frame: str | None = None) -> None:
+        """One frame; depth and camera_info in ``depth_frame`` when given (an unaligned depth camera)."""
+        scene = self.scene
+        depth_header = Header(stamp=header.stamp, frame_id=depth_frame or header.frame_id)
+        k = scene.intrinsics.flatten().tolist()
+        info = CameraInfo(header=depth_header, height=scene.height, width=scene.width, k=k)
+        sends = [
+            lambda: self.depth_pub.publish(depth_array_to_msg(self.depth, depth_header)),
+            lambda: self.info.publish(info),
+            lambda: self.seg.publish(result_to_msg(as_result(scene), header)),
+        ]
+        for send in reversed(sends) if segmentation_first else sends:
+            send()
+            spin_until(self.node, lambda: False, 0.1)
+
+
 @pytest.fixture()
 def grasp_process(start_process):
     args = ["-r", "segmentation:=/seg", "-r", "depth:=/seg/depth", "-r", "camera_info:=/seg/camera_info"]
@@ -70,9 +98,7 @@ def test_publishes_handle_pose_with_image_header(
     scene, handle = scene_with_straight_handle()
     depth = scene.depth if depth_kind == "32FC1" else np.round(scene.depth * 1000).astype(np.uint16)
 
-    seg_pub = ros_node.create_publisher(HierarchicalSegmentation, "/seg", QOS)
-    depth_pub = ros_node.create_publisher(Image, "/seg/depth", QOS)
-    info_pub = ros_node.create_publisher(CameraInfo, "/seg/camera_info", QOS)
+    pubs = Publishers(ros_node, scene, depth)
     poses: list[PoseArray] = []
     best: list[PoseStamped] = []
     marks: list[MarkerArray] = []
@@ -81,30 +107,14 @@ def test_publishes_handle_pose_with_image_header(
     ros_node.create_subscription(MarkerArray, "/grasp_markers", marks.append, QOS)
     clouds: list[PointCloud2] = []
     ros_node.create_subscription(PointCloud2, "/part_points", clouds.append, QOS)
-
-    def matched() -> bool:
-        return all(p.get_subscription_count() > 0 for p in (seg_pub, depth_pub, info_pub))
-
-    assert spin_until(ros_node, matched, 60), grasp_process.output()
-
-    def send_depth(header: Header) -> None:
-        depth_pub.publish(depth_array_to_msg(depth, header))
-        k = scene.intrinsics.flatten().tolist()
-        info_pub.publish(CameraInfo(header=header, height=scene.height, width=scene.width, k=k))
-
-    def send_segmentation(header: Header) -> None:
-        seg_pub.publish(result_to_msg(as_result(scene), header))
+    assert spin_until(ros_node, pubs.matched, 60), grasp_process.output()
 
     # again each second: grasp_node may see a subscriber (or a publisher) a moment late, and what is sent in
     # that moment is lost
     for second in range(30):
         header = Header(frame_id="camera_color_optical_frame")
         header.stamp.sec, header.stamp.nanosec = 1234 + second, 5678
-        for send in (
-            (send_segmentation, send_depth) if segmentation_first else (send_depth, send_segmentation)
-        ):
-            send(header)
-            spin_until(ros_node, lambda: False, 0.2)
+        pubs.send(header, segmentation_first)
         if spin_until(ros_node, lambda: poses and best and marks and clouds, 1.0):
             break
     assert poses and best and marks and clouds, grasp_process.output()
@@ -133,3 +143,22 @@ def test_publishes_handle_pose_with_image_header(
     vs = np.round(k[1, 1] * mine["y"] / mine["z"] + k[1, 2]).astype(int)
     assert handle.mask[vs, us].all()
     np.testing.assert_allclose(mine["z"], scene.depth[vs, us], atol=1e-3 if depth_kind == "16UC1" else 1e-6)
+
+
+def test_depth_from_another_camera_frame_is_refused(ros_node, grasp_process) -> None:
+    """Depth of the same size from the unaligned depth camera: poses would be off by the baseline and
+    published in the colour frame. grasp_node says so and plans nothing."""
+    scene, _ = scene_with_straight_handle()
+    pubs = Publishers(ros_node, scene, scene.depth)
+    poses: list[PoseArray] = []
+    ros_node.create_subscription(PoseArray, "/grasp_targets", poses.append, QOS)
+    assert spin_until(ros_node, pubs.matched, 60), grasp_process.output()
+    refused = "are in different frames; depth must be aligned to the colour image"
+    for second in range(30):
+        header = Header(frame_id="camera_color_optical_frame")
+        header.stamp.sec = 2000 + second
+        pubs.send(header, depth_frame="camera_depth_optical_frame")
+        if spin_until(ros_node, lambda: refused in grasp_process.output(), 1.0):
+            break
+    assert refused in grasp_process.output(), grasp_process.output()
+    assert not poses

@@ -220,6 +220,13 @@ class GraspNode(Node):
             depth = depth_msg_to_array(depth_msg)
         except ImageConversionError as err:
             raise ValueError(f"bad depth image: {err}") from err
+        frames = {msg.header.frame_id, depth_msg.header.frame_id, info.header.frame_id} - {""}
+        if len(frames) > 1:  # same size but another camera: poses off by the baseline, in the wrong frame
+            raise ValueError(
+                f"depth ({depth_msg.header.frame_id}), camera_info ({info.header.frame_id}) and image "
+                f"({msg.header.frame_id}) are in different frames; depth must be aligned to the colour image "
+                "(e.g. aligned_depth_to_color)"
+            )
         if depth.shape != (msg.image_height, msg.image_width):
             raise ValueError(
                 f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is {msg.image_width}x{msg.image_height};"
