@@ -9,6 +9,7 @@ after composing its own TCP offset. No collision checking and no gripper width c
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,3 +98,37 @@ def plan_grasp(
     if not (np.isfinite(pose.position).all() and np.isfinite(pose.orientation).all()):
         return GraspResult(pose=None, reason="non-finite grasp pose", geometry=geometry)
     return GraspResult(pose=pose, reason="ok", geometry=geometry)
+
+
+def turned_like(pose: GraspPose, closing: np.ndarray) -> GraspPose:
+    """``pose`` turned half a turn about its approach when its closing direction points against ``closing``.
+
+    A parallel gripper closes the same way in both orientations, so the sign of the closing direction is a
+    choice; PCA's sign rule has a seam (a part on the image diagonal flips between frames with depth noise),
+    and a planner servoing on a part must not see its target wrist angle jump by 180 degrees."""
+    if float(pose.closing @ closing) >= 0.0:
+        return pose
+    rotation = pose.rotation * np.array([-1.0, -1.0, 1.0])  # x and y reversed: still right-handed
+    return GraspPose(pose.position, Rotation.from_matrix(rotation).as_quat(), rotation, pose.quality)
+
+
+class SteadyGrasps:
+    """Keeps each tracked part's grasp turned as it was last time (``turned_like``); parts unseen for
+    ``max_age_s`` are forgotten."""
+
+    def __init__(self, max_age_s: float = 5.0) -> None:
+        self.max_age_s = max_age_s
+        self._closing: dict[tuple[int, str], tuple[np.ndarray, float]] = {}
+        self._lock = threading.Lock()  # grasp_node plans from its topic callback and its service thread
+
+    def steady(self, key: tuple[int, str], pose: GraspPose, stamp_s: float) -> GraspPose:
+        """``key``: (track id, part label); track id 0 (untracked) is never kept."""
+        if key[0] == 0:
+            return pose
+        with self._lock:
+            previous = self._closing.get(key)
+            if previous is not None and abs(stamp_s - previous[1]) <= self.max_age_s:
+                pose = turned_like(pose, previous[0])
+            self._closing[key] = (pose.closing, stamp_s)
+            self._closing = {k: v for k, v in self._closing.items() if abs(stamp_s - v[1]) <= self.max_age_s}
+        return pose

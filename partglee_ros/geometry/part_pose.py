@@ -53,7 +53,7 @@ class PartGeometry:
     radius: float  # cross-section radius from the mask's medial axis, metres
     n_mask: int  # pixels in the input mask
     n_valid: int  # points kept after cleaning
-    valid_fraction: float  # n_valid / n_mask
+    valid_fraction: float  # n_valid / the mask's pixels less the edge its erosion removed on purpose
 
 
 def depth_jumps(depth_m: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -84,14 +84,19 @@ def _radius_px(mask: np.ndarray) -> float:
     return max(float(np.median(distance[ridge])) - 0.5, 0.0)
 
 
-def clean_mask(depth_m: np.ndarray, mask: np.ndarray, params: GeometryParams) -> np.ndarray:
-    """Mask pixels whose depth is trusted: edge-eroded, finite, off discontinuities, within the depth gate."""
-    keep = mask.copy()
+def mask_interior(depth_m: np.ndarray, mask: np.ndarray, params: GeometryParams) -> np.ndarray:
+    """The mask less its edge (``erosion_px``; mixed foreground/background depth there), unless that leaves
+    too few pixels with depth, as on a thin part."""
     if params.erosion_px > 0:
         eroded = ndimage.binary_erosion(mask, iterations=params.erosion_px)
         if np.count_nonzero(eroded & np.isfinite(depth_m)) >= params.min_points:
-            keep = eroded
-    keep &= np.isfinite(depth_m)
+            return eroded
+    return mask.copy()
+
+
+def clean_mask(depth_m: np.ndarray, interior: np.ndarray, params: GeometryParams) -> np.ndarray:
+    """Pixels of the ``interior`` whose depth is trusted: finite, off discontinuities, within the depth gate."""
+    keep = interior & np.isfinite(depth_m)
     jumps = depth_jumps(depth_m, keep)
     with np.errstate(invalid="ignore"):
         keep &= ~(jumps > np.maximum(params.jump_abs_m, params.jump_rel * depth_m))
@@ -197,7 +202,8 @@ def estimate_part_geometry(
     if not np.isfinite(depth_m[mask]).any():
         return None, "no valid depth inside the mask (all holes)"
     k = Intrinsics.from_any(intrinsics)
-    keep = clean_mask(depth_m, mask, params)
+    interior = mask_interior(depth_m, mask, params)
+    keep = clean_mask(depth_m, interior, params)
     points = back_project(depth_m, keep, k)
     if len(points) < params.min_points:
         return None, f"too few valid depth points ({len(points)} < {params.min_points})"
@@ -220,7 +226,9 @@ def estimate_part_geometry(
         radius=radius,
         n_mask=n_mask,
         n_valid=len(points),
-        valid_fraction=len(points) / n_mask,
+        # of the pixels considered: the edge removed on purpose is no missing depth (a thin part lost most
+        # of its quality to it)
+        valid_fraction=len(points) / np.count_nonzero(interior),
     )
     if not all(np.isfinite(v).all() for v in (surface_centroid, center, axes, variances, extent, radius)):
         return None, "non-finite geometry (degenerate points)"

@@ -34,6 +34,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from partglee_ros.geometry import GraspPose, Intrinsics, plan_grasp
+from partglee_ros.geometry.grasp import SteadyGrasps
 from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInstance
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
@@ -129,6 +130,7 @@ class GraspNode(Node):
         # The newest segmentation still without its depth/camera_info: planned when they arrive (the three
         # topics are delivered independently, so the segmentation may come first).
         self._pending: HierarchicalSegmentation | None = None
+        self._steady = SteadyGrasps()  # a tracked part's grasp keeps its turn from frame to frame
         self.create_subscription(Image, "depth", self._on_depth, 10)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
         self.create_subscription(HierarchicalSegmentation, "segmentation", self._on_segmentation, 10)
@@ -233,7 +235,7 @@ class GraspNode(Node):
                 " depth must be aligned to the colour image"
             )
         intrinsics = Intrinsics.from_camera_info(info, depth.shape, self.get_parameter("rectified").value)
-        min_quality = self.get_parameter("min_quality").value
+        min_quality, t = self.get_parameter("min_quality").value, stamp_seconds(msg.header)
         targets: list[Target] = []
         clouds: list[PartPoints] = []
         for obj, part in matching_parts(msg, wanted, objects, track_id):
@@ -248,7 +250,8 @@ class GraspNode(Node):
             if result.pose is None:
                 self.get_logger().debug(f"{part.object_label} #{part.id}: no grasp ({result.reason})")
             elif result.pose.quality >= min_quality:
-                targets.append((part.object_label, result.pose))
+                pose = self._steady.steady((obj.track_id, part.object_label), result.pose, t)
+                targets.append((part.object_label, pose))
         targets.sort(key=lambda item: -item[1].quality)
         return targets, clouds
 
