@@ -4,8 +4,12 @@ Real bags are not always clean. What is handled here, each with a message that n
 - a bag directory without metadata.yaml (recording killed): its single .mcap/.db3 file is read directly;
 - an .mcap without footer/summary (truncated): rosbags refuses it, so its records are scanned with the
   `mcap` stream reader up to the cut, and the messages before it are kept;
-- corruption met while reading (sqlite "malformed", a cut chunk): `BagError` after the good messages, so a
-  caller keeps its partial results;
+- a metadata.yaml that cannot be used (empty, not YAML, naming files that are not there) next to a single
+  storage file: that file is read directly, with a warning naming the metadata;
+- corruption met while reading (sqlite "malformed", a cut chunk, a flipped byte): `BagError` after the good
+  messages, so a caller keeps its partial results. rosbags, sqlite3, zstd and the mcap reader raise an
+  open-ended set of exceptions for damaged bytes (OverflowError, MemoryError, ZstdError, TypeError, ...), so
+  every Exception from the storage layer is taken as damage and becomes a BagError naming its type;
 - a missing topic: `TopicError` listing every topic with its type and count;
 - a frame that does not decode: yielded with `error` set, never fatal;
 - messages serialized with older (or newer) definitions of a type than this package's: each bag is decoded
@@ -14,19 +18,17 @@ Real bags are not always clean. What is handled here, each with a message that n
 
 from __future__ import annotations
 
-import sqlite3
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mcap.exceptions import EndOfFile, McapError
+from mcap.exceptions import EndOfFile
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 from rosbags.interfaces import MessageDefinitionFormat
-from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.rosbag2 import Reader
 from rosbags.typesys.store import Typestore
 
 from partglee_ros.bag.segmentation_msgs import stamp_ns
@@ -34,8 +36,6 @@ from partglee_ros.bag.typestore import IMAGE_TYPES, reading_typestore
 from partglee_ros.sensor_images import ImageDecodeError, image_to_rgb
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
-# What rosbags, sqlite3 and the mcap stream reader raise for damaged data.
-READ_ERRORS = (ReaderError, sqlite3.DatabaseError, McapError, struct.error, EOFError, ValueError, KeyError)
 # mcap schema encodings of ROS 2 message definitions
 SCHEMA_FORMATS = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
 
@@ -75,12 +75,29 @@ class Frame:
     error: str | None = None
 
 
+def _storage_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in STORAGE_SUFFIXES)
+
+
 def _storage_file(directory: Path) -> Path:
-    files = sorted(p for p in directory.iterdir() if p.suffix in STORAGE_SUFFIXES)
+    """The one storage file of a bag directory without metadata.yaml."""
+    files = _storage_files(directory)
     if len(files) != 1:
         found = ", ".join(p.name for p in files) or "no .mcap or .db3 file"
         raise BagError(f"{directory} has no metadata.yaml and {found}; pass one storage file as the bag")
     return files[0]
+
+
+def _problem(err: Exception) -> str:
+    """One line naming the exception's type: a damaged file raises anything from OverflowError to ZstdError."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _opened(target: Path) -> Reader:
+    reader = Reader(target)
+    reader.open()
+    return reader
 
 
 class _RecoveredMcap:
@@ -101,8 +118,8 @@ class _RecoveredMcap:
                     text = schema.data.decode("utf-8", errors="replace")
                     self.definitions.append((schema.name, SCHEMA_FORMATS[schema.encoding], text))
                 counts.setdefault(record.topic, 0)
-            elif isinstance(record, Message):
-                counts[self._channels[record.channel_id]] += 1
+            elif isinstance(record, Message) and record.channel_id in self._channels:
+                counts[self._channels[record.channel_id]] += 1  # messages() skips unknown channels too
         self.topics = {t: TopicInfo(t, types[t], counts[t]) for t in sorted(counts)}
         if not self.topics and self.scan_error:
             raise BagError(f"{path}: not a readable mcap file: {self.scan_error}")
@@ -121,8 +138,8 @@ class _RecoveredMcap:
                     yield record
             except EndOfFile:
                 self.scan_error = "the file ends inside a record (truncated)"
-            except (*READ_ERRORS, AssertionError) as err:
-                self.scan_error = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            except Exception as err:  # damaged bytes: see the module docstring
+                self.scan_error = _problem(err)
 
     def messages(self, topics: set[str]) -> Iterator[RawMessage]:
         for record in self._records():
@@ -143,33 +160,66 @@ class Bag:
         self._recovered: _RecoveredMcap | None = None
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
-        target = self.path
+        if self.path.is_file() and self.path.suffix not in STORAGE_SUFFIXES:
+            raise BagError(f"{self.path} is not a bag: expected a directory, .mcap or .db3 file")
         if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
             target = _storage_file(self.path)
             self.warnings.append(
                 f"{self.path}/metadata.yaml is missing (recording interrupted?); read {target.name}"
             )
-        elif self.path.is_file() and self.path.suffix not in STORAGE_SUFFIXES:
-            raise BagError(f"{self.path} is not a bag: expected a directory, .mcap or .db3 file")
-        try:
-            self._reader = Reader(target)
-            self._reader.open()
-        except (*READ_ERRORS, FileNotFoundError) as err:
-            self._reader = None
-            self._open_damaged(target, err)
+            self._open_file(target)
+        elif self.path.is_dir():
+            self._open_directory(self.path)
+        else:
+            self._open_file(self.path)
         self.typestore: Typestore = reading_typestore(self._definitions(), self.warnings)
 
-    def _open_damaged(self, target: Path, err: Exception) -> None:
-        problem = f"{type(err).__name__}: {err}"
-        mcap_files = (
-            [target] if target.suffix == ".mcap" else sorted(target.glob("*.mcap")) if target.is_dir() else []
+    def _open_file(self, target: Path) -> None:
+        try:
+            self._reader = _opened(target)
+        except Exception as err:  # damaged bytes: see the module docstring
+            self._open_damaged(target, err)
+
+    def _open_directory(self, directory: Path) -> None:
+        """With metadata.yaml. When rosbags refuses the bag, its storage files are opened alone to tell a
+        damaged file (named) from metadata that cannot be used (a single storage file is then read alone)."""
+        try:
+            self._reader = _opened(directory)
+            return
+        except Exception as err:  # damaged bytes or metadata: see the module docstring
+            bag_problem = _problem(err)
+        files = _storage_files(directory)
+        if len(files) == 1:
+            try:
+                self._reader = _opened(files[0])
+            except Exception as err:  # the file itself is damaged, whatever the metadata says
+                self._open_damaged(files[0], err)
+                return
+            self.warnings.append(
+                f"{directory}/metadata.yaml cannot be used ({bag_problem}); read {files[0].name} directly"
+            )
+            return
+        for file in files:
+            try:
+                _opened(file).close()
+            except Exception as err:  # damaged bytes: see the module docstring
+                raise BagError(
+                    f"cannot open bag {directory}: its storage file {file.name} is damaged: {_problem(err)}"
+                ) from err
+        found = ", ".join(p.name for p in files) or "no .mcap or .db3 file"
+        raise BagError(
+            f"cannot open bag {directory}: {bag_problem}; it holds {found}, so fix its metadata.yaml or pass"
+            " one storage file as the bag"
         )
-        if len(mcap_files) != 1:
+
+    def _open_damaged(self, target: Path, err: Exception) -> None:
+        problem = _problem(err)
+        if target.suffix != ".mcap":
             hint = " (an sqlite3 file cut short cannot be read at all)" if "malformed" in problem else ""
             raise BagError(f"cannot open bag {target}: {problem}{hint}") from err
-        self._recovered = _RecoveredMcap(mcap_files[0])
+        self._recovered = _RecoveredMcap(target)
         self.warnings.append(
-            f"{mcap_files[0]} has no valid footer/index ({problem}); its records were scanned directly"
+            f"{target} has no valid footer/index ({problem}); its records were scanned directly"
             + (f" and end in damage: {self._recovered.scan_error}" if self._recovered.scan_error else "")
         )
 
@@ -230,10 +280,8 @@ class Bag:
             for conn, log_ns, data in self._reader.messages(connections):
                 count += 1
                 yield RawMessage(conn.topic, conn.msgtype, log_ns, bytes(data))
-        except READ_ERRORS as err:
-            raise BagError(
-                f"{self.path}: reading stopped after {count} messages: {type(err).__name__}: {err}"
-            ) from err
+        except Exception as err:  # damaged bytes: see the module docstring
+            raise BagError(f"{self.path}: reading stopped after {count} messages: {_problem(err)}") from err
 
     def close(self) -> None:
         if self._reader is not None:

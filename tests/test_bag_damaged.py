@@ -1,0 +1,151 @@
+"""Damaged bags: whatever the storage layer raises for flipped bytes, cut chunks or unusable metadata, the
+reader gives a BagError after the messages before the damage (or reads around the damage with a warning),
+and the evaluation keeps what it computed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from mcap.reader import make_reader
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+from partglee_ros.bag.evaluate import main as bag_eval
+from partglee_ros.bag.make_sample import IMAGE_TOPIC, START_NS, image_message, write_scene_bag
+from partglee_ros.bag.reader import Bag, BagError
+from partglee_ros.bag.segmentation_msgs import header
+from partglee_ros.bag.typestore import bag_typestore
+from tests.bag_testing import noise_scene
+from tests.ros_testing import small_checkpoint
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+FOOTER_BYTES = 8 + 29  # closing magic + footer record (opcode, length, two offsets, crc)
+SCHEMA_OPCODE = 0x03
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return small_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+def write_zstd_bag(path: Path, frames: int, height: int, width: int) -> Path:
+    """Camera frames in an mcap whose chunks are zstd-compressed (rosbags' storage compression, as
+    `ros2 bag record --compression-mode storage` would give); returns the .mcap file."""
+    store = bag_typestore()
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        connection = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        for i in range(frames):
+            stamp = START_NS + i * 10**8
+            msgtype, msg = image_message(noise_scene(i, height, width).image, header(stamp, "c"), "rgb8")
+            writer.write(connection, stamp, bytes(store.serialize_cdr(msg, msgtype)))
+    return path / f"{path.name}.mcap"
+
+
+def read_everything(path: Path) -> int:
+    """Open the bag and read every message of every topic; the number read."""
+    with Bag(path) as bag:
+        return sum(1 for _ in bag.messages(set(bag.topics)))
+
+
+def summary_offsets(data: bytes) -> list[int]:
+    """Every byte of the summary section and footer, but of a Schema record only its opcode, length and id:
+    a flipped definition is a warning, already tested (test_bag_definitions), and slow to parse."""
+    at = struct.unpack_from("<Q", data, len(data) - FOOTER_BYTES + 9)[0]
+    offsets = []
+    while at < len(data) - FOOTER_BYTES:
+        opcode, length = struct.unpack_from("<BQ", data, at)
+        offsets += range(at, at + 11) if opcode == SCHEMA_OPCODE else range(at, at + 9 + length)
+        at += 9 + length
+    return offsets + list(range(len(data) - FOOTER_BYTES, len(data)))
+
+
+def flipped(data: bytes, offset: int) -> bytes:
+    damaged = bytearray(data)
+    damaged[offset] ^= 0xFF
+    return bytes(damaged)
+
+
+def test_flipped_bytes_give_only_bag_errors(tmp_path) -> None:
+    """Each byte of the header, the first chunk's start and the summary, flipped in turn; and the same chunk
+    bytes in a file without footer (read by the recovery scan). rosbags and the mcap reader raised
+    OverflowError, MemoryError, OSError and ZstdError for these, which escaped as tracebacks."""
+    mcap = write_zstd_bag(tmp_path / "bag", 3, 24, 32)
+    data = mcap.read_bytes()
+    cases = [(offset, data) for offset in [*range(8, 128), *summary_offsets(data)]]
+    cases += [(offset, data[:-FOOTER_BYTES]) for offset in range(8, 128)]  # no footer: scanned
+    damaged = tmp_path / "damaged.mcap"
+    refused = 0
+    for offset, original in cases:
+        damaged.write_bytes(flipped(original, offset))
+        try:
+            read_everything(damaged)
+        except BagError as err:
+            assert "\n" not in str(err), (offset, str(err))
+            refused += 1
+    assert refused > 100  # the windows do hit damage (most bytes elsewhere are message data)
+    damaged.write_bytes(MCAP_MAGIC)  # only the magic: rosbags raised TypeError
+    with pytest.raises(BagError, match="damaged.mcap"):
+        Bag(damaged)
+
+
+def test_a_damaged_chunk_keeps_the_frames_before_it(model_dir, tmp_path, capsys) -> None:
+    """640x480 frames, about one per 1 MiB chunk: the last chunk's zstd frame header is flipped. The frames
+    of the chunks before it are evaluated and reported; the run ends in the reader's BagError (exit 3)."""
+    mcap = write_zstd_bag(tmp_path / "bag", 3, 480, 640)
+    with mcap.open("rb") as f:
+        last = max(make_reader(f).get_summary().chunk_indexes, key=lambda c: c.chunk_start_offset)
+    records_at = last.chunk_start_offset + 1 + 8 + 8 + 8 + 8 + 4 + 4 + len(last.compression) + 8
+    assert (
+        last.compression == "zstd" and mcap.read_bytes()[records_at : records_at + 4] == b"\x28\xb5\x2f\xfd"
+    )
+    mcap.write_bytes(flipped(mcap.read_bytes(), records_at))
+    with Bag(tmp_path / "bag") as bag:
+        expected = bag.topics[IMAGE_TOPIC].count - 1  # every frame but the one in the last chunk
+    out = tmp_path / "out"
+    args = [str(tmp_path / "bag"), "--out", str(out), "--model", str(model_dir), "--backend", "torch"]
+    rc = bag_eval([*args, "--objects", "mug"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "ZstdError" in err and "partial results written" in err, err
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["frames_read"] == summary["frames_answered"] == expected >= 1
+    assert "ZstdError" in summary["fatal_error"] and "INCOMPLETE" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+@pytest.mark.parametrize("metadata", ["", "{{{ not yaml", "- a\n- b\n", "foo: 1\n"])
+def test_unusable_metadata_is_read_around(tmp_path, storage, metadata) -> None:
+    """An empty or garbage metadata.yaml beside an intact storage file: the file is read directly and the
+    warning names the metadata (an .mcap's was blamed on its footer; a .db3 could not be read at all)."""
+    write_scene_bag(tmp_path / "bag", [noise_scene(i, 24, 32) for i in range(2)], storage=storage)
+    (tmp_path / "bag" / "metadata.yaml").write_text(metadata)
+    with Bag(tmp_path / "bag") as bag:
+        assert bag.topics[IMAGE_TOPIC].count == 2
+        assert read_everything(tmp_path / "bag") == 4  # frames and their ground truth
+        assert len(bag.warnings) == 1 and "metadata.yaml cannot be used" in bag.warnings[0], bag.warnings
+        assert "footer" not in bag.warnings[0] and "\n" not in bag.warnings[0]
+
+
+def test_split_bag_names_its_damaged_file_or_its_metadata(tmp_path) -> None:
+    """A bag split in two files: a damaged second file is named; with both intact and the metadata unusable
+    the metadata is (no single file to fall back to)."""
+    for name in ("a", "b"):
+        write_scene_bag(tmp_path / name, [noise_scene(i, 24, 32) for i in range(2)])
+    split = tmp_path / "split"
+    shutil.copytree(tmp_path / "a", split)
+    shutil.copy(tmp_path / "b" / "b.mcap", split / "b.mcap")
+    meta = (split / "metadata.yaml").read_text()
+    (split / "metadata.yaml").write_text(meta.replace("  - a.mcap\n", "  - a.mcap\n  - b.mcap\n"))
+    assert read_everything(split) == 8  # a valid split bag
+    data = (split / "b.mcap").read_bytes()
+    (split / "b.mcap").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BagError, match="its storage file b.mcap is damaged"):
+        Bag(split)
+    (split / "b.mcap").write_bytes(data)
+    (split / "metadata.yaml").write_text("{{{ not yaml")
+    with pytest.raises(BagError, match=r"it holds a.mcap, b.mcap, so fix its metadata.yaml"):
+        Bag(split)
