@@ -424,6 +424,22 @@ def test_missed_part_and_seen_unseen_from_instances():
     assert lenient["mIoU_unseen"] == pytest.approx(1.0)  # the missed tail has no defined IoU there
 
 
+def test_vocabularies_of_256_and_more_object_parts_are_scored():
+    """16 objects x 16 parts: class 255 is "o15:p15", which the ignore label 255 made unscorable (a
+    ValueError after the whole run); PACO has 456 object-parts. Scores equal those over the labels that occur."""
+    classes = [f"o{i}:p{j}" for i in range(16) for j in range(16)]
+    whole, top, bottom = rect(0, 0, 6, 4, 4, 6), rect(0, 0, 6, 2, 4, 6), rect(0, 2, 6, 4, 4, 6)
+    gt = gt_image(0, [("o15", whole, [("p15", top), ("p14", bottom)])])
+    pred = pred_image([("o15", 0.9, whole, [("p15", 0.9, top), ("p14", 0.8, rect(0, 2, 3, 4, 4, 6))])], 4, 6)
+    for setting in ("pred_all", "oracle_obj"):
+        got = semantic_part_miou([gt], [pred], setting=setting, classes=classes)
+        assert got["per_class"] == pytest.approx({"o15:p15": 1.0, "o15:p14": 0.5}), setting
+        occurring = semantic_part_miou([gt], [pred], setting=setting)
+        assert got["per_class"] == occurring["per_class"] and got["mIoU"] == occurring["mIoU"] == 0.75
+    metrics = evaluate([gt], [pred], part_classes=classes)
+    assert metrics["part_miou"]["pred_all"]["mIoU"] == metrics["part_miou"]["oracle_obj"]["mIoU"] == 0.75
+
+
 # --- hierarchy consistency ----------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ The protocol follows OV-PARTS (OpenRobotLab/OV_PARTS
 - one confusion matrix is accumulated over the whole dataset (intersections and unions summed over images,
   as detectron2's SemSegEvaluator), then IoU per class = TP / (GT + Pred - TP);
 - ground truth is the part label map with every non-part pixel (background, object pixels outside any
-  annotated part) set to the ignore label 255: those pixels never count, so only part pixels are scored;
+  annotated part) set to the ignore label: those pixels never count, so only part pixels are scored;
 - a class whose IoU is defined (it occurs in the ground truth or in the predictions on scored pixels) enters
   the mean; one only predicted counts as 0 (the reference's ``sum(iou[acc_valid]) / sum(iou_valid)``);
 - mIoU-seen / mIoU-unseen are means over those classes; hIoU = 2 * seen * unseen / (seen + unseen);
@@ -35,7 +35,10 @@ from training.data.hierarchy import ImageAnnotation, part_label, split_part_labe
 from training.evaluation.coco_ap import nanmean
 from training.evaluation.split import CategorySplit
 
-IGNORE_LABEL = 255
+IGNORE_LABEL = 255  # the ignore value of OV-PARTS label maps (uint8 PNGs, so at most 255 classes)
+# Label maps made here from instances are int64: -1 is outside every class range (PACO has 456 object-parts,
+# 16 objects x 16 parts make 256, and 255 would be a class).
+UNSCORED = -1
 SETTINGS = ("pred_all", "oracle_obj")
 
 
@@ -115,9 +118,7 @@ def harmonic_mean(seen: float, unseen: float) -> float:
     return 0.0 if seen + unseen == 0 else 2.0 * seen * unseen / (seen + unseen)
 
 
-def gt_part_map(
-    gt: ImageAnnotation, class_index: dict[str, int], ignore_label: int = IGNORE_LABEL
-) -> np.ndarray:
+def gt_part_map(gt: ImageAnnotation, class_index: dict[str, int], ignore_label: int = UNSCORED) -> np.ndarray:
     """Ground-truth object-part label map; every pixel outside an annotated part is ``ignore_label``."""
     out = np.full((gt.height, gt.width), ignore_label, dtype=np.int64)
     for obj in gt.objects:
@@ -133,7 +134,7 @@ def pred_part_map(
     pred: SegmentationResult,
     class_index: dict[str, int],
     gt: ImageAnnotation | None = None,
-    ignore_label: int = IGNORE_LABEL,
+    ignore_label: int = UNSCORED,
 ) -> np.ndarray:
     """Semantic part label map from instance predictions; ``ignore_label`` where no part is predicted.
 
@@ -194,7 +195,9 @@ def semantic_part_miou(
     objects_of = {c: split_part_label(c)[0] for c in classes}
     seen = [c for c in classes if split is None or objects_of[c] in split.base]
     unseen = [] if split is None else [c for c in classes if objects_of[c] in split.novel]
-    metric = SemanticPartMIoU(classes, seen, unseen, background_is_miss=background_is_miss)
+    metric = SemanticPartMIoU(
+        classes, seen, unseen, ignore_label=UNSCORED, background_is_miss=background_is_miss
+    )
     index = {c: i for i, c in enumerate(classes)}
     for gt, pred in zip(gts, preds, strict=True):
         if (gt.height, gt.width) != (pred.height, pred.width):
