@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from partglee_ros.bag import ground_truth
 from partglee_ros.bag.evaluate import main as bag_eval
-from partglee_ros.bag.make_sample import sequence_scenes, write_scene_bag
+from partglee_ros.bag.make_sample import START_NS, sequence_scenes, write_scene_bag
 from partglee_ros.bag.offline import run_offline
 from partglee_ros.bag.reader import Bag
+from partglee_ros.bag.replay import DRAIN_LIMIT, ReplayOptions, _drain, _Session
 from partglee_ros.bag.report import score
-from partglee_ros.bag.segmentation_msgs import bag_msg_to_result
+from partglee_ros.bag.segmentation_msgs import bag_msg_to_result, header, result_to_bag_msg
+from partglee_ros.bag.typestore import IMAGE_TYPE, SEGMENTATION_TYPE, bag_typestore
+from partglee_ros.runtime.result import SegmentationResult
 from partglee_ros.runtime.tracking import ObjectTracker
 from tests.bag_testing import (
     GT_TOPIC,
@@ -110,3 +115,50 @@ def test_replay_without_a_node_says_so(tmp_path, capsys) -> None:
         + ["--publish-topic", "/nobody/listens", "--connect-timeout", "2", "--max-frames", "1"]
     )
     assert rc == 2 and "no node connected within 2 s" in capsys.readouterr().err
+
+
+def _result_cdr(stamp: int) -> bytes:
+    msg = result_to_bag_msg(SegmentationResult(4, 4, 0, []), header(stamp, "camera"))
+    return bytes(bag_typestore().serialize_cdr(msg, SEGMENTATION_TYPE))
+
+
+def _drain_while_posting(session: _Session, posted: bytes, expected: set[int], timeout: float) -> float:
+    """Seconds _drain(expected) takes while a thread posts `posted` to the result callback every 10 ms."""
+    stop = threading.Event()
+
+    def post() -> None:
+        while not stop.is_set():
+            session._on_result(posted)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    start = time.monotonic()
+    try:
+        _drain(session, expected, timeout)
+        return time.monotonic() - start
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_results_for_frames_not_sent_neither_count_nor_keep_the_drain_waiting() -> None:
+    """A node fed by another camera too publishes results for stamps this replay never sent: they reset the
+    drain's quiet time, so it never ended. Now they are neither stored nor news, and even this replay's own
+    results (a node answering one frame again and again) cannot hold a drain past DRAIN_LIMIT timeouts."""
+    timeout = 0.3
+    session = _Session(
+        IMAGE_TYPE, ReplayOptions(result_topic="/drain_test/segmentation"), "/drain_test/image"
+    )
+    try:
+        answered, unanswered, foreign = START_NS, START_NS + 1, START_NS + 2
+        session.sent.update({answered: time.monotonic(), unanswered: time.monotonic()})
+        elapsed = _drain_while_posting(session, _result_cdr(foreign), {answered}, timeout)
+        assert timeout <= elapsed < 2 * timeout and session.results == {} and session.foreign > 10
+        session._on_result(b"not a segmentation message")  # ignored, no exception in the executor thread
+        elapsed = _drain_while_posting(session, _result_cdr(answered), {unanswered}, timeout)
+        assert DRAIN_LIMIT * timeout <= elapsed < (DRAIN_LIMIT + 1) * timeout and list(session.results) == [
+            answered
+        ]
+    finally:
+        session.close()

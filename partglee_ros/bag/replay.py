@@ -41,6 +41,8 @@ class ReplayOptions:
 
 
 ROS_TYPES = {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage}
+# A drain ends at the latest this many drain timeouts after it began, however the results trickle in.
+DRAIN_LIMIT = 3
 
 
 class _Session:
@@ -53,10 +55,12 @@ class _Session:
         rclpy.init(context=self.context)
         self.node = Node("partglee_bag_replay", context=self.context)
         self.lock = threading.Lock()
+        self.sent: dict[int, float] = {}  # stamp -> monotonic publish time
         self.results: dict[int, tuple[float, bytes, object]] = {}
         self.last_event = time.monotonic()
         self.expected_revision: int | None = None
         self.stale = 0
+        self.foreign = 0  # results this replay did not ask for: another camera feeding the node, or garbage
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(ROS_TYPES[msgtype], topic, reliable)
         self.sub = self.node.create_subscription(
@@ -68,14 +72,28 @@ class _Session:
         self.thread.start()
 
     def _on_result(self, raw: bytes) -> None:
+        """Only results for stamps this replay sent count, as news for the drain too: the results of another
+        camera the node also listens to kept the drain from ever going quiet."""
         received = time.monotonic()
-        msg = deserialize(raw, SEGMENTATION_TYPE)
+        try:
+            msg = deserialize(raw, SEGMENTATION_TYPE)
+            stamp = stamp_ns(msg.header)
+        except Exception:  # rosbags raises assorted errors for malformed CDR; not ours to score
+            stamp = None
         with self.lock:
+            if stamp not in self.sent:
+                self.foreign += 1
+                return
             self.last_event = received
             if self.expected_revision is not None and msg.vocabulary_revision != self.expected_revision:
                 self.stale += 1  # computed with an older vocabulary (a frame from before the switch)
                 return
-            self.results.setdefault(stamp_ns(msg.header), (received, raw, msg))
+            self.results.setdefault(stamp, (received, raw, msg))
+
+    def publish(self, stamp: int, raw: bytes) -> None:
+        with self.lock:
+            self.sent[stamp] = time.monotonic()
+        self.pub.publish(raw)
 
     def wait_for_node(self, options: ReplayOptions, topic: str) -> None:
         deadline = time.monotonic() + options.connect_timeout
@@ -134,7 +152,6 @@ def run_replay(
     run.log.warnings += bag.warnings
     keep = overlay_indices(min(info.count, max_frames or info.count), overlays)
     session = _Session(info.msgtype, options, out_topic)
-    sent: dict[int, float] = {}  # stamp -> monotonic publish time
     expected: set[int] = set()  # stamps of good frames, which should get a result
     try:
         session.wait_for_node(options, out_topic)
@@ -147,15 +164,14 @@ def run_replay(
         try:
             for frame in read_frames(bag, image_topic, max_frames):
                 run.add_frame(frame, frame.index in keep)
-                if frame.stamp_ns < 0 or frame.stamp_ns in sent:
+                if frame.stamp_ns < 0 or frame.stamp_ns in session.sent:
                     continue  # not deserializable, or a duplicate stamp: cannot be matched to a result
                 first_log = frame.log_ns if first_log is None else first_log
                 # A log time earlier than the previous one (out of order) is published at once.
                 time.sleep(
                     max(0.0, start + (frame.log_ns - first_log) / 1e9 / options.rate - time.monotonic())
                 )
-                sent[frame.stamp_ns] = time.monotonic()
-                session.pub.publish(frame.raw)  # bad images too: the node must survive what a camera sends
+                session.publish(frame.stamp_ns, frame.raw)  # bad images too: the node must survive them
                 if frame.error is None:
                     expected.add(frame.stamp_ns)
                     if options.lockstep:
@@ -166,25 +182,28 @@ def run_replay(
         _drain(session, expected, options.drain_timeout)
     finally:
         session.close()
-    _collect(run, session, sent, writer, options.result_topic)
+    _collect(run, session, writer, options.result_topic)
     return run
 
 
 def _drain(session: _Session, expected: set[int], timeout: float) -> None:
+    """Wait until every `expected` stamp has its result, nothing came for `timeout` s, or DRAIN_LIMIT
+    timeouts have passed."""
+    start = time.monotonic()
     with session.lock:
-        session.last_event = time.monotonic()
+        session.last_event = start
     while True:
         with session.lock:
             done = expected.issubset(session.results)
-            quiet = time.monotonic() - session.last_event
-        if done or quiet > timeout:
+            now = time.monotonic()
+            quiet = now - session.last_event
+        if done or quiet > timeout or now - start > DRAIN_LIMIT * timeout:
             return
         time.sleep(0.02)
 
 
-def _collect(
-    run: EvaluationRun, session: _Session, sent: dict[int, float], writer: BagWriter | None, topic: str
-) -> None:
+def _collect(run: EvaluationRun, session: _Session, writer: BagWriter | None, topic: str) -> None:
+    sent = session.sent
     for outcome in run.frames:
         got = session.results.get(outcome.stamp_ns)
         if got is None or outcome.stamp_ns not in sent or outcome.error is not None:
@@ -200,4 +219,10 @@ def _collect(
         f"published {len(sent)} frames (mean rate {pace}); {len(run.answered)} answered, "
         f"{len(run.dropped)} good frames without a result (dropped)"
         + (f"; {session.stale} results from an older vocabulary ignored" if session.stale else "")
+        + (
+            f"; {session.foreign} results for frames this replay did not send ignored (another camera"
+            " feeding the node?)"
+            if session.foreign
+            else ""
+        )
     )
