@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import cv2
 import numpy as np
 import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
 
 from partglee_ros.bag import ground_truth
+from partglee_ros.bag.bag_writer import BagWriter
 from partglee_ros.bag.evaluate import main as bag_eval
-from partglee_ros.bag.make_sample import sample_scenes, write_scene_bag
+from partglee_ros.bag.make_sample import (
+    FRAME_ID,
+    IMAGE_TOPIC,
+    START_NS,
+    image_message,
+    sample_scenes,
+    write_scene_bag,
+)
 from partglee_ros.bag.offline import run_offline
 from partglee_ros.bag.outcome import EvaluationRun, FrameOutcome
 from partglee_ros.bag.reader import Bag, BagError, TopicError, read_frames
 from partglee_ros.bag.report import score
-from partglee_ros.bag.segmentation_msgs import bag_msg_to_result
-from partglee_ros.bag.typestore import bag_typestore
+from partglee_ros.bag.segmentation_msgs import annotation_to_bag_msg, bag_msg_to_result, header
+from partglee_ros.bag.typestore import IMAGE_TYPE, SEGMENTATION_TYPE, bag_typestore
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from partglee_ros.runtime.tracking import ObjectTracker
 from partglee_ros.runtime.vocabulary import make_vocabulary
@@ -268,8 +278,9 @@ def test_bag_directory_without_metadata_is_read_from_its_storage_file(scenes, tm
 
 
 def test_ground_truth_mistakes_are_named(model_dir, tmp_path, capsys) -> None:
-    """Repeated stamps, a file that is not PACO JSON, a bad split file: exit 2 with the reason, no traceback.
-    Ground truth that matches no frame: a warning naming it, and an error when none matches."""
+    """Repeated stamps or image ids, annotations of no image, masks of another size than their image, a file
+    that is not PACO JSON, a bad split file: exit 2 with the reason, no traceback. Ground truth that matches
+    no frame: a warning naming it, and an error when none matches."""
     data = json.loads(SAMPLE_GT_JSON.read_text())
     base = [str(SAMPLE_BAG), "--model", str(model_dir), "--backend", "torch", "--objects", "mug"]
 
@@ -291,12 +302,29 @@ def test_ground_truth_mistakes_are_named(model_dir, tmp_path, capsys) -> None:
     split.write_text("base_categories: [mug]\n")
     rc, err = run("split", data, "--split-config", str(split))
     assert rc == 2 and "needs the lists base_categories and novel_categories" in err, err
+    # an image id twice, or an annotation naming no image: the ground truth of one frame went to another
+    same_id = json.loads(json.dumps(data))
+    same_id["images"][1]["id"] = same_id["images"][0]["id"]
+    rc, err = run("same_id", same_id)
+    assert rc == 2 and f"several images have the id [{data['images'][0]['id']}]" in err, err
+    orphan = json.loads(json.dumps(data))
+    orphan["annotations"][0]["image_id"] = 999
+    rc, err = run("orphan", orphan)
+    assert rc == 2 and "annotations name the image_id [999], which no image has" in err, err
+    resized = json.loads(json.dumps(data))  # an image's size changed, its masks' RLE sizes not
+    resized["images"][0].update(width=640, height=480)
+    image_id, stamp = resized["images"][0]["id"], resized["images"][0]["timestamp_ns"]
+    rc, err = run("resized", resized)
+    assert rc == 2 and f"image {image_id} (timestamp_ns {stamp}) is 640x480, but the mask of" in err, err
+    assert not (tmp_path / "resized").exists()  # refused before any output or inference
 
     shifted = json.loads(json.dumps(data))
     for image in shifted["images"][:2]:
         image["timestamp_ns"] += 1
-    rc, err = run("shifted", shifted)
+    split.write_text("base_categories: [mug, teapot]\nnovel_categories: [kettle]\n")
+    rc, err = run("shifted", shifted, "--split-config", str(split))
     assert rc == 0 and "warning: 2 of 12 ground-truth images match no frame's header stamp" in err, err
+    assert "not in the vocabulary (never scored): kettle, teapot" in err, err
     assert json.loads((tmp_path / "shifted" / "metrics.json").read_text())["frames_scored"] == 10
     for image in shifted["images"]:  # the stamps of another recording
         image["timestamp_ns"] += 3600 * 10**9
@@ -367,3 +395,105 @@ def test_part_miou_is_scored_over_the_vocabulary_classes() -> None:
     vocabulary = make_vocabulary(["kettle", "mug"], ["handle", "lid"], revision=1)
     assert score(run, {7: gt}, None, vocabulary)["part_miou"]["oracle_obj"]["per_class"]["mug:handle"] == 0.0
     assert score(run, {7: gt})["part_miou"]["oracle_obj"]["per_class"]["mug:handle"] == 1.0
+
+
+def _bag_with_ground_truth(path, scenes: list[ImageAnnotation], recorded) -> None:
+    """Frames and their ground truth on GT_TOPIC; `recorded(i, msg)` gives the CDR written for scene i's."""
+    with BagWriter(path) as writer:
+        for i, scene in enumerate(scenes):
+            stamp = START_NS + i * 10**8
+            hdr = header(stamp, FRAME_ID)
+            msgtype, image = image_message(scene.image, hdr, "rgb8")
+            writer.write_msg(IMAGE_TOPIC, msgtype, stamp, image)
+            writer.write(GT_TOPIC, SEGMENTATION_TYPE, stamp, recorded(i, annotation_to_bag_msg(scene, hdr)))
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("partglee-bag-eval: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_ground_truth_messages_that_do_not_decode_are_named(scenes, tmp_path, capsys) -> None:
+    """A truncated ground-truth message (rosbags' SerdeError was a traceback) and one whose mask crop does not
+    fit its box: refused before any inference, naming the topic, the message and its stamp where known."""
+    serialize = bag_typestore().serialize_cdr
+
+    def truncated(i: int, msg: object) -> bytes:
+        raw = bytes(serialize(msg, SEGMENTATION_TYPE))
+        return raw[: len(raw) // 2] if i == 1 else raw
+
+    def bad_crop(i: int, msg: object) -> bytes:
+        if i == 1:
+            msg.objects[0].mask.encoding = "rgb8"
+        return bytes(serialize(msg, SEGMENTATION_TYPE))
+
+    for name, recorded, expected in (
+        ("truncated", truncated, f"message 1 (logged at {START_NS + 10**8} ns) does not deserialize as"),
+        (
+            "bad_crop",
+            bad_crop,
+            f"message 1 (logged at {START_NS + 10**8} ns), stamp {START_NS + 10**8} ns: mask",
+        ),
+    ):
+        _bag_with_ground_truth(tmp_path / name, scenes[:2], recorded)
+        with (
+            Bag(tmp_path / name) as bag,
+            pytest.raises(ValueError, match=re.escape(f"{GT_TOPIC}: {expected}")),
+        ):
+            ground_truth.from_topic(bag, GT_TOPIC)
+        out = tmp_path / f"{name}_out"
+        assert bag_eval([str(tmp_path / name), "--out", str(out), "--gt-topic", GT_TOPIC]) == 2
+        assert expected in _one_line_error(capsys) and not out.exists()
+
+
+def test_setup_mistakes_are_one_line_before_any_work(tmp_path, capsys) -> None:
+    """A vocabulary that is not YAML, a params file that is a list or whose section is, a split whose
+    categories are one string (it became the objects m, u, g), --out naming a file, an image topic without
+    messages: exit 2 with one line, no traceback, nothing written."""
+    files = {
+        "vocabulary.yaml": "objects: [mug\nparts: x\n",
+        "list.yaml": "- a\n- b\n",
+        "section.yaml": "partglee: [1, 2]\n",
+        "split.yaml": "base_categories: mug\nnovel_categories: [kettle]\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    out = tmp_path / "out"
+    for option, name, expected in (
+        ("--vocabulary", "vocabulary.yaml", "vocabulary.yaml: not valid YAML at line 2, column 6"),
+        ("--params-file", "list.yaml", "list.yaml: expected a mapping at the top level, got a list"),
+        ("--params-file", "section.yaml", "section 'partglee' is not a node's 'ros__parameters"),
+        ("--split-config", "split.yaml", "base_categories is 'mug'"),
+    ):
+        vocabulary = [] if option == "--vocabulary" else ["--objects", "mug"]
+        rc = bag_eval([str(SAMPLE_BAG), "--out", str(out), *vocabulary, option, str(tmp_path / name)])
+        assert rc == 2 and expected in _one_line_error(capsys) and not out.exists()
+    assert bag_eval([str(SAMPLE_BAG), "--out", str(tmp_path / "list.yaml"), "--objects", "mug"]) == 2
+    assert "list.yaml is a file; give a directory" in _one_line_error(capsys)
+
+    with Writer(tmp_path / "empty", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=bag_typestore())
+    assert bag_eval([str(tmp_path / "empty"), "--out", str(out), "--objects", "mug"]) == 2  # was 0/0 frames
+    assert f"{IMAGE_TOPIC} has no messages in" in _one_line_error(capsys) and not out.exists()
+
+
+def test_ground_truth_of_another_size_is_reported_without_metrics(model_dir, tmp_path, capsys) -> None:
+    """Sidecar ground truth rendered at 200x150 for 160x120 frames, found only when scoring: the report,
+    metrics.json (without metrics), overlays (without the ground-truth panel) and results are still written,
+    and the error names the stamps (it said "image 0", a position among the scored frames)."""
+    stamps = write_scene_bag(tmp_path / "bag", [noise_scene(i, 120, 160) for i in range(2)])
+    ground_truth.write_sidecar(sample_scenes(2, 200, 150), stamps, tmp_path / "gt.json")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "bag"), "--out", str(out), "--model", str(model_dir), "--backend", "torch"]
+    assert bag_eval([*args, "--gt-json", str(tmp_path / "gt.json"), *cli_thresholds(tmp_path)]) == 2
+    err = _one_line_error(capsys)
+    wanted = f"ground truth and frame differ in size at 2 stamp(s): {stamps[0]} ns (ground truth 200x150, frame 160x120)"
+    assert wanted in err and "report.md has the rest" in err, err
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["frames_answered"] == summary["frames_scored"] == 2 and summary["metrics"] is None
+    assert any(wanted in w for w in summary["warnings"])
+    assert "No metrics: scoring failed" in (out / "report.md").read_text()
+    assert cv2.imread(str(out / "overlays" / "frame_00000.png")).shape == (120, 160, 3)
+    with Bag(out / "results") as results:
+        assert results.topics["/segmentation"].count == 2

@@ -8,8 +8,9 @@
 
 Outputs under --out: report.md (metrics table, latency, overlays), metrics.json, latency_histogram.png,
 per_class_ap.png, overlays/, and results/ (a bag with the segmentation messages, playable with
-`ros2 bag play`). Exit status: 0 done, 2 bad arguments or setup, 3 the bag is damaged and the outputs
-cover only the frames before the damage.
+`ros2 bag play`). Exit status: 0 done, 2 bad arguments or setup (or ground truth that cannot be scored
+against the frames: the outputs are written without metrics), 3 the bag is damaged and the outputs cover
+only the frames before the damage.
 """
 
 from __future__ import annotations
@@ -108,15 +109,31 @@ def _names(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
+def _yaml_mapping(path: Path, option: str) -> dict:
+    """The top-level mapping of the YAML file given as `option` ({} when empty); UsageError in one line."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UsageError(f"{option} {path}: not valid YAML{where}: {problem}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"{option} {path}: cannot read it: {err}") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{option} {path}: expected a mapping at the top level, got a {type(raw).__name__}")
+    return raw
+
+
 def load_vocabulary(args: argparse.Namespace, gts: dict[int, ImageAnnotation]) -> Vocabulary:
     """From --vocabulary, else --objects/--parts, else every name in the ground truth."""
     flags = args.objects is not None or args.parts is not None or args.object_parts
     if args.vocabulary and flags:  # one source: the flags were dropped silently
         raise UsageError("give --vocabulary or --objects/--parts/--object-parts, not both")
     if args.vocabulary:
-        raw = yaml.safe_load(args.vocabulary.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise UsageError(f"{args.vocabulary}: expected a mapping with objects, parts, object_parts")
+        raw = _yaml_mapping(args.vocabulary, "--vocabulary")  # with objects, parts, object_parts
         mapping = raw.get("object_parts") or {}
         if isinstance(mapping, list):
             mapping = parse_object_parts(mapping)
@@ -143,12 +160,19 @@ def load_vocabulary(args: argparse.Namespace, gts: dict[int, ImageAnnotation]) -
 
 
 def node_parameters(args: argparse.Namespace) -> dict:
-    """The ros__parameters of every section of --params-file ({} without one)."""
+    """The ros__parameters of every section of --params-file ({} without one), as a node parameter file
+    has them: `node_name: {ros__parameters: {name: value}}`."""
     values: dict = {}
     if args.params_file:
-        data = yaml.safe_load(args.params_file.read_text()) or {}
-        for section in data.values():
-            values.update((section or {}).get("ros__parameters", {}))
+        for name, section in _yaml_mapping(args.params_file, "--params-file").items():
+            body = {} if section is None else section  # an empty section sets nothing
+            params = (body.get("ros__parameters") or {}) if isinstance(body, dict) else None
+            if not isinstance(params, dict):
+                raise UsageError(
+                    f"--params-file {args.params_file}: section {name!r} is not a node's"
+                    " 'ros__parameters: {name: value}' (config/partglee.yaml has the layout)"
+                )
+            values.update(params)
     return values
 
 
@@ -177,21 +201,40 @@ def load_ground_truth(args: argparse.Namespace, bag: Bag) -> tuple[dict[int, Ima
 
 
 def split_from(path: Path | None) -> CategorySplit | None:
+    """Lists of object names only: a string "mug" was read as the objects m, u, g."""
     if path is None:
         return None
-    raw = yaml.safe_load(path.read_text())
-    try:
-        return CategorySplit(raw["base_categories"], raw["novel_categories"])
-    except (KeyError, TypeError) as err:
-        raise UsageError(f"{path}: needs the lists base_categories and novel_categories") from err
+    raw = _yaml_mapping(path, "--split-config")
+    lists = []
+    for key in ("base_categories", "novel_categories"):
+        names = raw.get(key)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UsageError(
+                f"{path}: needs the lists base_categories and novel_categories of object names, like"
+                f" [mug, kettle]; {key} is {names!r}"
+            )
+        lists.append(names)
+    return CategorySplit(*lists)
 
 
-def run_mode(args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, writer) -> EvaluationRun:
+def split_warnings(split: CategorySplit | None, vocab: Vocabulary) -> list[str]:
+    """Split objects the vocabulary lacks are never scored: most likely a typo or another dataset's split."""
+    unknown = sorted((split.base | split.novel) - set(vocab.objects)) if split is not None else []
+    if not unknown:
+        return []
+    return [
+        f"--split-config names objects that are not in the vocabulary (never scored): {', '.join(unknown)}"
+    ]
+
+
+def run_mode(
+    args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, values: dict, writer
+) -> EvaluationRun:
+    """`values`: the node parameters of --params-file (offline mode's thresholds and tracking)."""
     if args.mode == "offline":
         from partglee_ros.bag.offline import run_offline
         from partglee_ros.runtime.factory import load_segmenter
 
-        values = node_parameters(args)
         segmenter = load_segmenter(
             args.model, args.backend, args.device, postprocess_config=postprocess_from(args, values)
         )
@@ -216,23 +259,34 @@ def run_mode(args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, 
 
 
 def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun, Path]:
-    """Run one evaluation and write every output; raises UsageError/BagError/... before any frame."""
+    """Run one evaluation and write every output; raises UsageError/BagError/... before any frame, and
+    UsageError after writing the outputs when the ground truth matches no frame or cannot be scored."""
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a directory (it is made if missing)")
     results_bag = None if args.no_results_bag else args.out / "results"
     if results_bag is not None and results_bag.exists():
         raise UsageError(f"{results_bag} exists; choose another --out or remove it")
+    values = node_parameters(args)
     with Bag(args.bag) as bag:
         topic = bag.image_topic(args.image_topic).name
         frames_in_bag = bag.topics[topic].count
+        if frames_in_bag == 0:
+            raise UsageError(
+                f"{topic} has no messages in {args.bag}: nothing to evaluate; choose another --image-topic."
+                f" Topics: {bag.describe_topics()}" + "".join(f"; {w}" for w in bag.warnings)
+            )
         gts, gt_error = load_ground_truth(args, bag)
         vocab = load_vocabulary(args, gts)
         split = split_from(args.split_config)
+        setup_warnings = split_warnings(split, vocab)
         args.out.mkdir(parents=True, exist_ok=True)
         writer = BagWriter(results_bag, args.storage) if results_bag is not None else None
         try:
-            run = run_mode(args, bag, topic, vocab, writer)
+            run = run_mode(args, bag, topic, vocab, values, writer)
         finally:
             if writer is not None:
                 writer.close()
+    run.log.warnings += setup_warnings
     # with every frame read, these match none (with --max-frames or damage they may be further on; a
     # damaged bag's frame count comes from the same cut-short scan, so its lost frames do not show there)
     complete = len(run.frames) == frames_in_bag and not run.log.fatal
@@ -245,8 +299,14 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
             f"{len(unmatched)} of {len(gts)} ground-truth images match no frame's header stamp (ns) on {topic}:"
             f" {', '.join(map(str, unmatched[:5]))}{' ...' if len(unmatched) > 5 else ''}"
         )
-    metrics = score(run, gts, split, vocab)
+    try:
+        metrics, scoring_error = score(run, gts, split, vocab), None
+    except ValueError as err:  # ground truth that does not fit the frames: the rest of the report stands
+        metrics, scoring_error = None, f"no metrics: {err}"
+        run.log.warnings.append(scoring_error)
     report = write_report(run, gts, metrics, vocab, args.out, command, results_bag)
+    if scoring_error:
+        raise UsageError(f"{scoring_error}; {report} has the rest")
     if gts and len(unmatched) == len(gts):
         raise UsageError(
             f"no ground-truth image matches a frame of {topic} by header stamp (nanoseconds); {report} has"

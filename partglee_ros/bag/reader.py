@@ -88,7 +88,7 @@ def _storage_file(directory: Path) -> Path:
     return files[0]
 
 
-def _problem(err: Exception) -> str:
+def error_line(err: Exception) -> str:
     """One line naming the exception's type: a damaged file raises anything from OverflowError to ZstdError."""
     text = str(err).splitlines()[0] if str(err) else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
@@ -139,7 +139,7 @@ class _RecoveredMcap:
             except EndOfFile:
                 self.scan_error = "the file ends inside a record (truncated)"
             except Exception as err:  # damaged bytes: see the module docstring
-                self.scan_error = _problem(err)
+                self.scan_error = error_line(err)
 
     def messages(self, topics: set[str]) -> Iterator[RawMessage]:
         for record in self._records():
@@ -187,7 +187,7 @@ class Bag:
             self._reader = _opened(directory)
             return
         except Exception as err:  # damaged bytes or metadata: see the module docstring
-            bag_problem = _problem(err)
+            bag_problem = error_line(err)
         files = _storage_files(directory)
         if len(files) == 1:
             try:
@@ -204,7 +204,7 @@ class Bag:
                 _opened(file).close()
             except Exception as err:  # damaged bytes: see the module docstring
                 raise BagError(
-                    f"cannot open bag {directory}: its storage file {file.name} is damaged: {_problem(err)}"
+                    f"cannot open bag {directory}: its storage file {file.name} is damaged: {error_line(err)}"
                 ) from err
         found = ", ".join(p.name for p in files) or "no .mcap or .db3 file"
         raise BagError(
@@ -213,7 +213,7 @@ class Bag:
         )
 
     def _open_damaged(self, target: Path, err: Exception) -> None:
-        problem = _problem(err)
+        problem = error_line(err)
         if target.suffix != ".mcap":
             hint = " (an sqlite3 file cut short cannot be read at all)" if "malformed" in problem else ""
             raise BagError(f"cannot open bag {target}: {problem}{hint}") from err
@@ -281,7 +281,7 @@ class Bag:
                 count += 1
                 yield RawMessage(conn.topic, conn.msgtype, log_ns, bytes(data))
         except Exception as err:  # damaged bytes: see the module docstring
-            raise BagError(f"{self.path}: reading stopped after {count} messages: {_problem(err)}") from err
+            raise BagError(f"{self.path}: reading stopped after {count} messages: {error_line(err)}") from err
 
     def close(self) -> None:
         if self._reader is not None:

@@ -34,8 +34,20 @@ from training.evaluation.tracking import tracking_metrics, tracking_to_markdown 
 def scored_pairs(
     run: EvaluationRun, gts: dict[int, ImageAnnotation]
 ) -> tuple[list[ImageAnnotation], list[SegmentationResult]]:
-    pairs = [(gts[f.stamp_ns], f.result) for f in run.answered if f.stamp_ns in gts]
-    return [g for g, _ in pairs], [p for _, p in pairs]
+    """Ground truth and result of each answered frame that has ground truth. ValueError naming the stamps
+    where the two differ in size (the evaluators could only name a position among the scored frames)."""
+    pairs = [(f.stamp_ns, gts[f.stamp_ns], f.result) for f in run.answered if f.stamp_ns in gts]
+    wrong = [
+        f"{stamp} ns (ground truth {g.width}x{g.height}, frame {p.width}x{p.height})"
+        for stamp, g, p in pairs
+        if (g.height, g.width) != (p.height, p.width)
+    ]
+    if wrong:
+        raise ValueError(
+            f"ground truth and frame differ in size at {len(wrong)} stamp(s): {', '.join(wrong[:3])}"
+            f"{' ...' if len(wrong) > 3 else ''}; is the ground truth of another camera or resolution?"
+        )
+    return [g for _, g, _ in pairs], [p for _, _, p in pairs]
 
 
 def part_classes(
@@ -124,8 +136,9 @@ def _overlays(run: EvaluationRun, gts: dict[int, ImageAnnotation], out: Path) ->
         if rgb is None or f.result is None:
             continue
         panels = [draw_overlay(rgb, f.result)]
-        if f.stamp_ns in gts:
-            panels.append(draw_overlay(rgb, annotation_as_result(gts[f.stamp_ns])))
+        gt = gts.get(f.stamp_ns)
+        if gt is not None and (gt.height, gt.width) == rgb.shape[:2]:  # another size: the warnings say so
+            panels.append(draw_overlay(rgb, annotation_as_result(gt)))
         path = out / f"frame_{f.index:05d}.png"
         cv2.imwrite(str(path), cv2.cvtColor(np.hstack(panels), cv2.COLOR_RGB2BGR))
         paths.append(path)
@@ -200,6 +213,8 @@ def write_report(
                 "the IoU alone in the rows with labels ignored)",
             ]
             lines += ["", tracking_to_markdown(metrics["tracking"])]
+    elif with_gt:
+        lines += ["", "No metrics: scoring failed (the warnings say why)."]
     else:
         lines += ["", "No frame has both a result and ground truth: no metrics."]
     overlays = _overlays(run, gts, out / "overlays")
