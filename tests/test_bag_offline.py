@@ -456,6 +456,8 @@ def test_setup_mistakes_are_one_line_before_any_work(tmp_path, capsys) -> None:
         "list.yaml": "- a\n- b\n",
         "section.yaml": "partglee: [1, 2]\n",
         "split.yaml": "base_categories: mug\nnovel_categories: [kettle]\n",
+        "threshold.yaml": "partglee:\n  ros__parameters:\n    object_threshold: high\n",
+        "tracking.yaml": "partglee:\n  ros__parameters:\n    track_iou: high\n",
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -465,6 +467,8 @@ def test_setup_mistakes_are_one_line_before_any_work(tmp_path, capsys) -> None:
         ("--params-file", "list.yaml", "list.yaml: expected a mapping at the top level, got a list"),
         ("--params-file", "section.yaml", "section 'partglee' is not a node's 'ros__parameters"),
         ("--split-config", "split.yaml", "base_categories is 'mug'"),
+        ("--params-file", "threshold.yaml", "--params-file: a threshold or limit is not a number"),
+        ("--params-file", "tracking.yaml", "--params-file: could not convert string to float: 'high'"),
     ):
         vocabulary = [] if option == "--vocabulary" else ["--objects", "mug"]
         rc = bag_eval([str(SAMPLE_BAG), "--out", str(out), *vocabulary, option, str(tmp_path / name)])

@@ -178,17 +178,25 @@ def node_parameters(args: argparse.Namespace) -> dict:
 
 def tracker_from(values: dict) -> ObjectTracker | None:
     """The node's tracking, with its defaults where --params-file does not set it (None: tracking off)."""
-    return ObjectTracker(TrackingConfig.from_parameters(values)) if values.get("tracking", True) else None
+    if not values.get("tracking", True):
+        return None
+    try:
+        return ObjectTracker(TrackingConfig.from_parameters(values))
+    except (TypeError, ValueError) as err:  # a value of the wrong type ('high') in --params-file
+        raise UsageError(f"--params-file: {err}") from err
 
 
 def postprocess_from(args: argparse.Namespace, values: dict) -> PostprocessConfig:
     """Thresholds from the node's parameters (`values`), overridden by the command line."""
-    cfg = PostprocessConfig(**{k: values[k] for k in POSTPROCESS_KEYS if k in values})
-    if args.object_threshold is not None:
-        cfg.object_threshold = args.object_threshold
-    if args.part_threshold is not None:
-        cfg.part_threshold = args.part_threshold
-    cfg.validate()
+    try:
+        cfg = PostprocessConfig(**{k: values[k] for k in POSTPROCESS_KEYS if k in values})
+        if args.object_threshold is not None:
+            cfg.object_threshold = args.object_threshold
+        if args.part_threshold is not None:
+            cfg.part_threshold = args.part_threshold
+        cfg.validate()
+    except TypeError as err:  # a string where a number belongs: the comparison fails
+        raise UsageError(f"--params-file: a threshold or limit is not a number ({err})") from err
     return cfg
 
 
@@ -228,18 +236,21 @@ def split_warnings(split: CategorySplit | None, vocab: Vocabulary) -> list[str]:
 
 
 def run_mode(
-    args: argparse.Namespace, bag: Bag, topic: str, vocab: Vocabulary, values: dict, writer
+    args: argparse.Namespace,
+    bag: Bag,
+    topic: str,
+    vocab: Vocabulary,
+    writer,
+    post: PostprocessConfig,
+    tracker: ObjectTracker | None,
 ) -> EvaluationRun:
-    """`values`: the node parameters of --params-file (offline mode's thresholds and tracking)."""
+    """``post``, ``tracker``: offline mode's thresholds and tracking (the node's own in replay mode)."""
     if args.mode == "offline":
         from partglee_ros.bag.offline import run_offline
         from partglee_ros.runtime.factory import load_segmenter
 
-        segmenter = load_segmenter(
-            args.model, args.backend, args.device, postprocess_config=postprocess_from(args, values)
-        )
+        segmenter = load_segmenter(args.model, args.backend, args.device, postprocess_config=post)
         segmenter.apply_vocabulary(vocab)
-        tracker = tracker_from(values)
         return run_offline(
             bag, topic, segmenter, writer, args.result_topic, args.max_frames, args.overlays, tracker
         )
@@ -267,6 +278,7 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
     if results_bag is not None and results_bag.exists():
         raise UsageError(f"{results_bag} exists; choose another --out or remove it")
     values = node_parameters(args)
+    post, tracker = postprocess_from(args, values), tracker_from(values)  # bad values: before any output
     with Bag(args.bag) as bag:
         topic = bag.image_topic(args.image_topic).name
         frames_in_bag = bag.topics[topic].count
@@ -282,7 +294,7 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
         args.out.mkdir(parents=True, exist_ok=True)
         writer = BagWriter(results_bag, args.storage) if results_bag is not None else None
         try:
-            run = run_mode(args, bag, topic, vocab, values, writer)
+            run = run_mode(args, bag, topic, vocab, writer, post, tracker)
         finally:
             if writer is not None:
                 writer.close()
