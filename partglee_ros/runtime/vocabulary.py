@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from partglee_ros.model.text_encoder import category_prompt
+
 MAX_NAMES_PER_LEVEL = 2000  # LVIS has 1203 classes; far more is a client bug, not a vocabulary
 MAX_NAME_LENGTH = 200  # characters; text encoders truncate long before this
 
@@ -42,9 +44,9 @@ def normal_name(name: str) -> str:
 
 
 def _fold(name: str) -> str:
-    """A name as the text encoder sees it (``_`` read as a space, as ``category_prompt`` does; MiniLM's
-    uncased tokenizer: lower case, NFD, accents dropped): names must differ in more than that."""
-    words = " ".join(name.replace("_", " ").split()).lower()
+    """A name as the text encoder sees it (its prompt, where ``_`` reads as a space; MiniLM's uncased
+    tokenizer: lower case, NFD, accents dropped): names must differ in more than that."""
+    words = " ".join(category_prompt(name).split()).lower()
     return "".join(c for c in unicodedata.normalize("NFD", words) if not unicodedata.combining(c))
 
 
