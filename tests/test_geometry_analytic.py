@@ -17,7 +17,8 @@ from partglee_ros.geometry import (
     estimate_part_geometry,
     plan_grasp,
 )
-from partglee_ros.geometry.grasp import SteadyGrasps
+from partglee_ros.geometry.grasp import SteadyGrasps, grasp_from_geometry
+from partglee_ros.geometry.part_pose import PartGeometry
 
 WIDTH, HEIGHT = 640, 480
 K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
@@ -297,9 +298,10 @@ def test_a_tracked_part_keeps_its_grasp_turned_the_same_way() -> None:
     steady, raw, kept = SteadyGrasps(), [], []
     for seed in range(8):
         noisy = depth + np.random.default_rng(seed).normal(0.0, 0.001, depth.shape).astype(np.float32)
-        pose = plan_grasp(mask, noisy, K).pose
+        result = plan_grasp(mask, noisy, K)
+        pose = result.pose
         raw.append(pose.closing)
-        turned = steady.steady((7, "mug:handle"), pose, float(seed) * 0.1)
+        turned = steady.steady((7, "mug:handle"), result.geometry, float(seed) * 0.1)
         np.testing.assert_allclose(turned.approach, pose.approach)
         np.testing.assert_allclose(turned.position, pose.position)
         assert np.isclose(np.linalg.det(turned.rotation), 1.0)
@@ -309,5 +311,44 @@ def test_a_tracked_part_keeps_its_grasp_turned_the_same_way() -> None:
         kept.append(turned.closing)
     assert min(c @ raw[0] for c in raw) < 0, "no flip without it: the test would prove nothing"
     assert min(c @ kept[0] for c in kept) > 0.9
-    untracked = plan_grasp(mask, depth, K).pose  # track id 0: left as planned
-    assert steady.steady((0, "mug:handle"), untracked, 1.0) is untracked
+    untracked = plan_grasp(mask, depth, K)  # track id 0: left as planned
+    np.testing.assert_allclose(
+        steady.steady((0, "mug:handle"), untracked.geometry, 1.0).rotation, untracked.pose.rotation
+    )
+
+
+def tilted_geometry(sine: float) -> PartGeometry:
+    """A part at (0, 0, 0.6) whose principal axis leans ``sine`` off the view ray, towards +x."""
+    along = np.array([sine, 0.0, np.sqrt(1.0 - sine**2)])
+    second = np.array([0.0, 1.0, 0.0])
+    axes = np.stack([along, second, np.cross(along, second)])
+    return PartGeometry(
+        points=np.zeros((100, 3)),
+        surface_centroid=np.array([0.0, 0.0, 0.6]),
+        center=np.array([0.0, 0.0, 0.6]),
+        axes=axes,
+        variances=np.array([1e-3, 1e-5, 1e-6]),
+        extent=np.array([0.2, 0.01, 0.01]),
+        radius=0.005,
+        n_mask=100,
+        n_valid=100,
+        valid_fraction=1.0,
+    )
+
+
+def test_a_tracked_part_near_end_on_does_not_alternate_between_closing_directions() -> None:
+    """Seen end-on (axis within END_ON_ENTER_SINE of the ray) the fingers close across the second axis, a
+    direction 90 deg from the other; a part whose axis hovers at that limit with depth noise switched its
+    wrist angle back and forth. SteadyGrasps keeps the mode until the sine leaves the band."""
+    sines = [0.15, 0.09, 0.12, 0.09, 0.19, 0.25, 0.15, 0.11]
+    raw = [grasp_from_geometry(tilted_geometry(s)).end_on for s in sines]
+    assert raw == [False, True, False, True, False, False, False, False], "the band is where they differ"
+    steady = SteadyGrasps()
+    kept = [steady.steady((3, "pan:handle"), tilted_geometry(s), 0.1 * i) for i, s in enumerate(sines)]
+    assert [pose.end_on for pose in kept] == [False, True, True, True, True, False, False, False]
+    for pose, s in zip(kept, sines, strict=True):
+        across = abs(pose.closing @ np.array([0.0, 1.0, 0.0]))  # closing across the axis: along y
+        assert across > 0.99 if not pose.end_on else across < 0.2, s
+    # An untracked part, or one unseen for longer than max_age_s, starts afresh.
+    assert not steady.steady((0, "pan:handle"), tilted_geometry(0.12), 0.5).end_on
+    assert not steady.steady((3, "pan:handle"), tilted_geometry(0.12), 10.0).end_on

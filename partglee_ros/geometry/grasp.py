@@ -24,7 +24,11 @@ from partglee_ros.geometry.part_pose import (
 from partglee_ros.geometry.points import Intrinsics
 
 COUNT_SCALE = 50.0  # valid points at which the point-count factor of the quality reaches 1 - 1/e
-MIN_AXIS_SINE = 0.1  # below this sine between part axis and approach the part is seen end-on
+# Sine between part axis and approach below which a part counts as seen end-on, and above which a part seen
+# end-on the last time no longer does: the two closing directions differ, so a part near the switch must not
+# alternate between them with depth noise (hysteresis, kept per tracked part by SteadyGrasps).
+END_ON_ENTER_SINE = 0.1
+END_ON_LEAVE_SINE = 0.2
 
 
 @dataclass
@@ -35,6 +39,7 @@ class GraspPose:
     orientation: np.ndarray  # (4,) unit quaternion x, y, z, w
     rotation: np.ndarray  # (3, 3) columns: gripper x (along part), y (closing), z (approach)
     quality: float  # in [0, 1]; see grasp_quality
+    end_on: bool = False  # closing across the second axis: the part axis is (nearly) the approach
 
     @property
     def approach(self) -> np.ndarray:
@@ -66,12 +71,15 @@ def grasp_quality(geometry: PartGeometry) -> float:
     return float(np.clip(quality, 0.0, 1.0))
 
 
-def grasp_from_geometry(geometry: PartGeometry) -> GraspPose:
-    """Approach along the camera ray to the part's centre, closing across its principal axis."""
+def grasp_from_geometry(geometry: PartGeometry, was_end_on: bool = False) -> GraspPose:
+    """Approach along the camera ray to the part's centre, closing across its principal axis.
+
+    ``was_end_on``: the same part was seen end-on the last time, so it stays so up to END_ON_LEAVE_SINE."""
     approach = geometry.center / np.linalg.norm(geometry.center)
     closing = np.cross(approach, geometry.axes[0])
-    if np.linalg.norm(closing) < MIN_AXIS_SINE:
-        closing = np.cross(approach, geometry.axes[1])  # part seen end-on: close across its wider section
+    end_on = np.linalg.norm(closing) < (END_ON_LEAVE_SINE if was_end_on else END_ON_ENTER_SINE)
+    if end_on:
+        closing = np.cross(approach, geometry.axes[1])  # close across its wider section
     closing /= np.linalg.norm(closing)
     along = np.cross(closing, approach)
     rotation = np.stack([along, closing, approach], axis=1)
@@ -80,6 +88,7 @@ def grasp_from_geometry(geometry: PartGeometry) -> GraspPose:
         orientation=Rotation.from_matrix(rotation).as_quat(),
         rotation=rotation,
         quality=grasp_quality(geometry),
+        end_on=bool(end_on),
     )
 
 
@@ -109,26 +118,33 @@ def turned_like(pose: GraspPose, closing: np.ndarray) -> GraspPose:
     if float(pose.closing @ closing) >= 0.0:
         return pose
     rotation = pose.rotation * np.array([-1.0, -1.0, 1.0])  # x and y reversed: still right-handed
-    return GraspPose(pose.position, Rotation.from_matrix(rotation).as_quat(), rotation, pose.quality)
+    return GraspPose(
+        pose.position, Rotation.from_matrix(rotation).as_quat(), rotation, pose.quality, pose.end_on
+    )
 
 
 class SteadyGrasps:
-    """Keeps each tracked part's grasp turned as it was last time (``turned_like``); parts unseen for
-    ``max_age_s`` are forgotten."""
+    """Keeps each tracked part's grasp steady from frame to frame: seen end-on or not with hysteresis
+    (``grasp_from_geometry``'s ``was_end_on``) and turned as it was last time (``turned_like``). Parts unseen
+    for ``max_age_s`` are forgotten."""
 
     def __init__(self, max_age_s: float = 5.0) -> None:
         self.max_age_s = max_age_s
-        self._closing: dict[tuple[int, str], tuple[np.ndarray, float]] = {}
+        self._last: dict[tuple[int, str], tuple[GraspPose, float]] = {}
         self._lock = threading.Lock()  # grasp_node plans from its topic callback and its service thread
 
-    def steady(self, key: tuple[int, str], pose: GraspPose, stamp_s: float) -> GraspPose:
-        """``key``: (track id, part label); track id 0 (untracked) is never kept."""
+    def steady(self, key: tuple[int, str], geometry: PartGeometry, stamp_s: float) -> GraspPose:
+        """The grasp for ``geometry`` (a ``plan_grasp`` result's) of the part ``key``: (track id, part label);
+        track id 0 (untracked) is never kept."""
         if key[0] == 0:
-            return pose
+            return grasp_from_geometry(geometry)
         with self._lock:
-            previous = self._closing.get(key)
-            if previous is not None and abs(stamp_s - previous[1]) <= self.max_age_s:
-                pose = turned_like(pose, previous[0])
-            self._closing[key] = (pose.closing, stamp_s)
-            self._closing = {k: v for k, v in self._closing.items() if abs(stamp_s - v[1]) <= self.max_age_s}
+            last = self._last.get(key)
+            if last is not None and abs(stamp_s - last[1]) > self.max_age_s:
+                last = None
+            pose = grasp_from_geometry(geometry, was_end_on=last is not None and last[0].end_on)
+            if last is not None:
+                pose = turned_like(pose, last[0].closing)
+            self._last[key] = (pose, stamp_s)
+            self._last = {k: v for k, v in self._last.items() if abs(stamp_s - v[1]) <= self.max_age_s}
         return pose

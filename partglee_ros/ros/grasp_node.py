@@ -130,7 +130,7 @@ class GraspNode(Node):
         # The newest segmentation still without its depth/camera_info: planned when they arrive (the three
         # topics are delivered independently, so the segmentation may come first).
         self._pending: HierarchicalSegmentation | None = None
-        self._steady = SteadyGrasps()  # a tracked part's grasp keeps its turn from frame to frame
+        self._steady = SteadyGrasps()  # a tracked part's grasp stays turned and end-on (or not) as it was
         self.create_subscription(Image, "depth", self._on_depth, 10)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
         self.create_subscription(HierarchicalSegmentation, "segmentation", self._on_segmentation, 10)
@@ -250,7 +250,7 @@ class GraspNode(Node):
             if result.pose is None:
                 self.get_logger().debug(f"{part.object_label} #{part.id}: no grasp ({result.reason})")
             elif result.pose.quality >= min_quality:
-                pose = self._steady.steady((obj.track_id, part.object_label), result.pose, t)
+                pose = self._steady.steady((obj.track_id, part.object_label), result.geometry, t)
                 targets.append((part.object_label, pose))
         targets.sort(key=lambda item: -item[1].quality)
         return targets, clouds
