@@ -78,10 +78,12 @@ def logit(p: float) -> float:
 def image_letterbox(height: int, width: int) -> Letterbox:
     """Where an image of this size lies in the network input: scaled to fit NET_W x NET_H, padded to
     PAD_W x PAD_H (the segmenter's ``letterbox``, which test_letterbox_helper_is_the_segmenters checks)."""
-    return Letterbox(height, width, min(NET_W / width, NET_H / height), PAD_H, PAD_W)
+    scale = min(NET_W / width, NET_H / height)
+    resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return Letterbox(height, width, resized_w / width, resized_h / height, PAD_H, PAD_W)
 
 
-@pytest.mark.parametrize("size", [(240, 320), (300, 500), (500, 300), (333, 517), (8, 99)])
+@pytest.mark.parametrize("size", [(240, 320), (300, 500), (500, 300), (333, 517), (8, 99), (8000, 250)])
 def test_letterbox_helper_is_the_segmenters(size: tuple[int, int]) -> None:
     tensor, lb = letterbox(np.zeros((*size, 3), np.uint8), (NET_W, NET_H))
     assert tensor.shape == (1, 3, PAD_H, PAD_W) and lb == image_letterbox(*size)
@@ -373,6 +375,16 @@ def _box_logits(rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
     return m
 
 
+def test_boxes_use_each_axis_own_scale() -> None:
+    """8000x250 into 320x240 is 8 px wide in the network (7.5 rounded up): network x = 4 is image x = 125, where
+    the common fit scale (0.03) put it at 133."""
+    out = raw_outputs(1, 1, 1, 1)
+    out["obj_logits"][0, 0] = logit(0.9)
+    out["obj_boxes"][0] = [2 / PAD_W, 0.5, 4 / PAD_W, 0.25]  # network x 0..4, y 96..160 of 256
+    (obj,) = run_postprocess(out, objects=("mug",), parts=("handle",), size=(8000, 250))
+    np.testing.assert_allclose(obj.box, [0.0, 3200.0, 125.0, 5333.333], rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("size", "rows", "cols"),
     [
@@ -380,12 +392,16 @@ def _box_logits(rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         ((500, 300), (30, 50), (5, 30)),  # tall: scale 0.48, padding at the right
         ((333, 517), (7, 33), (11, 61)),  # a scale that is not a round number
         ((300, 500), (40, 60), (60, 80)),  # the block reaches into the padding and the image's corner
+        # 8 px wide in the network (7.5 rounded): 0.032 across, 0.03 down; at the one scale, 0.03, the block's
+        # right edge landed at 133 px instead of 125
+        ((8000, 250), (10, 30), (0, 1)),
     ],
 )
 def test_masks_map_to_the_letterboxed_pixels(
     size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]
 ) -> None:
-    """A mask on a stride-4 block [r0, r1) x [c0, c1) covers input pixels [4 r0 / s, 4 r1 / s) (+-1 px).
+    """A mask on a stride-4 block [r0, r1) x [c0, c1) covers input pixels [4 r0 / s, 4 r1 / s) (+-1 px),
+    with each axis' own scale s.
 
     Its edges are exact; bilinear upsampling only rounds the corners, within half a cell (2 / s px) of both.
     """
@@ -395,16 +411,17 @@ def test_masks_map_to_the_letterboxed_pixels(
     out["obj_masks"][0] = _box_logits(rows, cols)
     (obj,) = run_postprocess(out, objects=("mug",), parts=("handle",), size=size)
     assert obj.mask.shape == (h, w) and obj.mask.dtype == bool
-    s = image_letterbox(h, w).scale
-    top, bottom, left, right = (4 * v / s for v in (*rows, *cols))
+    lb = image_letterbox(h, w)
+    top, bottom = (4 * v / lb.scale_y for v in rows)
+    left, right = (4 * v / lb.scale_x for v in cols)
     bottom_in, right_in = min(bottom, h), min(right, w)  # where the image ends inside the block
     assert bottom_in - top > 8 and right_in - left > 8, "test setup: the block must be visible in the image"
     yc = np.arange(h)[:, None] + 0.5
     xc = np.arange(w)[None, :] + 0.5
     outside = (yc < top - 1) | (yc > bottom + 1) | (xc < left - 1) | (xc > right + 1)
     assert not obj.mask[outside].any()
-    corner = 2 / s + 1
-    core = (yc > top + corner) & (yc < bottom - corner) & (xc > left + corner) & (xc < right - corner)
+    corner_y, corner_x = 2 / lb.scale_y + 1, 2 / lb.scale_x + 1
+    core = (yc > top + corner_y) & (yc < bottom - corner_y) & (xc > left + corner_x) & (xc < right - corner_x)
     assert obj.mask[core].all()
     # the edges, measured through the middle of the block
     ys = np.nonzero(obj.mask[:, int((left + right_in) / 2)])[0]
@@ -420,7 +437,7 @@ def test_mask_upsampling_equals_pytorch_bilinear_interpolation(size: tuple[int, 
     over the padded logits does: same pixels except where the logit is within rounding of 0."""
     lb = image_letterbox(*size)
     logits = np.random.default_rng(0).standard_normal((3, MASK_H, MASK_W)).astype(np.float32) * 4
-    sy, sx = lb.padded_height / (MASK_H * lb.scale), lb.padded_width / (MASK_W * lb.scale)
+    sy, sx = lb.padded_height / (MASK_H * lb.scale_y), lb.padded_width / (MASK_W * lb.scale_x)
     padded = F.pad(torch.from_numpy(logits)[None], (0, 1, 0, 1), mode="replicate")
     reference = F.interpolate(padded, scale_factor=(sy, sx), mode="bilinear", recompute_scale_factor=False)[
         0, :, : lb.height, : lb.width

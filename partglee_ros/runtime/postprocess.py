@@ -41,11 +41,15 @@ class PostprocessConfig:
 
 @dataclass
 class Letterbox:
-    """How the input image was placed into the network input: scaled by `scale`, padded bottom/right."""
+    """How the input image was placed into the network input: resized, padded bottom/right.
+
+    One scale per axis: the resized image has whole pixels, so each side's scale is its rounded size over the
+    original's, not the common fit scale (for an 8000 x 250 image into 320 x 240, 8 px wide: 0.032, not 0.03)."""
 
     height: int  # original image
     width: int
-    scale: float
+    scale_x: float  # resized width / width
+    scale_y: float  # resized height / height
     padded_height: int
     padded_width: int
 
@@ -59,7 +63,7 @@ def _boxes_to_input(boxes_cxcywh: np.ndarray, lb: Letterbox) -> np.ndarray:
     """(n, 4) normalised cx, cy, w, h over the padded network input -> x1, y1, x2, y2 in input pixels."""
     centre, half = boxes_cxcywh[:, :2], boxes_cxcywh[:, 2:] / 2
     xyxy = np.concatenate([centre - half, centre + half], axis=1)
-    xyxy *= np.array([lb.padded_width, lb.padded_height] * 2, np.float32) / np.float32(lb.scale)
+    xyxy *= np.array([lb.padded_width / lb.scale_x, lb.padded_height / lb.scale_y] * 2, np.float32)
     np.clip(xyxy[:, 0::2], 0, lb.width, out=xyxy[:, 0::2])
     np.clip(xyxy[:, 1::2], 0, lb.height, out=xyxy[:, 1::2])
     return xyxy
@@ -77,7 +81,7 @@ def _masks_to_input(mask_logits: np.ndarray, lb: Letterbox) -> np.ndarray:
     out = np.zeros((n, lb.height, lb.width), dtype=bool)
     if n == 0:
         return out
-    sy, sx = lb.padded_height / (h * lb.scale), lb.padded_width / (w * lb.scale)
+    sy, sx = lb.padded_height / (h * lb.scale_y), lb.padded_width / (w * lb.scale_x)
     # One replicated cell past the bottom/right edge (what bilinear sampling clamps to anyway), so that
     # round(rows * sy) >= H even when the float scale lands just below the exact ratio.
     rows, cols = min(h + 1, math.ceil(lb.height / sy) + 1), min(w + 1, math.ceil(lb.width / sx) + 1)

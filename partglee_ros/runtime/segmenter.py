@@ -70,7 +70,7 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarra
     resized = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     tensor = np.zeros((1, 3, ph, pw), np.float32)
     tensor[0, :, :rh, :rw] = ((resized.astype(np.float32) - _MEAN) * _INV_STD).transpose(2, 0, 1)
-    return tensor, Letterbox(h, w, scale, ph, pw)
+    return tensor, Letterbox(h, w, rw / w, rh / h, ph, pw)
 
 
 def validate_image(image: np.ndarray) -> None:
