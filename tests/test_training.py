@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from training.dataset import StepBatches, SynthPartsSource
+from training.data.hierarchy import ImageAnnotation, ObjectAnnotation, PartAnnotation
+from training.dataset import Source, StepBatches, SynthPartsSource, mirrored_names
 from training.schedule import ScheduleConfig, lr_factor
 from training.train import build_parser
 from training.train_config import load_train_config, parse_train_config
@@ -193,6 +194,54 @@ def test_batches_depend_on_step_and_rank_only() -> None:
     ids = [x.image_id for x in a.annotations(7)[1]]
     assert ids == [x.image_id for x in b.annotations(7)[1]]
     assert ids != [x.image_id for x in other_rank.annotations(7)[1]]
+
+
+class MouseSource(Source):
+    """One image of a mouse with its left button on the left (PACO's side-specific part names)."""
+
+    def __init__(self, part_vocab: list[str]) -> None:
+        self.name, self.object_vocab, self.part_vocab = "mice", ["mouse"], part_vocab
+
+    def __len__(self) -> int:
+        return 1
+
+    def get(self, index: int) -> ImageAnnotation:
+        def rect(x0: int, x1: int) -> np.ndarray:
+            mask = np.zeros((60, 80), bool)
+            mask[10:30, x0:x1] = True
+            return mask
+
+        parts = [
+            PartAnnotation(2, "left_button", rect(20, 40), 1),
+            PartAnnotation(3, "right_button", rect(40, 60), 1),
+        ]
+        mouse = ObjectAnnotation(1, "mouse", rect(20, 60), parts)
+        return ImageAnnotation(0, "m.png", 60, 80, [mouse], np.zeros((60, 80, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "labels", [["left_button", "right_button"], ["mouse:left_button", "mouse:right_button"]]
+)
+def test_a_flipped_image_trains_left_parts_as_left(labels: list[str]) -> None:
+    """A mirrored mouse has its left button on the left again: the flip must swap the side-specific names,
+    or half the drawn images teach 'right_button' where the other half teach 'left_button'."""
+    batches = StepBatches([MouseSource(labels)], [1.0], 1, (80, 60), hflip_prob=1.0)
+    parts = batches[0].targets[0]["parts"]
+    centre_x = {
+        labels[int(label)]: float(box[0]) * 96
+        for label, box in zip(parts["labels"], parts["boxes"], strict=True)
+    }
+    assert centre_x[labels[0]] < 40 < centre_x[labels[1]], centre_x  # image 80 px wide, padded to 96
+
+
+def test_only_names_with_both_sides_change_sides() -> None:
+    names = ["left_button", "right_button", "left wing", "right wing", "left_leg", "bright_light", "leftover"]
+    assert mirrored_names(names) == {
+        "left_button": "right_button",
+        "right_button": "left_button",
+        "left wing": "right wing",
+        "right wing": "left wing",
+    }
 
 
 def test_sampling_ratios_pick_sources_in_proportion() -> None:

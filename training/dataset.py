@@ -10,7 +10,9 @@ an input of the whole batch.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -25,6 +27,7 @@ from training.targets import build_targets
 from training.train_config import DatasetSpec
 
 PLACEHOLDER_PART = "part"  # the network needs one part name even for object-only data (COCO)
+_SIDE = re.compile(r"(?<![a-z])(left|right)(?![a-z])")  # a whole word of a name: left_button, left wing
 
 
 class Source(ABC):
@@ -123,20 +126,39 @@ def _box_flip(box: np.ndarray, width: int) -> np.ndarray:
     return np.array([width - x1, y0, width - x0, y1], dtype=np.float32)
 
 
-def hflip(ann: ImageAnnotation) -> ImageAnnotation:
-    """Mirror image, masks and boxes left-right (no SynthParts part name is side-specific)."""
-    w = ann.width
+def mirrored_names(names: Iterable[str]) -> dict[str, str]:
+    """Each side-specific name -> the other side's name (``left_button`` <-> ``right_button``), for the names
+    whose other side is in ``names`` too: what a mirrored image's labels become."""
+    names = set(names)
+    other = {n: _SIDE.sub(lambda m: "right" if m[1] == "left" else "left", n) for n in names}
+    return {n: o for n, o in other.items() if o != n and o in names}
+
+
+def hflip(ann: ImageAnnotation, mirrored: Mapping[str, str] | None = None) -> ImageAnnotation:
+    """Mirror image, masks and boxes left-right; names in ``mirrored`` (``mirrored_names`` of the source's
+    vocabulary) change sides with the image, since PACO's mouse has a left and a right button."""
+    w, mirrored = ann.width, mirrored or {}
     objects = []
     for o in ann.objects:
         parts = [
             PartAnnotation(
-                p.id, p.name, p.mask[:, ::-1].copy(), p.parent_id, _box_flip(p.box, w), iscrowd=p.iscrowd
+                p.id,
+                mirrored.get(p.name, p.name),
+                p.mask[:, ::-1].copy(),
+                p.parent_id,
+                _box_flip(p.box, w),
+                iscrowd=p.iscrowd,
             )
             for p in o.parts
         ]
         objects.append(
             ObjectAnnotation(
-                o.id, o.name, o.mask[:, ::-1].copy(), parts, _box_flip(o.box, w), iscrowd=o.iscrowd
+                o.id,
+                mirrored.get(o.name, o.name),
+                o.mask[:, ::-1].copy(),
+                parts,
+                _box_flip(o.box, w),
+                iscrowd=o.iscrowd,
             )
         )
     image = ann.image[:, ::-1].copy()
@@ -193,6 +215,12 @@ class StepBatches(Dataset):
         self.sources, self.p = sources, p / p.sum()
         self.batch_size, self.input_size = batch_size, input_size
         self.seed, self.rank, self.hflip_prob = seed, rank, hflip_prob
+        # Per source: object names, and part names as annotated (a vocabulary of object:part labels names
+        # each part after its last colon).
+        self.mirrored = [
+            mirrored_names(s.object_vocab) | mirrored_names(n.rpartition(":")[2] for n in s.part_vocab)
+            for s in sources
+        ]
 
     def __len__(self) -> int:
         return 2**62
@@ -208,7 +236,7 @@ class StepBatches(Dataset):
         anns = []
         for index in rng.integers(0, len(src), size=self.batch_size):
             ann = fit_to_input(src.get(int(index)), self.input_size)
-            anns.append(hflip(ann) if rng.random() < self.hflip_prob else ann)
+            anns.append(hflip(ann, self.mirrored[k]) if rng.random() < self.hflip_prob else ann)
         return k, anns
 
     def __getitem__(self, step: int) -> Batch:
