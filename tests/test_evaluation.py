@@ -276,6 +276,40 @@ def test_box_ap_matches_a_direct_cocoeval_call_including_category_subsets():
     assert 0.0 < m["object"]["bbox"]["AP"] < 1.0
 
 
+def test_box_only_ground_truth_counts_in_box_ap_only():
+    """A PACO part with a box but an empty segmentation: pycocotools scores a box on it as a hit in box AP
+    (here 1.0, as COCOeval called directly gives; dropped, that detection became a false positive: 0.5), and
+    mask AP has no mask to score it against, so it is left out there."""
+    gts, preds = [], []
+    for i, box_only in enumerate((True, False)):
+        handle = PartAnnotation(
+            10 * i, "handle", np.zeros((H, W), bool) if box_only else rect(10, 10, 25, 30), i
+        )
+        handle.box = np.array([10, 10, 25, 30], np.float32)
+        gts.append(
+            ImageAnnotation(
+                i, f"{i}.png", H, W, [ObjectAnnotation(i, "knife", rect(10, 10, 50, 30), [handle])]
+            )
+        )
+        score = 0.9 if box_only else 0.5  # the box-only part's detection ranks first
+        preds.append(
+            pred_image([("knife", 0.9, rect(10, 10, 50, 30), [("handle", score, rect(10, 10, 25, 30))])])
+        )
+    box = run_coco_eval(gts, preds, "part", "bbox")
+    assert box.stats["AP"] == pytest.approx(
+        _direct_coco_ap(
+            range(2),
+            [(0, 1, [10, 10, 15, 20]), (1, 1, [10, 10, 15, 20])],
+            [(0, 1, [10, 10, 15, 20], 0.9), (1, 1, [10, 10, 15, 20], 0.5)],
+        )
+    )
+    assert box.stats["AP"] == pytest.approx(1.0)
+    mask = run_coco_eval(gts, preds, "part", "segm")
+    assert mask.stats["AP"] == pytest.approx(
+        0.5
+    )  # the first-ranked mask has no ground truth: half the precision
+
+
 # --- semantic part mIoU -------------------------------------------------------------------------------------
 
 

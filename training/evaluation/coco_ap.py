@@ -94,7 +94,11 @@ class CocoRun:
         return {name: v for name, v in out.items() if not np.isnan(v)}
 
 
-def _gt_instances(gts: Sequence[ImageAnnotation], level: str) -> list[_Instance]:
+def _gt_instances(gts: Sequence[ImageAnnotation], level: str, iou_type: str) -> list[_Instance]:
+    """Ground truth of one level that COCOeval can score: for box AP every instance with a box of some area,
+    PACO's box-only parts (empty segmentation) included, as pycocotools counts them; for mask AP only those with
+    mask pixels (a box-only part has no mask to score, and PACO's own loader drops it; a fully occluded
+    SynthParts part has neither box nor pixels)."""
     out = []
     for i, img in enumerate(gts):
         for obj in img.objects:
@@ -104,7 +108,8 @@ def _gt_instances(gts: Sequence[ImageAnnotation], level: str) -> list[_Instance]
             for part in obj.parts:
                 name = part_label(obj.name, part.name) if level == "part" else part.name
                 out.append(_Instance(i, name, part.box, part.mask, iscrowd=part.iscrowd))
-    # A fully occluded instance has no visible pixel to detect; COCO annotations never contain one either.
+    if iou_type == "bbox":
+        return [inst for inst in out if (inst.box[2:] > inst.box[:2]).all()]
     return [inst for inst in out if inst.mask.any()]
 
 
@@ -175,7 +180,7 @@ def run_coco_eval(
         raise ValueError(f"level must be one of {LEVELS} and iou_type one of {IOU_TYPES}")
     rle = rle or RleCache()
     _check_pairs(gts, preds)
-    gt_inst, dt_inst = _gt_instances(gts, level), _pred_instances(preds, level)
+    gt_inst, dt_inst = _gt_instances(gts, level, iou_type), _pred_instances(preds, level)
     shapes = [(g.height, g.width) for g in gts]
     for inst in gt_inst + dt_inst:
         _check_mask(inst, shapes[inst.image_index])
