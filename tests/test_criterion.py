@@ -224,3 +224,53 @@ def test_flat_criterion_matches_objects_and_parts_as_one_level() -> None:
     out["part_boxes"], out["part_masks"] = out["obj_boxes"], out["obj_masks"]
     loss, terms = SetCriterion(LossConfig(num_points=64), flat=True)(out, targets)
     assert torch.isfinite(loss) and "obj_cls" in terms and not any(k.startswith("part") for k in terms)
+
+
+def _object_case(image: int, n: int) -> tuple[dict, dict]:
+    """One image with ``n`` objects and 6 queries: the first ``n`` near their object (box 0.02 off, same
+    mask), so every matching is the same; the rest elsewhere and unlikely."""
+    gen = torch.Generator().manual_seed(image)
+    boxes = torch.rand(n, 4, generator=gen) * 0.2 + torch.tensor([0.3, 0.3, 0.2, 0.2])
+    masks = torch.zeros(n, 16, 16, dtype=torch.bool)
+    for i in range(n):
+        masks[i, i : i + 4, 2:10] = True
+    logits = torch.full((1, 6, 2), -3.0)
+    logits[0, :n, 0] = 2.0
+    pred_boxes = torch.tensor([0.9, 0.9, 0.05, 0.05]).repeat(1, 6, 1)
+    pred_boxes[0, :n] = boxes + 0.02
+    pred_masks = torch.full((1, 6, 16, 16), -8.0)
+    pred_masks[0, :n] = torch.where(masks, 8.0, -8.0)
+    no_parts = {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}
+    no_parts |= {
+        "masks": torch.zeros(0, 16, 16, dtype=torch.bool),
+        "parent": torch.zeros(0, dtype=torch.long),
+    }
+    target = {"objects": {"labels": torch.zeros(n, dtype=torch.long), "boxes": boxes, "masks": masks}}
+    return {"obj_logits": logits, "obj_boxes": pred_boxes, "obj_masks": pred_masks}, target | {
+        "parts": no_parts
+    }
+
+
+COUNTS = (1, 5)  # objects on rank 0 and rank 1
+SUMMED = ("obj_cls", "obj_l1", "obj_giou")  # terms summed over targets (mask terms sample random points)
+
+
+def _rank_terms(rank: int, init_file: str, out_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    outputs, target = _object_case(rank, COUNTS[rank])
+    _, terms = SetCriterion(LossConfig(num_points=64))(outputs, [target], part_level=False)
+    torch.save({k: terms[k] for k in SUMMED}, f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_normalise_by_the_targets_of_the_whole_step(tmp_path) -> None:
+    """DDP averages the ranks' gradients, so each rank must divide by the step's targets over the ranks (as
+    DETR and MaskDINO do): then the average of the ranks' losses is the loss of the whole step in one process.
+    Divided by its own count, a rank with 1 object weighed it as much as the other's 5 together."""
+    torch.multiprocessing.spawn(_rank_terms, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    cases = [_object_case(r, n) for r, n in enumerate(COUNTS)]
+    whole = {k: torch.cat([c[0][k] for c in cases]) for k in cases[0][0]}
+    _, terms = SetCriterion(LossConfig(num_points=64))(whole, [c[1] for c in cases], part_level=False)
+    for k in SUMMED:
+        assert float(ranks[0][k] + ranks[1][k]) / 2 == pytest.approx(float(terms[k]), rel=1e-5), k

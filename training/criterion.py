@@ -9,6 +9,7 @@ Total = sum over prediction sets (final, every aux decoder layer, encoder propos
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
@@ -142,7 +143,7 @@ class SetCriterion:
             preds = {lvl: [_final(outputs, lvl)] + list(outputs.get(f"{lvl}_aux", [])) for lvl in levels}
         obj_final_matches: Matches = []
         for lvl, tg in levels.items():
-            num = max(float(sum(len(t["labels"]) for t in tg)), 1.0)
+            num = _targets_per_rank(sum(len(t["labels"]) for t in tg), device)
             sets = preds[lvl]
             for i, pred in enumerate(sets):
                 name = f"{lvl}" if i == 0 else f"{lvl}_aux{i - 1}"
@@ -178,6 +179,20 @@ class SetCriterion:
         b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(matches)])
         q_idx = torch.cat([q for q, _ in matches])
         return restriction_loss(pred["boxes"][b_idx, q_idx], parent_boxes[b_idx, q_idx]).sum() / num
+
+
+def _targets_per_rank(count: int, device: torch.device) -> float:
+    """The loss normaliser: targets of the whole step over the ranks, at least 1 (DETR's num_boxes).
+
+    Under DDP each rank's losses are divided by it and the gradients averaged, so every target of the step
+    weighs alike; a rank's own count would make one target of a sparse image weigh as much as all targets
+    of a crowded one. Every rank calls it in the same order (a step's source, hence its levels, is shared)."""
+    total = float(count)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([total], dtype=torch.float32, device=device)
+        dist.all_reduce(t)
+        total = float(t.item()) / dist.get_world_size()
+    return max(total, 1.0)
 
 
 def _final(outputs: dict, lvl: str) -> dict[str, Tensor]:
