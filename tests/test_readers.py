@@ -185,7 +185,7 @@ def test_paco_published_format(tmp_path):
         ann.update(common, image_id=397133, area=float(ann["bbox"][2] * ann["bbox"][3]))
     path = tmp_path / "paco_lvis_v1_val.json"
     path.write_text(json.dumps(data))
-    (got,) = read_paco_json(path, image_dir=tmp_path / "coco")  # images absent: annotations only
+    (got,) = read_paco_json(path, load_images=False)  # annotations only (a missing image is an error)
     assert got.image is None
     assert _hierarchy(got) == [("knife", ["blade", "handle"]), ("mug", ["body", "handle"])]
     objs = {o.name: o for o in got.objects}

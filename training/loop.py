@@ -4,6 +4,7 @@ and evaluation, a tqdm progress bar, TensorBoard scalars and a CSV log the model
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 from pathlib import Path
@@ -18,7 +19,6 @@ from partglee_ros import strict_json
 from partglee_ros.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, save_checkpoint
 from partglee_ros.model.partglee import PartGLEE, build_model
 from partglee_ros.model.text_encoder import build_text_encoder
-from partglee_ros.runtime.postprocess import PostprocessConfig
 from training.checkpoint import latest_checkpoint, load_training_state, save_training_state
 from training.criterion import SetCriterion
 from training.dataset import Batch, StepBatches, SynthPartsSource, build_source, step_loader, to_device
@@ -93,6 +93,14 @@ class CsvLog:
             csv.DictWriter(f, self.fields).writerow(row)
 
 
+def drop_eval_rows_after(path: Path, step: int) -> None:
+    """Keep the evaluations of steps <= ``step`` in the JSON-lines log: a resumed run redoes the later ones
+    (as CsvLog drops its later rows), which would otherwise appear twice."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(f"{row}\n" for row in rows))
+
+
 def _final_terms(terms: dict[str, torch.Tensor]) -> dict[str, float]:
     """Unweighted loss terms of the last decoder layer (``obj_cls``, ``part_dice``, ...)."""
     return {k: float(v) for k, v in terms.items() if k.split("_")[0] in ("obj", "part") and k.count("_") == 1}
@@ -112,6 +120,11 @@ class Trainer:
         self.model.train()
         self.text_encoder = build_text_encoder(cfg.model.text_encoder, **cfg.model.text_encoder_kwargs)
         self.sources = [build_source(d) for d in cfg.datasets]
+        # built with the training sources: a val split config that cannot be read then stops the run before
+        # step 1 (the CLI's one-line error), not at the first evaluation. ValConfig requires synthparts.
+        self.val_source = (
+            None if cfg.val is None else SynthPartsSource(cfg.val.dataset.name, cfg.val.dataset.options)
+        )
         self.text = [
             (
                 torch.from_numpy(self.text_encoder.encode(s.object_vocab)).to(ctx.device),
@@ -198,22 +211,18 @@ class Trainer:
 
     def evaluate(self) -> dict | None:
         """Rank 0 scores the model on the validation images; the other ranks wait."""
-        val = self.cfg.val
+        val, src = self.cfg.val, self.val_source
         result = None
-        if val is not None and self.ctx.is_main:
-            src = build_source(val.dataset)
-            if not isinstance(src, SynthPartsSource):
-                raise ValueError("periodic evaluation supports SynthParts validation splits")
+        if val is not None and src is not None and self.ctx.is_main:
             split = CategorySplit(src.config.base_categories, src.config.novel_categories)
             images = [src.get(i) for i in range(min(val.num_images, len(src)))]
-            post = PostprocessConfig(object_threshold=val.object_threshold, part_threshold=val.part_threshold)
             metrics = evaluate_model(
                 self.model,
                 self.text_encoder,
                 tuple(self.cfg.model.input_size),
                 images,
                 split,
-                post,
+                val.postprocess(),
                 str(self.ctx.device),
             )
             result = {"step": self.step, **headline(metrics)}
@@ -232,6 +241,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         barrier(ctx)
         log = CsvLog(self.out / LOG_FILE, self.step) if main else None
+        if main:
+            drop_eval_rows_after(self.out / EVAL_FILE, self.step)
         tb = None
         if main and self.use_tb:
             from torch.utils.tensorboard import SummaryWriter

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from partglee_ros.config import ModelConfig
+from partglee_ros.runtime.postprocess import PostprocessConfig
 from training.schedule import ScheduleConfig
 
 DATASET_TYPES = ("synthparts", "paco", "coco", "partimagenet", "pascal_part")
@@ -99,10 +100,27 @@ class OptimConfig:
 
 @dataclass
 class ValConfig:
+    """Periodic evaluation. Checked when the config is read: evaluation first runs after ``eval_every`` steps
+    (or after the last one), where a mistake would end the run before its final model is written."""
+
     dataset: DatasetSpec
     num_images: int = 8
     object_threshold: float = 0.05  # low thresholds: AP integrates over the whole score range
     part_threshold: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.dataset.type != "synthparts":  # its split config names the base and novel categories
+            raise ValueError(
+                f"val dataset {self.dataset.name!r}: periodic evaluation runs on a synthparts split, "
+                f"got type {self.dataset.type!r}"
+            )
+        if self.num_images < 1:
+            raise ValueError(f"val num_images must be >= 1, got {self.num_images}")
+        self.postprocess().validate()
+
+    def postprocess(self) -> PostprocessConfig:
+        """The Segmenter's settings for evaluation (validated by the Segmenter's own rules)."""
+        return PostprocessConfig(object_threshold=self.object_threshold, part_threshold=self.part_threshold)
 
 
 @dataclass

@@ -9,6 +9,7 @@ We add optional keys PACO readers ignore: per image ``depth_file_name`` (uint16 
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Sequence
 from functools import partial
@@ -147,9 +148,13 @@ def _ann(
     return ann
 
 
-def _load_rgb(path: Path) -> np.ndarray | None:
+def load_rgb(path: Path) -> np.ndarray:
+    """RGB pixels of ``path``. A missing or undecodable file raises here, naming it: as ``None`` it would
+    surface only as an unrelated error wherever the image is first used (mid-training, in a worker)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img is None:
+        raise FileNotFoundError(errno.ENOENT, "missing or unreadable image", str(path))
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def index_paco_json(path: str | Path, image_dir: str | Path | None = None) -> LazyAnnotations:
@@ -190,13 +195,14 @@ def read_paco_json(
 ) -> list[ImageAnnotation]:
     """Read a PACO (PACO-LVIS / PACO-EGO4D) or SynthParts JSON into the hierarchy.
 
-    ``image_dir`` defaults to ``images/`` beside the JSON; images (and our depth PNGs) are loaded when
-    the files exist. Object annotations are those with ``obj_ann_id == id``; every other annotation is
-    a part of the object its ``obj_ann_id`` names, its generic name the text after ``:``. COCO crowd
-    annotations (``iscrowd: 1``) are kept with ``iscrowd=True``: no training target, ignored by COCO AP.
-    An object's identity across the images of a sequence is its ``track_id`` (TAO's key, a positive
-    integer), written when known. PACO-EGO4D's ``instance_id`` is not read as one: it names an instance
-    across clips, not a track through consecutive frames.
+    ``image_dir`` defaults to ``images/`` beside the JSON. With ``load_images`` every image must be there
+    (FileNotFoundError names the first that is not); our depth PNGs are loaded when they exist. Object
+    annotations are those with ``obj_ann_id == id``; every other annotation is a part of the object its
+    ``obj_ann_id`` names, its generic name the text after ``:``. COCO crowd annotations (``iscrowd: 1``)
+    are kept with ``iscrowd=True``: no training target, ignored by COCO AP. An object's identity across
+    the images of a sequence is its ``track_id`` (TAO's key, a positive integer), written when known.
+    PACO-EGO4D's ``instance_id`` is not read as one: it names an instance across clips, not a track
+    through consecutive frames.
     """
     return index_paco_json(path, image_dir).decode_all(load_images)
 
@@ -255,7 +261,7 @@ def _decode_paco_image(
     if "intrinsics" in img:
         out.intrinsics = np.asarray(img["intrinsics"], dtype=np.float64)
     if load_image:
-        out.image = _load_rgb(image_root / img["file_name"])
+        out.image = load_rgb(image_root / img["file_name"])
         if "depth_file_name" in img:
             raw = cv2.imread(str(depth_root / img["depth_file_name"]), cv2.IMREAD_UNCHANGED)
             out.depth = None if raw is None else raw.astype(np.float32) / 1000.0

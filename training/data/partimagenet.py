@@ -13,10 +13,9 @@ import json
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from training.data.coco_io import decode_segmentation
+from training.data.coco_io import decode_segmentation, load_rgb
 from training.data.grouping import instance_blobs
 from training.data.hierarchy import ImageAnnotation, LazyAnnotations, ObjectAnnotation, PartAnnotation
 
@@ -56,7 +55,7 @@ def read_partimagenet(
     """Read one PartImageNet split JSON. ``object_name``: "supercategory" (``quadruped``) or "wnid".
 
     Images are loaded from ``image_dir`` (``file_name`` relative to it; VLPart's formatted JSON uses
-    ``<wnid>/<file>``) when given.
+    ``<wnid>/<file>``) when given; one missing there raises FileNotFoundError.
     """
     return index_partimagenet(json_path, image_dir, object_name).decode_all()
 
@@ -100,6 +99,5 @@ def _decode_image(
                 next_id += 1
             out.objects.append(obj)
     if image_root is not None and load_image:
-        bgr = cv2.imread(str(image_root / img["file_name"]), cv2.IMREAD_COLOR)
-        out.image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        out.image = load_rgb(image_root / img["file_name"])
     return out

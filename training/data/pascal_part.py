@@ -17,10 +17,9 @@ import xml.etree.ElementTree as ET
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from training.data.coco_io import decode_segmentation, xywh_to_xyxy
+from training.data.coco_io import decode_segmentation, load_rgb, xywh_to_xyxy
 from training.data.grouping import best_parent, box_region, instance_blobs
 from training.data.hierarchy import (
     ImageAnnotation,
@@ -71,7 +70,8 @@ def read_vlpart_pascal_part(
     image_dir: str | Path | None = None,
     min_containment: float = 0.5,
 ) -> list[ImageAnnotation]:
-    """Read a VLPart Pascal-Part JSON; parts no candidate contains (>= min_containment) are dropped."""
+    """Read a VLPart Pascal-Part JSON; parts no candidate contains (>= min_containment) are dropped. Images
+    are loaded from ``image_dir`` when given; one missing there raises FileNotFoundError."""
     return index_vlpart_pascal_part(json_path, voc_annotations_dir, image_dir, min_containment).decode_all()
 
 
@@ -127,8 +127,7 @@ def _decode_image(
             next_id += 1
         out.objects.append(obj)
     if image_dir is not None and load_image:
-        bgr = cv2.imread(str(image_dir / img["file_name"]), cv2.IMREAD_COLOR)
-        out.image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        out.image = load_rgb(image_dir / img["file_name"])
     return out
 
 

@@ -10,12 +10,13 @@ check masks, labels, parent links and poses by eye.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from training.data.coco_io import read_paco_json
+from training.data.coco_io import index_paco_json
 from training.data.hierarchy import ImageAnnotation, part_label
 from training.data.synthparts import CATEGORIES, generate_scene
 
@@ -104,6 +105,19 @@ def render_panels(ann: ImageAnnotation, scale: int = 2) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
+def _paco_samples(path: Path, num: int) -> tuple[list[ImageAnnotation], list[str]]:
+    """The first ``num`` images of a PACO-style JSON, and the paths of those among them whose image file is
+    missing. Only these are decoded: all of PACO-LVIS train's masks and images would need hundreds of GB."""
+    index = index_paco_json(path)
+    samples, missing = [], []
+    for i in range(min(num, len(index))):
+        try:
+            samples.append(index.get(i))
+        except FileNotFoundError as err:
+            missing.append(err.filename)
+    return samples, missing
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder for the PNGs")
@@ -124,13 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.paco_json is not None:
         try:
-            samples = read_paco_json(args.paco_json)[: args.num]
+            samples, missing = _paco_samples(args.paco_json, args.num)
         except PACO_ERRORS as err:
             reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
             parser.error(f"cannot read --paco-json {args.paco_json} as PACO/COCO JSON: {reason}")
-        if missing := [a.file_name for a in samples if a.image is None]:
+        if missing:
             images = args.paco_json.parent / "images"
-            parser.error(f"--paco-json: {len(missing)} of its images are not in {images} (e.g. {missing[0]})")
+            example = os.path.relpath(missing[0], images)
+            parser.error(f"--paco-json: {len(missing)} of its images are not in {images} (e.g. {example})")
     else:
         samples = [
             generate_scene(s, args.width, args.height, args.categories)
