@@ -84,8 +84,8 @@ def test_list_source_decodes_an_image_only_when_drawn(tmp_path: Path, monkeypatc
     scenes = [generate_scene(seed, 64, 48) for seed in range(3)]
     path = write_paco_json(scenes, tmp_path)
     loaded, decoded = [], []
-    load_rgb, decode_segmentation = coco_io._load_rgb, coco_io.decode_segmentation
-    monkeypatch.setattr(coco_io, "_load_rgb", lambda p: loaded.append(p.name) or load_rgb(p))
+    load_rgb, decode_segmentation = coco_io.load_rgb, coco_io.decode_segmentation
+    monkeypatch.setattr(coco_io, "load_rgb", lambda p: loaded.append(p.name) or load_rgb(p))
     monkeypatch.setattr(
         coco_io, "decode_segmentation", lambda *a: decoded.append(1) or decode_segmentation(*a)
     )
