@@ -177,3 +177,21 @@ def test_resume_drops_evaluations_it_will_redo(tmp_path: Path) -> None:
     assert [row["step"] for row in rows] == [2, 4]
     assert rows[0]["object_mask_ap_base"] == -1.0  # evaluations up to the restored step stay
     assert rows[1] != stale and "part_mask_ap_novel" in rows[1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "missing"),
+    [
+        ({"type": "partimagenet", "json": "train_format.json"}, "['image_dir']"),
+        (
+            {"type": "pascal_part", "json": "train.json", "voc_annotations_dir": "Annotations"},
+            "['image_dir']",
+        ),
+        ({"type": "paco", "image_dir": "images"}, "['json']"),
+    ],
+)
+def test_a_dataset_without_its_files_is_refused_when_the_config_is_read(spec: dict, missing: str) -> None:
+    """PartImageNet and Pascal-Part have no images beside their JSON: without image_dir the source built and
+    the run failed at the first image drawn."""
+    with pytest.raises(ValueError, match=re.escape(f"type {spec['type']} needs {missing}")):
+        parse_train_config({**TINY, "datasets": [{"name": "d", **spec}]}, REPO)

@@ -35,6 +35,10 @@ DATASET_OPTIONS = {
     "partimagenet": {"json", "image_dir", "object_name"},
     "pascal_part": {"json", "voc_annotations_dir", "image_dir"},
 }
+# Without them a source builds (its vocabulary needs no pixels) and the run fails at the first image drawn;
+# PACO and COCO find their images beside the JSON.
+REQUIRED_OPTIONS = {"paco": {"json"}, "coco": {"json"}, "partimagenet": {"json", "image_dir"}}
+REQUIRED_OPTIONS["pascal_part"] = {"json", "image_dir"}
 
 
 @dataclass
@@ -57,6 +61,8 @@ class DatasetSpec:
                 f"dataset {self.name!r}: unknown keys {sorted(unknown)} for type {self.type}; "
                 f"it takes {sorted(DATASET_OPTIONS[self.type])}"
             )
+        if missing := REQUIRED_OPTIONS.get(self.type, set()) - set(self.options):
+            raise ValueError(f"dataset {self.name!r}: type {self.type} needs {sorted(missing)}")
 
 
 @dataclass
