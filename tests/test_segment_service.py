@@ -236,6 +236,17 @@ def test_a_query_without_frames_times_out_and_the_node_stays_responsive(peer: Pe
     assert response.success and response.segmentation.header.stamp.sec >= 20, response.message
 
 
+def test_encoding_many_names_stops_at_the_timeout(peer: Peer) -> None:
+    """2000 + 2000 names take seconds to encode on 2 cores (~6 s here); the request's timeout bounds that too,
+    where before the answer "timed out" came only once all were encoded, holding one of the four slots."""
+    names = {"objects": [f"thing {i}" for i in range(2000)], "parts": [f"bit {i}" for i in range(2000)]}
+    started = time.monotonic()
+    response = peer.answer(peer.ask(query_request(timeout=0.5, object_parts={}, **names)))
+    assert not response.success
+    assert response.message.startswith("timed out after 0.5 s encoding its names"), response.message
+    assert "of its 4000 names" in response.message and time.monotonic() - started < 5
+
+
 def test_a_timeout_says_when_frames_came_but_failed(peer: Peer) -> None:
     future = peer.ask(query_request(timeout=2.0))
     spin_until(peer.node, lambda: False, 0.5)

@@ -424,17 +424,17 @@ class PartGleeMixin:
         if not self._running:
             return self._segment_failed(response, INACTIVE)
         try:
-            query, timeout = self._segment_query(request, arrived_ns)
+            timeout = request_timeout(request.timeout)
+            query = self._segment_query(request, arrived_ns, arrived + timeout)
+        except TimeoutError as err:  # encoding its names counts against its timeout
+            return self._segment_failed(response, f"{_too_slow(timeout)}; {err}")
         except (VocabularyError, ImageDecodeError, ImageError, ValueError) as err:
             return self._segment_failed(response, f"rejected: {err}")
         except Exception as err:  # e.g. the text encoder failed
             return self._segment_failed(response, f"failed: {type(err).__name__}: {err}")
-        left = timeout - (time.monotonic() - arrived)  # encoding its names counts against its timeout
+        left = timeout - (time.monotonic() - arrived)
         if left <= 0:
-            return self._segment_failed(
-                response,
-                f"timed out after {timeout:g} s encoding its names (fewer or shorter names encode faster)",
-            )
+            return self._segment_failed(response, _too_slow(timeout))
         errors_before = self._errors
         if not self._queries.add(query):
             return self._segment_failed(response, INACTIVE)
@@ -474,23 +474,24 @@ class PartGleeMixin:
             )
         return response
 
-    def _segment_query(self, request: Segment.Request, arrived_ns: int) -> tuple[SegmentQuery, float]:
-        timeout = request_timeout(request.timeout)
+    def _segment_query(self, request: Segment.Request, arrived_ns: int, deadline: float) -> SegmentQuery:
+        """The request as the inference thread takes it; TimeoutError when its names are still being encoded
+        at ``deadline`` (monotonic)."""
         prepared = None
         if request.objects:
             mapping = object_parts_from_msgs(request.object_parts)
             vocab = make_vocabulary(request.objects, request.parts, mapping, revision=0)
-            prepared = self.segmenter.prepare(vocab)
+            prepared = self.segmenter.prepare(vocab, deadline)
         elif request.parts or request.object_parts:
             raise VocabularyError(
                 "parts without objects: name the objects too, or nothing for the active vocabulary"
             )
         image = request.image
         if not (image.data or image.height or image.width):
-            return SegmentQuery(prepared, arrived_ns), timeout
+            return SegmentQuery(prepared, arrived_ns)
         rgb = raw_image_to_rgb(image)
         validate_image(rgb)
-        return SegmentQuery(prepared, arrived_ns, rgb, image.header), timeout
+        return SegmentQuery(prepared, arrived_ns, rgb, image.header)
 
     def _segment_failed(self, response: Segment.Response, message: str) -> Segment.Response:
         response.success, response.message = False, message
@@ -559,6 +560,10 @@ class PartGleeMixin:
 
     def _header_now(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg())
+
+
+def _too_slow(timeout: float) -> str:
+    return f"timed out after {timeout:g} s encoding its names (fewer or shorter names encode faster)"
 
 
 def _asked(vocab: Vocabulary, shown: int = 8) -> str:

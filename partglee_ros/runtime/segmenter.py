@@ -36,6 +36,8 @@ MAX_IMAGE_SIDE = 8192
 # pixel. 4096 x 4096 (16.8 MP) holds every usual camera (4K UHD is 8.3 MP, a 12 MP still 4000 x 3000) and
 # bounds those masks at ~3 GB; 8192 x 8192 would need ~12 GB.
 MAX_IMAGE_PIXELS = 4096 * 4096
+# Names encoded at once between checks of a deadline: ~0.1-0.5 s each on 2 CPU cores.
+ENCODE_CHUNK = 64
 # The network needs K_part >= 1: a vocabulary without parts encodes this one name, allowed under no object.
 PLACEHOLDER_PART = "part"
 _MEAN = np.array(PIXEL_MEAN, np.float32)
@@ -156,9 +158,12 @@ class Segmenter:
                 f"{current.vocabulary.revision}"
             )
 
-    def prepare(self, vocab: Vocabulary) -> PreparedVocabulary:
+    def prepare(self, vocab: Vocabulary, deadline: float | None = None) -> PreparedVocabulary:
         """Check ``vocab`` against the backend and encode its names, without activating it. Outside the
-        update lock: encoding thousands of names takes seconds, and no swap must wait for that."""
+        update lock: encoding thousands of names takes seconds, and no swap must wait for that.
+
+        ``deadline`` (``time.monotonic()``): TimeoutError once it has passed, checked between chunks of
+        ENCODE_CHUNK names, so a request's timeout also bounds the encoding of its names."""
         part_names = vocab.parts or (PLACEHOLDER_PART,)
         limits = self.backend.vocabulary_limits()
         if limits:
@@ -172,7 +177,13 @@ class Segmenter:
                         f"this vocabulary has {k}{note if not vocab.parts else ''}; rebuild the engine "
                         "with a --k-obj/--k-part profile that covers it"
                     )
-        text = self.text_encoder.encode([*vocab.objects, *part_names]).astype(np.float32, copy=False)
+        names = [*vocab.objects, *part_names]
+        chunks = []
+        for start in range(0, len(names), ENCODE_CHUNK):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"encoded {start} of its {len(names)} names")
+            chunks.append(self.text_encoder.encode(names[start : start + ENCODE_CHUNK]))
+        text = np.concatenate(chunks).astype(np.float32, copy=False)
         object_text, part_text = text[: len(vocab.objects)], text[len(vocab.objects) :]
         _refuse_indistinct("object", vocab.objects, object_text)
         _refuse_indistinct("part", part_names, part_text)
