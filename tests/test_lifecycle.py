@@ -6,10 +6,13 @@ import signal
 import time
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from partglee_ros.msg import HierarchicalSegmentation
-from partglee_ros.srv import Segment
+from partglee_ros.srv import GetVocabulary, Segment
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -31,6 +34,17 @@ def _call(node, client, request, timeout: float = 120.0):
     return future.result() if spin_until(node, future.done, timeout) else None
 
 
+def _set_model_path(node, client, path: str):
+    """The SetParameters result for model_path (setting it again is harmless, so a lost reply is asked again)."""
+    value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=path)
+    request = SetParameters.Request(parameters=[Parameter(name="model_path", value=value)])
+    for _ in range(3):
+        response = _call(node, client, request, timeout=30.0)
+        if response is not None:
+            return response.results[0]
+    raise AssertionError("no SetParameters reply")
+
+
 def test_lifecycle_transitions(ros_node, start_process, tmp_path) -> None:
     model = small_checkpoint(tmp_path / "model")
     cmd = partglee_command(params_file(tmp_path, object_threshold=0.0), model, image_topic="/lc/image")
@@ -40,6 +54,14 @@ def test_lifecycle_transitions(ros_node, start_process, tmp_path) -> None:
     results: list[HierarchicalSegmentation] = []
     ros_node.create_subscription(HierarchicalSegmentation, "/segmentation", results.append, QOS)
     pub = ros_node.create_publisher(Image, "/lc/image", QOS)
+    diagnostics: list[dict[str, str]] = []
+    ros_node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diagnostics.extend({v.key: v.value for v in s.values} for s in m.status),
+        QOS,
+    )
+    set_parameters = ros_node.create_client(SetParameters, "/partglee/set_parameters")
 
     def state() -> int:
         for _ in range(4):  # idempotent: ask again when a reply is lost
@@ -76,6 +98,11 @@ def test_lifecycle_transitions(ros_node, start_process, tmp_path) -> None:
     transition(Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
     assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 30)
     assert frame_gets_result(4, 60.0), proc.output()
+    # counts since start over both activations: the second's slot counted received frames from 0 again
+    diagnostics.clear()
+    assert spin_until(ros_node, lambda: bool(diagnostics), 30)
+    counts = diagnostics[-1]
+    assert int(counts["frames_received"]) >= int(counts["frames_processed"]) == 2, counts
     # a request waiting for a frame is answered at deactivate, not left to its timeout
     waiting = segment.call_async(Segment.Request(timeout=120.0))
     spin_until(ros_node, lambda: False, 1.0)
@@ -83,8 +110,18 @@ def test_lifecycle_transitions(ros_node, start_process, tmp_path) -> None:
     transition(Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE)
     assert spin_until(ros_node, waiting.done, 30), proc.output()
     assert waiting.result().message == "the node was deactivated"
+    # configured: what configure read cannot change under it
+    refused = _set_model_path(ros_node, set_parameters, str(model))
+    assert not refused.successful and "take effect at configure" in refused.reason, refused.reason
     transition(Transition.TRANSITION_CLEANUP, State.PRIMARY_STATE_UNCONFIGURED)
     assert state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert _set_model_path(ros_node, set_parameters, str(model)).successful
+    # configured again: revisions go on from the previous configuration's, never naming two vocabularies
+    transition(Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE)
+    get_vocabulary = ros_node.create_client(GetVocabulary, "/get_vocabulary")
+    vocabulary = _call(ros_node, get_vocabulary, GetVocabulary.Request(), timeout=30.0)
+    assert vocabulary is not None and vocabulary.vocabulary.revision == 2, proc.output()
+    transition(Transition.TRANSITION_CLEANUP, State.PRIMARY_STATE_UNCONFIGURED)
     assert proc.proc.poll() is None
 
 
@@ -196,6 +233,12 @@ def test_failed_configure_is_logged_and_leaves_nothing(ros_node, start_process, 
     assert state is not None and state.current_state.id == State.PRIMARY_STATE_UNCONFIGURED
     services = dict(ros_node.get_service_names_and_types())
     assert "/lcbad/set_vocabulary" not in services, sorted(services)
+    # tried again with a model that exists: the manager need not respawn the process
+    set_parameters = ros_node.create_client(SetParameters, "/lcbad/partglee/set_parameters")
+    assert _set_model_path(ros_node, set_parameters, str(small_checkpoint(tmp_path / "model"))).successful
+    response = _call(ros_node, change, configure)
+    assert response is None or response.success, proc.output()
+    assert _call(ros_node, get, GetState.Request()).current_state.id == State.PRIMARY_STATE_INACTIVE
     assert proc.proc.poll() is None
 
 

@@ -45,6 +45,7 @@ from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_ns, s
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
 from partglee_ros.ros.parameters import (
+    BY_NAME,
     DEFAULT_MODEL,
     PARAMS,
     descriptor,
@@ -86,11 +87,15 @@ class PartGleeMixin:
     """The node's behaviour, shared by the plain node and the lifecycle-managed one (the base class, Node or
     LifecycleNode, comes second in the MRO)."""
 
+    # Whether parameters read at configure (model_path, backend, topics, ...) can be set while unconfigured:
+    # a lifecycle node whose configure failed must be able to try again with other values.
+    STATIC_WRITABLE = False
+
     def __init__(self, node_name: str = "partglee", **kwargs: Any) -> None:
         self._queries = PendingQueries()  # first: destroy_node() uses it when declaring a parameter fails
         super().__init__(node_name, **kwargs)
         for p in PARAMS:
-            self.declare_parameter(p.name, p.default, descriptor(p))
+            self.declare_parameter(p.name, p.default, descriptor(p, self.STATIC_WRITABLE))
         self.segmenter: Segmenter | None = None
         self._tracker = ObjectTracker()  # used by the inference thread only; configure() sets its config
         self._restart_tracks = threading.Event()  # tracking switched back on: the inference thread resets
@@ -102,11 +107,15 @@ class PartGleeMixin:
         self._stop_worker = threading.Event()  # one per worker: a late one never runs beside the next
         self._running = False
         self._processed = 0
+        self._last_revision = 0  # of the vocabulary of the previous configuration: revisions never repeat
         self._errors = 0
         self._last_error = ""
         self._last_logged: dict[str, float] = {}  # error kind -> when it was last logged
         self._log_times: deque[float] = deque(maxlen=ERROR_LOGS_PER_5S)  # the latest error lines logged
         self._diag_counts = (0, 0, 0)  # frames received, processed, failed at the previous diagnostics
+        # frames received, dropped and skipped by the slots of earlier activations: diagnostics count since
+        # start, like processed and failed frames
+        self._earlier_slots = (0, 0, 0)
         self._last_input = time.monotonic()  # when a new frame was last seen by the diagnostics
         self._latencies: deque[float] = deque(maxlen=200)
         self._ages: deque[float] = deque(maxlen=200)
@@ -123,7 +132,8 @@ class PartGleeMixin:
     def _initial_vocabulary(self) -> Vocabulary:
         try:
             mapping = parse_object_parts([e for e in self.value("object_parts") if e.strip()])
-            return make_vocabulary(self.value("objects"), self.value("parts"), mapping, revision=1)
+            revision = self._last_revision + 1
+            return make_vocabulary(self.value("objects"), self.value("parts"), mapping, revision=revision)
         except VocabularyError as err:
             raise StartupError(f"default vocabulary parameters are invalid: {err}") from err
 
@@ -188,6 +198,7 @@ class PartGleeMixin:
     def release(self) -> None:
         """Undo configure(), or as much of it as happened: drop the interfaces and the model."""
         if getattr(self, "vocabulary_services", None) is not None:
+            self._last_revision = self.vocabulary_services.active.revision
             self.vocabulary_services.destroy()
             self.vocabulary_services = None
         if getattr(self, "segment_service", None) is not None:
@@ -240,8 +251,8 @@ class PartGleeMixin:
             ]
         self._queries.open()
         self._running = True
+        self._earlier_slots = self._slot_counts()
         self._slot = LatestFrameSlot()
-        self._diag_counts = (0, self._processed, self._errors)  # the new slot counts from 0
         self._last_input = time.monotonic()
         self._tracker.reset()  # frames from before a pause prove nothing about where objects are now
         # A worker still finishing a frame that outlasted deactivate()'s wait ends after it: its event stays set.
@@ -272,6 +283,14 @@ class PartGleeMixin:
     def _on_parameters(self, params: list) -> SetParametersResult:
         # rclpy has already refused read-only parameters, wrong types and out-of-range values
         updates = {p.name: p.value for p in params}
+        if self.segmenter is not None and (
+            static := sorted(n for n in updates if n in BY_NAME and not BY_NAME[n].dynamic)
+        ):
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(static)} take effect at configure: set them while the node is unconfigured "
+                "(before configure, or after cleanup)",
+            )
         values = {p.name: self.value(p.name) for p in PARAMS} | updates
         try:
             new_config = postprocess_config(values)
@@ -511,14 +530,15 @@ class PartGleeMixin:
         status.level, status.message = self._health()
         vocab = self.segmenter.vocabulary if self.segmenter else None
         backend = self.segmenter.backend if self.segmenter else None
+        received, dropped, skipped = self._slot_counts()
         status.values = [
             KeyValue(key="backend", value=backend.describe() if backend else ""),
             # "" for a GPU backend; on a CPU, a count far above the cores a container got shows misconfiguration
             KeyValue(key="cpu_threads", value=str(backend.threads or "") if backend else ""),
-            KeyValue(key="frames_received", value=str(self._slot.received)),
+            KeyValue(key="frames_received", value=str(received)),
             KeyValue(key="frames_processed", value=str(self._processed)),
-            KeyValue(key="frames_dropped", value=str(self._slot.dropped)),
-            KeyValue(key="frames_skipped", value=str(self._slot.skipped)),  # by max_rate, on purpose
+            KeyValue(key="frames_dropped", value=str(dropped)),
+            KeyValue(key="frames_skipped", value=str(skipped)),  # by max_rate, on purpose
             KeyValue(key="max_rate", value=f"{self.value('max_rate'):g}"),
             KeyValue(key="frame_errors", value=str(self._errors)),
             KeyValue(key="last_error", value=self._last_error),
@@ -533,10 +553,16 @@ class PartGleeMixin:
         ]
         self.diag_pub.publish(DiagnosticArray(header=self._header_now(), status=[status]))
 
+    def _slot_counts(self) -> tuple[int, int, int]:
+        """Frames received, dropped and skipped since the node started, over all activations."""
+        slot = self._slot
+        now = (slot.received, slot.dropped, slot.skipped)
+        return tuple(a + b for a, b in zip(self._earlier_slots, now, strict=True))
+
     def _health(self) -> tuple[bytes, str]:
         """Level and message from the frames since the previous diagnostics, so a failure that starts after
         hours of good frames, or a camera that stops, shows at once."""
-        counts = (self._slot.received, self._processed, self._errors)
+        counts = (self._slot_counts()[0], self._processed, self._errors)
         received, processed, failed = (
             c - before for c, before in zip(counts, self._diag_counts, strict=True)
         )
@@ -582,7 +608,10 @@ class PartGleeNode(PartGleeMixin, Node):
 
 class PartGleeLifecycleNode(PartGleeMixin, LifecycleNode):
     """Managed: configure loads the model, activate starts processing, deactivate stops it and frees the
-    accelerator's memory (the model moves back on activate), cleanup drops the model."""
+    accelerator's memory (the model moves back on activate), cleanup drops the model. Parameters read at
+    configure can be set while unconfigured."""
+
+    STATIC_WRITABLE = True
 
     # rclpy turns an exception in a transition into ERROR without logging it, and its default on_error
     # leaves whatever configure created; so every failure is logged, undone and reported as FAILURE.

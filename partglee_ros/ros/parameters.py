@@ -151,8 +151,10 @@ PARAMS = (
 BY_NAME = {p.name: p for p in PARAMS}
 
 
-def descriptor(p: Param) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=p.description, read_only=not p.dynamic)
+def descriptor(p: Param, static_writable: bool = False) -> ParameterDescriptor:
+    """``static_writable``: parameters read at configure can be set too (the lifecycle node, between its
+    configurations; the node refuses them while configured)."""
+    d = ParameterDescriptor(description=p.description, read_only=not (p.dynamic or static_writable))
     if p.range is not None:
         lo, hi = p.range
         if isinstance(p.default, float):
