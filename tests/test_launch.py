@@ -13,7 +13,7 @@ import pytest
 import yaml
 from partglee_ros.msg import HierarchicalSegmentation
 from partglee_ros.srv import Segment
-from rcl_interfaces.srv import GetParameters
+from rcl_interfaces.srv import DescribeParameters, GetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -29,7 +29,7 @@ from partglee_ros.ros.launch_arguments import (
 from partglee_ros.ros.parameters import BY_NAME
 from partglee_ros.runtime.segmenter import MAX_IMAGE_PIXELS
 from tests.checkpoints import NOT_IN_THE_RUNTIME, deployed_model_dir
-from tests.conftest import spin_until
+from tests.conftest import PYTHON, first_answer, spin_until
 from tests.ros_testing import NODE_EXECUTABLE, REPO, noise_image, params_file, small_checkpoint
 
 
@@ -98,9 +98,32 @@ def test_grasp_option_sets_use_depth_and_wires_grasp_node_to_the_outputs() -> No
         *("grasp_node", "--ros-args", "--params-file", "robot.yaml", "-r", "__ns:=/arm"),
         *("-r", "depth:=segmentation/depth", "-r", "camera_info:=segmentation/camera_info"),
     ]
-    # simulated time reaches both nodes; the node's own parameters only the node
-    values = {"use_sim_time": "true", "object_threshold": "0.4"}
-    assert grasp_command("grasp_node", "", values)[-2:] == ["-p", "use_sim_time:=true"]
+    # simulated time and depth_slop (grasp_node matches depth by stamp too) reach both nodes; the node's
+    # other parameters only the node
+    values = {"use_sim_time": "true", "object_threshold": "0.4", "depth_slop": "0.1"}
+    forwarded = ["-p", "use_sim_time:=true", "-p", "depth_slop:=0.1"]
+    assert grasp_command("grasp_node", "", values)[-4:] == forwarded
+
+
+def test_grasp_node_takes_the_depth_slop_argument_as_the_node_does(ros_node, start_process) -> None:
+    """`grasp:=true depth_slop:=0.1` reaches grasp_node, which declares it with the node's range: left at
+    its 0.05, grasp_node dropped every frame whose republished depth was 0.08 s off the colour frame."""
+    grasp_node = REPO / "install" / "partglee_ros" / "lib" / "partglee_ros" / "grasp_node"
+    cmd = grasp_command(str(grasp_node), "", {"depth_slop": "0.1"}, namespace="/slop")
+    proc = start_process(PYTHON, *cmd, name="slop_grasp")
+    get = ros_node.create_client(GetParameters, "/slop/partglee_grasp/get_parameters")
+    describe = ros_node.create_client(DescribeParameters, "/slop/partglee_grasp/describe_parameters")
+    ready = spin_until(ros_node, lambda: get.service_is_ready() and describe.service_is_ready(), 30)
+    assert ready, proc.output()
+    names = ["depth_slop"]
+    value = first_answer(
+        ros_node, lambda: get.call_async(GetParameters.Request(names=names)), 5, 5, proc.output
+    )
+    assert value.result().values[0].double_value == 0.1
+    request = DescribeParameters.Request(names=names)
+    (described,) = first_answer(ros_node, lambda: describe.call_async(request), 5, 5).result().descriptors
+    (slop_range,) = described.floating_point_range
+    assert (slop_range.from_value, slop_range.to_value) == BY_NAME["depth_slop"].range
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,14 @@ part's principal axis. No collision checking and no gripper model: a planner mus
 Service plan_grasps (PlanGrasps): on request, asks partglee_node's `segment` service (relative name
 `segment`, remap it like the topics) for the requested names on its next camera frame, with that frame's
 depth, and answers with the grasps on it (a `track_id` restricts them to one tracked object); served from a helper node (partglee_ros/ros/service_thread.py)
-so the topics go on while a request waits.
+so the topics go on while a request waits. Without named objects the request uses partglee_node's active
+vocabulary, read from its `get_vocabulary` service (relative name, remap it with `segment`): a requested part
+it lacks fails the request (0 grasps would read as "not visible"); the topics warn once instead.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -26,9 +29,11 @@ from typing import Any
 import rclpy
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, Vector3
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rclpy.client import Client
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
@@ -36,6 +41,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from partglee_ros.geometry import GraspPose, Intrinsics, plan_grasp
 from partglee_ros.geometry.grasp import SteadyGrasps
 from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInstance
+from partglee_ros.msg import Vocabulary as VocabularyMsg
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.part_cloud import PartPoints, part_cloud
@@ -43,13 +49,16 @@ from partglee_ros.ros.process_lifetime import init_or_report, interrupted, own_f
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.runtime.vocabulary import normal_name
 from partglee_ros.sensor_images import paste_mask_crop
-from partglee_ros.srv import PlanGrasps, Segment
+from partglee_ros.srv import GetVocabulary, PlanGrasps, Segment
 
-SEGMENT_ANSWER_S = (
-    65.0  # beyond the frame wait: partglee_node's inference and its own margin (FINISH_FRAME_S)
-)
+# beyond the frame wait: partglee_node's inference and its own margin (FINISH_FRAME_S)
+SEGMENT_ANSWER_S = 65.0
 MIN_FRAME_WAIT_S = 0.1  # left for the frame when finding the service took nearly all of the timeout
 SERVICE_GONE_S = 1.0  # the segment service absent from the graph this long: its node is gone, no answer comes
+VOCABULARY_READ_S = 1.0  # get_vocabulary answers at once (no inference): a re-read after the frame waits this
+# the topics read the vocabulary at most this often (a lost reply, a bag's revisions)
+VOCABULARY_RETRY_S = 5.0
+SHOWN_PARTS = 20  # of the active vocabulary's parts, in the reason a request fails for a part it lacks
 Target = tuple[str, GraspPose]
 
 
@@ -87,6 +96,28 @@ def matching_parts(
     object), and of the object with ``track_id`` only (0: any)."""
     chosen = [o for o in msg.objects if (not objects or o.label in objects) and track_id in (0, o.track_id)]
     return [(o, p) for o in chosen for p in o.parts if p.label in wanted]
+
+
+def vocabulary_lacks(wanted: set[str], vocabulary: VocabularyMsg) -> str:
+    """Why ``vocabulary`` cannot find ``wanted`` ('' when it has every part): a part it lacks is never looked
+    for, so no grasps on it would mean "never looked for", not "not visible"."""
+    missing = sorted(wanted - {normal_name(p) for p in vocabulary.parts})
+    if not missing:
+        return ""
+    parts = list(vocabulary.parts)
+    shown = ", ".join(parts[:SHOWN_PARTS]) or "none"
+    if len(parts) > SHOWN_PARTS:
+        shown += f", ... ({len(parts) - SHOWN_PARTS} more)"
+    names = ", ".join(repr(n) for n in missing)
+    return (
+        f"the active vocabulary (revision {vocabulary.revision}) has no part{'s' * (len(missing) > 1)} "
+        f"{names}; its parts: {shown}"
+    )
+
+
+def _kind(client: Client) -> str:
+    """The service's name in messages, as partglee_node calls it (the client's own may be remapped)."""
+    return "segment" if client.srv_type is Segment else "get_vocabulary"
 
 
 UNIT = FloatingPointRange(from_value=0.0, to_value=1.0)
@@ -131,6 +162,12 @@ class GraspNode(Node):
         # topics are delivered independently, so the segmentation may come first).
         self._pending: HierarchicalSegmentation | None = None
         self._steady = SteadyGrasps()  # a tracked part's grasp stays turned and end-on (or not) as it was
+        # the topics' vocabulary check: the active vocabulary as last read, the read in flight and when it was
+        # sent, and the (revision, part_names) last warned about
+        self._known: VocabularyMsg | None = None
+        self._reading: Future | None = None
+        self._read_sent = -math.inf
+        self._warned: tuple[int, frozenset[str]] | None = None
         self.create_subscription(Image, "depth", self._on_depth, 10)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
         self.create_subscription(HierarchicalSegmentation, "segmentation", self._on_segmentation, 10)
@@ -141,6 +178,12 @@ class GraspNode(Node):
         self._plan_service = ServiceThread(self, PlanGrasps, "plan_grasps", self._on_plan_grasps)
         self._segment = self._plan_service.node.create_client(
             Segment, self.resolve_service_name("segment"), callback_group=self._plan_service.group
+        )
+        # on the helper node too: its executor reads the replies, also for calls from the topics' callbacks
+        self._vocabulary = self._plan_service.node.create_client(
+            GetVocabulary,
+            self.resolve_service_name("get_vocabulary"),
+            callback_group=self._plan_service.group,
         )
         self._plan_service.start()
 
@@ -182,13 +225,17 @@ class GraspNode(Node):
         try:
             self._plan(msg, depth_msg, info)
         except Exception as err:  # one bad message must not take the node down
+            if not self.context.ok():  # Ctrl-C shut ROS down under this frame's publish: not its fault
+                return
             self.get_logger().error(
                 f"grasp planning failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0
             )
 
     def _plan(self, msg: HierarchicalSegmentation, depth_msg: Image, info: CameraInfo) -> None:
+        wanted, objects = self._wanted([], [])
+        self._warn_if_not_in_vocabulary(msg.vocabulary_revision, wanted)
         try:
-            targets, clouds = self._grasps(msg, depth_msg, info, *self._wanted([], []))
+            targets, clouds = self._grasps(msg, depth_msg, info, wanted, objects)
         except ValueError as err:
             self.get_logger().warning(str(err), throttle_duration_sec=5.0)
             return
@@ -199,6 +246,35 @@ class GraspNode(Node):
         self.marker_pub.publish(markers(header, targets))
         if self.cloud_pub.get_subscription_count():
             self.cloud_pub.publish(part_cloud(header, clouds))
+
+    def _warn_if_not_in_vocabulary(self, revision: int, wanted: set[str]) -> None:
+        """Once per vocabulary revision and part_names: a part the segmentation's vocabulary lacks leaves
+        grasp_targets empty for good, which would otherwise look like the part is out of sight."""
+        vocabulary = self._vocabulary_at(revision)
+        key = (revision, frozenset(wanted))
+        if vocabulary is None or key == self._warned:
+            return
+        lacks = vocabulary_lacks(wanted, vocabulary)
+        if lacks:
+            self._warned = key
+            self.get_logger().warning(f"part_names: {lacks}; grasp_targets stay empty")
+
+    def _vocabulary_at(self, revision: int) -> VocabularyMsg | None:
+        """The active vocabulary if it is at ``revision``, else None while it is read (get_vocabulary, not
+        waited for: the topics go on; no partglee_node there, as with a bag, means no check)."""
+        if self._reading is not None and self._reading.done():
+            self._known, self._reading = self._reading.result().vocabulary, None
+        if self._known is not None and self._known.revision == revision:
+            return self._known
+        now = time.monotonic()
+        if now - self._read_sent < VOCABULARY_RETRY_S:
+            return None
+        if self._reading is not None:  # its reply was lost, or its node is gone
+            self._vocabulary.remove_pending_request(self._reading)
+            self._reading = None
+        if self._vocabulary.service_is_ready():
+            self._reading, self._read_sent = self._vocabulary.call_async(GetVocabulary.Request()), now
+        return None
 
     def _wanted(self, parts: list[str], objects: list[str]) -> tuple[set[str], set[str]]:
         """Part names and object names (empty: any) from a request, or else from the parameters."""
@@ -283,14 +359,26 @@ class GraspNode(Node):
             )
         wanted, objects = self._wanted(named_parts, named_objects)
         deadline = time.monotonic() + timeout
-        self._wait_for_segment_service(deadline)
+        self._wait_for_service(self._segment, deadline)
         # named objects: ask for exactly these names; else the active vocabulary, which must have the parts
+        vocabulary = None
+        if not named_objects:  # checked before a frame is awaited for nothing
+            self._wait_for_service(self._vocabulary, deadline)
+            vocabulary = self._active_vocabulary(max(deadline, time.monotonic() + MIN_FRAME_WAIT_S))
+            if lacks := vocabulary_lacks(wanted, vocabulary):
+                raise ValueError(lacks)
         ask = Segment.Request(timeout=max(deadline - time.monotonic(), MIN_FRAME_WAIT_S))
         if named_objects:
             ask.objects, ask.parts = named_objects, sorted(wanted)
-        answer = self._call_segment(ask)
+        answer = self._call(self._segment, ask, time.monotonic() + ask.timeout + SEGMENT_ANSWER_S)
         if not answer.success:
             raise ValueError(f"segment: {answer.message}")
+        if vocabulary is not None and answer.segmentation.vocabulary_revision != vocabulary.revision:
+            # set_vocabulary came while the frame was awaited: the frame's vocabulary, if it is still active
+            vocabulary = self._active_vocabulary(time.monotonic() + VOCABULARY_READ_S)
+            lacks = vocabulary_lacks(wanted, vocabulary)
+            if vocabulary.revision == answer.segmentation.vocabulary_revision and lacks:
+                raise ValueError(lacks)
         if not answer.depth.data:
             raise ValueError(
                 f"partglee_node sent no depth with the frame ({answer.message}): it needs use_depth:=true and "
@@ -316,39 +404,41 @@ class GraspNode(Node):
                 names += " (not in this frame)"
         return f"{len(targets)} grasps on {found} parts named {names} in the frame stamped {stamp}"
 
-    def _wait_for_segment_service(self, deadline: float) -> None:
+    def _active_vocabulary(self, answer_by: float) -> VocabularyMsg:
+        return self._call(self._vocabulary, GetVocabulary.Request(), answer_by).vocabulary
+
+    def _wait_for_service(self, client: Client, deadline: float) -> None:
         """Within the request's timeout: discovery lags behind a fresh start of either node, by seconds on a
         loaded machine; polled so that shutdown ends the wait."""
-        while not self._segment.service_is_ready():
+        while not client.service_is_ready():
             if self._stopping.wait(0.05):
                 raise TimeoutError("grasp_node is shutting down")
             if time.monotonic() > deadline:
                 raise ValueError(
-                    f"no segment service at {self._segment.service_name}: is partglee_node running there?"
+                    f"no {_kind(client)} service at {client.service_name}: is partglee_node running there?"
                 )
 
-    def _call_segment(self, ask: Segment.Request) -> Segment.Response:
+    def _call(self, client: Client, request: Any, answer_by: float) -> Any:
         """Polled, not a done callback: that would need one more free executor thread (service_thread.py).
         Ends early when the service leaves the graph (partglee_node crashed: DDS notices within its lease,
         ~20 s with Fast DDS's defaults), since a request to a dead server never completes."""
-        future = self._segment.call_async(ask)
-        deadline = time.monotonic() + ask.timeout + SEGMENT_ANSWER_S
+        future = client.call_async(request)
         seen = time.monotonic()  # when the service was last in the graph
         while not future.done():
             if self._stopping.wait(0.05):
                 raise TimeoutError("grasp_node is shutting down")
             now = time.monotonic()
-            if self._segment.service_is_ready():
+            if client.service_is_ready():
                 seen = now
             elif now - seen > SERVICE_GONE_S:
-                self._segment.remove_pending_request(future)
+                client.remove_pending_request(future)
                 raise TimeoutError(
-                    f"segment service at {self._segment.service_name} went away before answering:"
+                    f"{_kind(client)} service at {client.service_name} went away before answering:"
                     " did partglee_node stop?"
                 )
-            if now > deadline:
-                self._segment.remove_pending_request(future)
-                raise TimeoutError(f"segment service at {self._segment.service_name} did not answer")
+            if now > answer_by:
+                client.remove_pending_request(future)
+                raise TimeoutError(f"{_kind(client)} service at {client.service_name} did not answer")
         return future.result()
 
 

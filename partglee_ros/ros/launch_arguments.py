@@ -106,10 +106,15 @@ def with_grasp_node(values: Mapping[str, str]) -> dict[str, str]:
     return {**values, "use_depth": "true"}
 
 
+# the launch arguments grasp_node takes too: the same clock, and the same depth_slop, since it matches the
+# depth partglee_node republishes to each segmentation by stamp again (README: "applies to both nodes")
+GRASP_ARGUMENTS = (USE_SIM_TIME.name, "depth_slop")
+
+
 def grasp_parameters(values: Mapping[str, str]) -> dict[str, Any]:
-    """What the launch arguments set on grasp_node: only use_sim_time (its own parameters come from the
+    """What the launch arguments set on grasp_node: only GRASP_ARGUMENTS (its own parameters come from the
     params file's `/**/partglee_grasp:` section)."""
-    return {k: v for k, v in parameter_values(values).items() if k == USE_SIM_TIME.name}
+    return {k: v for k, v in parameter_values(values).items() if k in GRASP_ARGUMENTS}
 
 
 def grasp_command(
