@@ -15,6 +15,8 @@ The protocol follows OV-PARTS (OpenRobotLab/OV_PARTS
 - mIoU-seen / mIoU-unseen are means over those classes; hIoU = 2 * seen * unseen / (seen + unseen);
 - Oracle-Obj: the ground-truth object mask and class are given: predictions outside the object are ignored
   and the part is predicted among the given object's parts; Pred-All: everything comes from the model.
+  Here the predictions are the runtime's results, whose parts were already kept or dropped by their predicted
+  parent (its label, rank and mask), so this Oracle-Obj is a lower bound on the papers' (docs/MODEL.md).
 
 Background in the prediction: a part pixel predicted as background (no part) is a miss for that part's class
 by default (``background_is_miss=True``). The reference code maps predicted background to the same bucket as
