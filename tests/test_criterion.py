@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from partglee_ros.config import LossConfig
+from partglee_ros.model.denoising import LabelEmbedding, build_denoising_queries
 from training.criterion import SetCriterion, restriction_loss
 from training.data.hierarchy import ImageAnnotation, ObjectAnnotation, PartAnnotation
 from training.matcher import HungarianMatcher
@@ -274,3 +275,17 @@ def test_ddp_ranks_normalise_by_the_targets_of_the_whole_step(tmp_path) -> None:
     _, terms = SetCriterion(LossConfig(num_points=64))(whole, [c[1] for c in cases], part_level=False)
     for k in SUMMED:
         assert float(ranks[0][k] + ranks[1][k]) / 2 == pytest.approx(float(terms[k]), rel=1e-5), k
+
+
+def test_denoising_pads_carry_no_label() -> None:
+    """Images with 1 and 3 objects: the first image's 2 pads per group are trained as "no object", so they
+    must not carry class 0's embedding (a real class-0 query with the same content is trained towards it)."""
+    torch.manual_seed(0)
+    text = torch.randn(2, 4, 8)
+    targets = [{"labels": torch.tensor([2]), "boxes": torch.full((1, 4), 0.4)}]
+    targets.append({"labels": torch.tensor([0, 1, 3]), "boxes": torch.full((3, 4), 0.4)})
+    dn = build_denoising_queries(targets, text, LabelEmbedding(8, 16), 10, 6, 0.4, 0.0)
+    assert dn.groups == 2 and dn.group_size == 3
+    content = dn.tgt.view(2, 2, 3, 16)  # image, group, slot
+    assert (content[0, :, 1:] == 0).all() and (content[0, :, 0] != 0).any()
+    assert (content[1] != 0).any(-1).all()

@@ -55,9 +55,11 @@ def build_denoising_queries(
     b, k, device = len(targets), text.shape[1], text.device
     labels = torch.zeros(b, group_size, dtype=torch.long, device=device)
     boxes = torch.full((b, group_size, 4), 0.5, device=device)
+    real = torch.zeros(b, group_size, 1, device=device)  # pads of images with fewer targets: no content
     for i, t in enumerate(targets):
         labels[i, : len(t["labels"])] = t["labels"]
         boxes[i, : len(t["labels"])] = t["boxes"]
+        real[i, : len(t["labels"])] = 1.0
     labels = labels.repeat(1, groups)
     boxes = boxes.repeat(1, groups, 1)
     flip = torch.rand(labels.shape, device=device) < label_noise
@@ -73,4 +75,7 @@ def build_denoising_queries(
         s, e = g * group_size, (g + 1) * group_size
         mask[s:e, :s] = True
         mask[s:e, e:n_dn] = True
-    return DenoisingQueries(label_embedding(text, labels), inverse_sigmoid(noised), mask, groups, group_size)
+    # A pad is trained as "no object": with class 0's embedding it would be a class-0 query taught the opposite
+    # of a real one (MaskDINO pads with zeros too).
+    content = label_embedding(text, labels) * real.repeat(1, groups, 1)
+    return DenoisingQueries(content, inverse_sigmoid(noised), mask, groups, group_size)
