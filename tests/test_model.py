@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from partglee_ros.config import ModelConfig, load_checkpoint, save_checkpoint
 from partglee_ros.model import build_model
-from partglee_ros.model.heads import SimilarityClassifier
+from partglee_ros.model.heads import SimilarityClassifier, projected_norm
 from partglee_ros.model.partglee import containment_parent
 from partglee_ros.model.text_encoder import CachedTextEncoder, OpenClipTextEncoder, SentenceTextEncoder
 from training.criterion import SetCriterion
@@ -263,3 +263,13 @@ def test_open_clip_needs_weights_or_explicit_random_init(tmp_path) -> None:
     enc = OpenClipTextEncoder("ViT-S-32", allow_random_init=True)
     emb = enc.encode(["mug", "pan"])
     assert emb.shape == (2, enc.dim) and emb.dtype == np.float32 and np.isfinite(emb).all()
+
+
+def test_the_classifier_norm_stays_fp32_under_autocast() -> None:
+    """Autocast runs matmuls in bf16 whatever their inputs' dtype; the norm must not be one of them."""
+    torch.manual_seed(0)
+    queries, w = torch.randn(1, 6, 32) * 30, torch.randn(16, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = projected_norm(queries.bfloat16(), w)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, projected_norm(queries.bfloat16().float(), w), rtol=1e-6, atol=0)

@@ -48,12 +48,19 @@ class SimilarityClassifier(nn.Module):
         """
         w = self.proj.weight  # (D, C)
         t = F.normalize(text, dim=-1) @ w  # (B, K, C)
-        q32 = queries.float()  # |q W^T|^2 in fp32: squares of fp16 activations can overflow
-        norm = ((q32 @ (w.t() @ w).float()) * q32).sum(-1, keepdim=True).clamp(min=1e-24).sqrt()
+        norm = projected_norm(queries, w)
         scale = self.logit_scale.exp().clamp(max=100)
         # einsum, not queries @ t.mT: with the transpose onnxsim loses the shapes downstream of the
         # two-stage top-k and leaves ~180 more nodes in the exported graph
         return torch.einsum("bqc,bkc->bqk", queries, t) / norm.to(queries.dtype) * scale + self.bias
+
+
+def projected_norm(queries: Tensor, w: Tensor) -> Tensor:
+    """|q W^T| per query (B, Q, 1) in fp32, also under autocast: squares of fp16 activations can overflow,
+    and bf16 moved the logits by ~0.01."""
+    with torch.autocast(queries.device.type, enabled=False):
+        q32 = queries.float()
+        return ((q32 @ (w.t() @ w).float()) * q32).sum(-1, keepdim=True).clamp(min=1e-24).sqrt()
 
 
 class BoxHead(MLP):
