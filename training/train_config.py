@@ -37,8 +37,12 @@ DATASET_OPTIONS = {
 }
 # Without them a source builds (its vocabulary needs no pixels) and the run fails at the first image drawn;
 # PACO and COCO find their images beside the JSON.
-REQUIRED_OPTIONS = {"paco": {"json"}, "coco": {"json"}, "partimagenet": {"json", "image_dir"}}
-REQUIRED_OPTIONS["pascal_part"] = {"json", "image_dir"}
+REQUIRED_OPTIONS = {
+    "paco": {"json"},
+    "coco": {"json"},
+    "partimagenet": {"json", "image_dir"},
+    "pascal_part": {"json", "image_dir"},
+}
 
 
 @dataclass
