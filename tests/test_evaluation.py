@@ -17,10 +17,14 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from partglee_ros.runtime.postprocess import Letterbox
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
+from partglee_ros.runtime.segmenter import NetworkFrame, PreparedVocabulary
+from partglee_ros.runtime.vocabulary import Vocabulary
 from training.data.hierarchy import ImageAnnotation, ObjectAnnotation, PartAnnotation, mask_to_box
 from training.evaluation import (
     CategorySplit,
+    OracleObjPartMIoU,
     SemanticPartMIoU,
     evaluate,
     harmonic_mean,
@@ -30,6 +34,8 @@ from training.evaluation import (
     run_coco_eval,
     semantic_part_miou,
 )
+from training.evaluation.oracle_obj import largest_part_baseline, oracle_part_map
+from training.evaluation.part_miou import UNSCORED
 from training.validation import vocabulary_part_classes
 
 H, W = 40, 60
@@ -382,7 +388,7 @@ def test_instance_predictions_overlap_resolved_by_score():
     assert semantic_part_miou([gt], [body_first])["mIoU"] == pytest.approx(1.0)
 
 
-def test_oracle_obj_knows_the_object_class_pred_all_does_not():
+def test_oracle_obj_kept_knows_the_object_class_pred_all_does_not():
     gt, mug = _mug_gt()
     handle, body, outside = rect(0, 0, 1, 4, 4, 6), rect(1, 0, 4, 4, 4, 6), rect(4, 0, 6, 4, 4, 6)
     # Right parts on the wrong object class, plus a part outside the GT object.
@@ -393,11 +399,11 @@ def test_oracle_obj_knows_the_object_class_pred_all_does_not():
     # Pred-All: GT classes mug:* get nothing right; pan:handle and pan:body are predicted on scored pixels
     # (IoU 0); pan:lid lies only on ignored background pixels, so it has no defined IoU.
     assert pred_all["per_class"] == {"mug:body": 0.0, "mug:handle": 0.0, "pan:body": 0.0, "pan:handle": 0.0}
-    oracle = semantic_part_miou([gt], [pred], setting="oracle_obj")
+    oracle = semantic_part_miou([gt], [pred], setting="oracle_obj_kept")
     assert oracle["per_class"] == pytest.approx({"mug:handle": 1.0, "mug:body": 1.0})
 
 
-def test_oracle_obj_scores_a_wrong_part_of_a_class_the_ground_truth_lacks():
+def test_oracle_obj_kept_scores_a_wrong_part_of_a_class_the_ground_truth_lacks():
     """A higher-scoring "lid" over half the mug body must cost the body half its IoU in both settings,
     not vanish in Oracle-Obj because no ground truth holds a mug:lid."""
     gt, mug = _mug_gt()
@@ -414,7 +420,7 @@ def test_oracle_obj_scores_a_wrong_part_of_a_class_the_ground_truth_lacks():
         None,
     ):  # the vocabulary, or by default the labels seen in GT and predictions
         m = evaluate([gt], [pred], part_classes=part_classes)["part_miou"]
-        for setting in ("pred_all", "oracle_obj"):
+        for setting in ("pred_all", "oracle_obj_kept"):
             assert m[setting]["per_class"] == pytest.approx(expected), (part_classes, setting)
             assert m[setting]["mIoU"] == pytest.approx(0.5)
 
@@ -465,13 +471,85 @@ def test_vocabularies_of_256_and_more_object_parts_are_scored():
     whole, top, bottom = rect(0, 0, 6, 4, 4, 6), rect(0, 0, 6, 2, 4, 6), rect(0, 2, 6, 4, 4, 6)
     gt = gt_image(0, [("o15", whole, [("p15", top), ("p14", bottom)])])
     pred = pred_image([("o15", 0.9, whole, [("p15", 0.9, top), ("p14", 0.8, rect(0, 2, 3, 4, 4, 6))])], 4, 6)
-    for setting in ("pred_all", "oracle_obj"):
+    for setting in ("pred_all", "oracle_obj_kept"):
         got = semantic_part_miou([gt], [pred], setting=setting, classes=classes)
         assert got["per_class"] == pytest.approx({"o15:p15": 1.0, "o15:p14": 0.5}), setting
         occurring = semantic_part_miou([gt], [pred], setting=setting)
         assert got["per_class"] == occurring["per_class"] and got["mIoU"] == occurring["mIoU"] == 0.75
     metrics = evaluate([gt], [pred], part_classes=classes)
-    assert metrics["part_miou"]["pred_all"]["mIoU"] == metrics["part_miou"]["oracle_obj"]["mIoU"] == 0.75
+    assert metrics["part_miou"]["pred_all"]["mIoU"] == metrics["part_miou"]["oracle_obj_kept"]["mIoU"] == 0.75
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _frame(part_names: tuple[str, ...], queries: list[tuple[dict[str, float], np.ndarray]]) -> NetworkFrame:
+    """Raw outputs of part queries, each (part-name probabilities, HxW bool mask), on a 4x6 image whose
+    masks are at full resolution (a letterbox of scale 1, no padding)."""
+    logits = np.full((len(queries), len(part_names)), _logit(1e-4), np.float32)
+    masks = np.full((len(queries), 4, 6), -12.0, np.float32)
+    for q, (probs, mask) in enumerate(queries):
+        for name, prob in probs.items():
+            logits[q, part_names.index(name)] = _logit(prob)
+        masks[q][mask] = 12.0
+    vocab = Vocabulary(("mug",), part_names)
+    prepared = PreparedVocabulary(
+        vocab,
+        part_names,
+        np.zeros((1, 8), np.float32),
+        np.zeros((len(part_names), 8), np.float32),
+        np.ones((1, len(part_names)), bool),
+    )
+    outputs = {"part_logits": logits, "part_masks": masks}
+    return NetworkFrame(outputs, Letterbox(4, 6, 1.0, 1.0, 4, 6), prepared, {})
+
+
+def test_oracle_obj_scores_parts_whose_parent_was_not_kept():
+    """The runtime kept no object here (so no part): the kept-parts oracle scores 0, the papers' oracle
+    labels the ground-truth mug's pixels from the raw part queries."""
+    gt, _ = _mug_gt()
+    handle, body = rect(0, 0, 1, 4, 4, 6), rect(1, 0, 4, 4, 4, 6)
+    frame = _frame(("body", "handle"), [({"handle": 0.6}, handle), ({"body": 0.7}, body)])
+    classes = ["mug:body", "mug:handle"]
+    oracle = OracleObjPartMIoU(classes)
+    oracle.update(gt, frame)
+    m = evaluate([gt], [SegmentationResult(4, 6, 0, [])], part_classes=classes, oracle=oracle)["part_miou"]
+    assert m["oracle_obj_kept"]["mIoU"] == 0.0
+    assert m["oracle_obj"]["per_class"] == pytest.approx({"mug:handle": 1.0, "mug:body": 1.0})
+
+
+def test_oracle_obj_picks_among_the_ground_truth_objects_parts_by_summed_votes():
+    """On the mug's handle column the best part name is "lid", which a mug does not have: the oracle picks
+    among mug:body / mug:handle. On the body, two half-sure "body" queries outvote one surer "handle" query
+    (Mask2Former's sum over queries). Background pixels are not labelled."""
+    gt, _ = _mug_gt()
+    handle, body = rect(0, 0, 1, 4, 4, 6), rect(1, 0, 4, 4, 4, 6)
+    frame = _frame(
+        ("body", "handle", "lid"),
+        [
+            ({"lid": 0.95, "handle": 0.6, "body": 0.2}, handle),
+            ({"handle": 0.8}, body),
+            ({"body": 0.5}, body),
+            ({"body": 0.5}, body),
+            ({"handle": 0.99}, rect(4, 0, 6, 4, 4, 6)),  # off the mug
+        ],
+    )
+    classes = ["kettle:lid", "mug:body", "mug:handle"]
+    got = oracle_part_map(frame, gt, {c: i for i, c in enumerate(classes)})
+    want = np.full((4, 6), UNSCORED)
+    want[handle], want[body] = 2, 1
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="ground truth of 6x5"):
+        oracle_part_map(frame, gt_image(1, [("mug", rect(0, 0, 4, 4, 5, 6), [])]), {})
+
+
+def test_largest_part_baseline_labels_each_object_with_its_largest_part():
+    gt, _ = _mug_gt()  # handle 4 px, body 12 px: every mug pixel becomes body
+    classes = ["mug:body", "mug:handle"]
+    assert largest_part_baseline([gt], classes)["per_class"] == pytest.approx(
+        {"mug:body": 0.75, "mug:handle": 0.0}
+    )
 
 
 # --- hierarchy consistency ----------------------------------------------------------------------------------
@@ -522,12 +600,12 @@ def test_evaluate_and_markdown():
     m = evaluate(gts, preds, CategorySplit(base=["mug"], novel=["pan"]))
     assert m["part_hierarchical"]["segm"]["AP"] == pytest.approx(0.875)
     assert m["hierarchy_consistency"]["num_parts"] == 4
-    assert m["part_miou"]["oracle_obj"]["mIoU_seen"] == pytest.approx(1.0)
+    assert m["part_miou"]["oracle_obj_kept"]["mIoU_seen"] == pytest.approx(1.0)
     md = metrics_to_markdown(m, per_category=True)
     assert "| parts (PACO obj-part hierarchical) | 0.875 | 0.875 | 0.875 | 0.875 | 0.875 | 0.875 |" in md
     assert "| parts (object:part) — novel | 0.500 |" in md
     assert "| pan:handle | 0.500 | 0.500 |" in md
-    assert "| oracle_obj |" in md and "| pred_all |" in md
+    assert "| oracle_obj_kept |" in md and "| pred_all |" in md
     assert "| score threshold | objects: precision |" in md and "\n| 0.3 | " in md
     no_split = metrics_to_markdown(evaluate(gts[:1], preds[:1]))
     assert "— base" not in no_split and "n/a" in no_split  # hIoU undefined without a split

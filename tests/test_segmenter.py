@@ -39,8 +39,8 @@ from partglee_ros.runtime.postprocess import (
     PostprocessConfig,
     _masks_to_input,
     _select,
-    _sigmoid,
     postprocess,
+    sigmoid,
 )
 from partglee_ros.runtime.result import ObjectResult, SegmentationResult
 from partglee_ros.runtime.segmenter import (
@@ -199,7 +199,7 @@ def test_duplicate_suppression_is_torchvisions_batched_nms(seed: int) -> None:
 def test_sigmoid_matches_pytorch_without_overflow() -> None:
     logits = np.linspace(-120, 120, 2001, dtype=np.float32)
     with np.errstate(all="raise"):
-        probs = _sigmoid(logits)
+        probs = sigmoid(logits)
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs, torch.sigmoid(torch.from_numpy(logits)).numpy(), rtol=0, atol=1e-6)
 

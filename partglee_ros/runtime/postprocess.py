@@ -13,6 +13,7 @@ importing PyTorch (~0.6 GB and seconds less per node process, docs/BENCHMARKS.md
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -54,7 +55,7 @@ class Letterbox:
     padded_width: int
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
+def sigmoid(logits: np.ndarray) -> np.ndarray:
     """Logistic function in the tanh form, which cannot overflow (``1 / (1 + exp(-x))`` warns below -88)."""
     return 0.5 * np.tanh(0.5 * logits) + 0.5
 
@@ -69,27 +70,43 @@ def _boxes_to_input(boxes_cxcywh: np.ndarray, lb: Letterbox) -> np.ndarray:
     return xyxy
 
 
-def _masks_to_input(mask_logits: np.ndarray, lb: Letterbox) -> np.ndarray:
-    """(n, h, w) logits over the padded network input -> (n, H, W) bool at the original image size.
+def _resized(maps: np.ndarray, lb: Letterbox) -> Iterator[np.ndarray]:
+    """Each (h, w) map of ``maps`` (n, h, w) over the padded network input, resized bilinearly to the
+    original image's (H, W).
 
-    One bilinear resize per mask at the letterbox's own scale, so each output pixel is sampled once at the
-    exact position the letterbox maps it to (pixel centres, like ``F.interpolate`` with
-    ``align_corners=False``) - no intermediate image at the padded size. Only the rows/columns that cover
-    the image are read. OpenCV's resize gives the same pixels as ``F.interpolate`` 4-9x faster here.
+    One resize per map at the letterbox's own scale, so each output pixel is sampled once at the exact
+    position the letterbox maps it to (pixel centres, like ``F.interpolate`` with ``align_corners=False``) -
+    no intermediate image at the padded size. Only the rows/columns that cover the image are read. OpenCV's
+    resize gives the same pixels as ``F.interpolate`` 4-9x faster here.
     """
-    n, h, w = mask_logits.shape
-    out = np.zeros((n, lb.height, lb.width), dtype=bool)
+    n, h, w = maps.shape
     if n == 0:
-        return out
+        return
     sy, sx = lb.padded_height / (h * lb.scale_y), lb.padded_width / (w * lb.scale_x)
     # One replicated cell past the bottom/right edge (what bilinear sampling clamps to anyway), so that
     # round(rows * sy) >= H even when the float scale lands just below the exact ratio.
     rows, cols = min(h + 1, math.ceil(lb.height / sy) + 1), min(w + 1, math.ceil(lb.width / sx) + 1)
-    padded = np.pad(mask_logits.astype(np.float32, copy=False), ((0, 0), (0, 1), (0, 1)), mode="edge")
+    padded = np.pad(maps.astype(np.float32, copy=False), ((0, 0), (0, 1), (0, 1)), mode="edge")
     for i in range(n):
         # dsize None: OpenCV keeps fx/fy as the exact scale instead of recomputing it from a rounded size.
         up = cv2.resize(padded[i, :rows, :cols], None, fx=sx, fy=sy, interpolation=cv2.INTER_LINEAR)
-        np.greater(up[: lb.height, : lb.width], 0, out=out[i])
+        yield up[: lb.height, : lb.width]
+
+
+def _masks_to_input(mask_logits: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """(n, h, w) logits over the padded network input -> (n, H, W) bool at the original image size."""
+    out = np.zeros((mask_logits.shape[0], lb.height, lb.width), dtype=bool)
+    for i, up in enumerate(_resized(mask_logits, lb)):
+        np.greater(up, 0, out=out[i])
+    return out
+
+
+def maps_to_input(maps: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """(n, h, w) float maps over the padded network input (scores, probabilities) -> (n, H, W) float32 at
+    the original image size, resampled as masks are."""
+    out = np.empty((maps.shape[0], lb.height, lb.width), dtype=np.float32)
+    for i, up in enumerate(_resized(maps, lb)):
+        out[i] = up
     return out
 
 
@@ -121,13 +138,13 @@ def postprocess(
 ) -> list[ObjectResult]:
     """`parts`: one name per part_logits column (at least one). `allowed` (K_obj, K_part) bool: which parts
     the vocabulary allows under each object label."""
-    obj_probs = _sigmoid(outputs["obj_logits"])
+    obj_probs = sigmoid(outputs["obj_logits"])
     obj_scores, obj_labels = obj_probs.max(-1), obj_probs.argmax(-1)
     obj_boxes = _boxes_to_input(outputs["obj_boxes"], lb)
     kept = _select(obj_scores, obj_labels, obj_boxes, cfg.nms_iou, cfg.object_threshold, cfg.max_objects)
     obj_masks = _masks_to_input(outputs["obj_masks"][kept], lb)
 
-    part_probs = _sigmoid(outputs["part_logits"])
+    part_probs = sigmoid(outputs["part_logits"])
     part_boxes = _boxes_to_input(outputs["part_boxes"], lb)
     part_parent = outputs["part_parent"]
 

@@ -59,6 +59,18 @@ class PreparedVocabulary:
     allowed: np.ndarray  # (K_obj, K_part) bool
 
 
+@dataclass(frozen=True)
+class NetworkFrame:
+    """One frame's raw network outputs, where the image lies in the network input, and the vocabulary they
+    answer: what post-processing reads, and what evaluators that need every query read (the Oracle-Obj part
+    mIoU, training/evaluation/oracle_obj.py)."""
+
+    outputs: dict[str, np.ndarray]  # the backend's arrays (Backend.infer)
+    letterbox: Letterbox
+    vocabulary: PreparedVocabulary
+    timings_ms: dict[str, float]  # preprocess, inference
+
+
 def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
     """HxWx3 uint8 RGB -> the (1, 3, H32, W32) normalised network input: scaled (aspect kept) to fit
     ``input_size`` (W, H), padded bottom/right to a multiple of 32; and where the image lies in it.
@@ -194,9 +206,9 @@ class Segmenter:
                 allowed[i, index[p]] = True
         return PreparedVocabulary(vocab, part_names, object_text, part_text, allowed)
 
-    def segment(self, image: np.ndarray, vocabulary: PreparedVocabulary | None = None) -> SegmentationResult:
-        """HxWx3 uint8 RGB of any size -> objects with parts, masks and boxes in the image's pixels; with the
-        active vocabulary, or with ``vocabulary`` from `prepare` for this frame only."""
+    def infer(self, image: np.ndarray, vocabulary: PreparedVocabulary | None = None) -> NetworkFrame:
+        """Letterbox and run the network on an HxWx3 uint8 RGB image, with the active vocabulary or with
+        ``vocabulary`` from `prepare`; `finish` turns the frame into results."""
         validate_image(image)
         active = vocabulary if vocabulary is not None else self._active  # one snapshot per frame
         if active is None:
@@ -206,13 +218,29 @@ class Segmenter:
         t1 = time.perf_counter()
         outputs = self.backend.infer(tensor, active.object_text, active.part_text)
         t2 = time.perf_counter()
-        vocab = active.vocabulary
-        objects = postprocess(outputs, lb, vocab.objects, active.part_names, active.allowed, self.config)
-        t3 = time.perf_counter()
-        timings = {
-            "preprocess": (t1 - t0) * 1e3,
-            "inference": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-            "total": (t3 - t0) * 1e3,
-        }
-        return SegmentationResult(lb.height, lb.width, vocab.revision, objects, timings)
+        return NetworkFrame(
+            outputs, lb, active, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+        )
+
+    def finish(self, frame: NetworkFrame) -> SegmentationResult:
+        """Post-process a frame of `infer`: objects with parts, masks and boxes in the image's pixels."""
+        t0 = time.perf_counter()
+        vocab = frame.vocabulary.vocabulary
+        objects = postprocess(
+            frame.outputs,
+            frame.letterbox,
+            vocab.objects,
+            frame.vocabulary.part_names,
+            frame.vocabulary.allowed,
+            self.config,
+        )
+        timings = {**frame.timings_ms, "postprocess": (time.perf_counter() - t0) * 1e3}
+        timings["total"] = sum(timings.values())
+        return SegmentationResult(
+            frame.letterbox.height, frame.letterbox.width, vocab.revision, objects, timings
+        )
+
+    def segment(self, image: np.ndarray, vocabulary: PreparedVocabulary | None = None) -> SegmentationResult:
+        """HxWx3 uint8 RGB of any size -> objects with parts, masks and boxes in the image's pixels; with the
+        active vocabulary, or with ``vocabulary`` from `prepare` for this frame only."""
+        return self.finish(self.infer(image, vocabulary))

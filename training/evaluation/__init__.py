@@ -4,6 +4,7 @@ hierarchy consistency, over ``ImageAnnotation`` ground truth and ``SegmentationR
 from training.data.hierarchy import split_part_label
 from training.evaluation.coco_ap import CocoRun, hierarchical_ap, instance_ap, run_coco_eval
 from training.evaluation.consistency import hierarchy_consistency
+from training.evaluation.oracle_obj import OracleObjPartMIoU
 from training.evaluation.part_miou import SemanticPartMIoU, harmonic_mean, semantic_part_miou
 from training.evaluation.report import evaluate, metrics_to_markdown
 from training.evaluation.split import CategorySplit
@@ -11,6 +12,7 @@ from training.evaluation.split import CategorySplit
 __all__ = [
     "CategorySplit",
     "CocoRun",
+    "OracleObjPartMIoU",
     "SemanticPartMIoU",
     "evaluate",
     "harmonic_mean",

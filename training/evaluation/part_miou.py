@@ -15,8 +15,11 @@ The protocol follows OV-PARTS (OpenRobotLab/OV_PARTS
 - mIoU-seen / mIoU-unseen are means over those classes; hIoU = 2 * seen * unseen / (seen + unseen);
 - Oracle-Obj: the ground-truth object mask and class are given: predictions outside the object are ignored
   and the part is predicted among the given object's parts; Pred-All: everything comes from the model.
-  Here the predictions are the runtime's results, whose parts were already kept or dropped by their predicted
-  parent (its label, rank and mask), so this Oracle-Obj is a lower bound on the papers' (docs/MODEL.md).
+
+Scored here from instance predictions (the runtime's results, or results read back from a bag): Pred-All
+(``"pred_all"``) and ``"oracle_obj_kept"``, an Oracle-Obj over the parts the runtime kept, which were
+already kept or dropped by their predicted parent (its label, rank and mask), so it is a lower bound on the
+papers' oracle. The papers' Oracle-Obj needs every part query's raw output: training/evaluation/oracle_obj.py.
 
 Background in the prediction: a part pixel predicted as background (no part) is a miss for that part's class
 by default (``background_is_miss=True``). The reference code maps predicted background to the same bucket as
@@ -41,7 +44,7 @@ IGNORE_LABEL = 255  # the ignore value of OV-PARTS label maps (uint8 PNGs, so at
 # Label maps made here from instances are int64: -1 is outside every class range (PACO has 456 object-parts,
 # 16 objects x 16 parts make 256, and 255 would be a class).
 UNSCORED = -1
-SETTINGS = ("pred_all", "oracle_obj")
+SETTINGS = ("pred_all", "oracle_obj_kept")
 
 
 class SemanticPartMIoU:
@@ -141,7 +144,7 @@ def pred_part_map(
     """Semantic part label map from instance predictions; ``ignore_label`` where no part is predicted.
 
     Overlaps are resolved by score: parts are painted in ascending score order, so each pixel takes the label
-    of the highest-scoring part mask covering it (ties keep result order). With ``gt`` (Oracle-Obj), each
+    of the highest-scoring part mask covering it (ties keep result order). With ``gt`` (Oracle-Obj kept), each
     ground-truth object's pixels are labelled ``<gt object>:<predicted part name>`` from the predicted parts
     covering them, a part name the object does not have (not in ``class_index``) is dropped as OV-PARTS drops
     other objects' parts, and pixels outside every ground-truth object stay ``ignore_label``.
@@ -171,6 +174,19 @@ def occurring_part_labels(gts: Sequence[ImageAnnotation], preds: Sequence[Segmen
     return truth | {p.object_label for r in preds for p in r.parts()}
 
 
+def part_metric(
+    classes: Sequence[str], split: CategorySplit | None, background_is_miss: bool = True
+) -> SemanticPartMIoU:
+    """An empty confusion matrix over "obj:part" ``classes`` whose label maps use ``UNSCORED`` as ignore;
+    seen/unseen are the object-parts of ``split.base``/``split.novel`` (all seen without a split)."""
+    objects_of = {c: split_part_label(c)[0] for c in classes}
+    seen = [c for c in classes if split is None or objects_of[c] in split.base]
+    unseen = [] if split is None else [c for c in classes if objects_of[c] in split.novel]
+    return SemanticPartMIoU(
+        classes, seen, unseen, ignore_label=UNSCORED, background_is_miss=background_is_miss
+    )
+
+
 def semantic_part_miou(
     gts: Sequence[ImageAnnotation],
     preds: Sequence[SegmentationResult],
@@ -179,7 +195,7 @@ def semantic_part_miou(
     classes: Sequence[str] | None = None,
     background_is_miss: bool = True,
 ) -> dict:
-    """OV-PARTS part mIoU of instance predictions in the ``"pred_all"`` or ``"oracle_obj"`` setting.
+    """OV-PARTS part mIoU of instance predictions in the ``"pred_all"`` or ``"oracle_obj_kept"`` setting.
 
     ``classes`` is the object-part vocabulary ("obj:part" labels); by default the union of ground-truth and
     predicted labels, the same set in both settings. Pass the full vocabulary the model was given: Oracle-Obj
@@ -194,16 +210,11 @@ def semantic_part_miou(
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} predictions")
     if classes is None:
         classes = sorted(occurring_part_labels(gts, preds))
-    objects_of = {c: split_part_label(c)[0] for c in classes}
-    seen = [c for c in classes if split is None or objects_of[c] in split.base]
-    unseen = [] if split is None else [c for c in classes if objects_of[c] in split.novel]
-    metric = SemanticPartMIoU(
-        classes, seen, unseen, ignore_label=UNSCORED, background_is_miss=background_is_miss
-    )
+    metric = part_metric(classes, split, background_is_miss)
     index = {c: i for i, c in enumerate(classes)}
     for gt, pred in zip(gts, preds, strict=True):
         if (gt.height, gt.width) != (pred.height, pred.width):
             raise ValueError(f"image {gt.image_id}: prediction size differs from the ground truth")
-        oracle = gt if setting == "oracle_obj" else None
+        oracle = gt if setting == "oracle_obj_kept" else None
         metric.update(gt_part_map(gt, index), pred_part_map(pred, index, oracle))
     return metric.compute()

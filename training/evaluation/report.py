@@ -9,6 +9,7 @@ from partglee_ros.runtime.result import SegmentationResult
 from training.data.hierarchy import ImageAnnotation
 from training.evaluation.coco_ap import instance_ap
 from training.evaluation.consistency import hierarchy_consistency
+from training.evaluation.oracle_obj import OracleObjPartMIoU
 from training.evaluation.part_miou import SETTINGS, semantic_part_miou
 from training.evaluation.split import CategorySplit
 
@@ -26,14 +27,19 @@ def evaluate(
     preds: Sequence[SegmentationResult],
     split: CategorySplit | None = None,
     part_classes: Sequence[str] | None = None,
+    oracle: OracleObjPartMIoU | None = None,
 ) -> dict:
-    """COCO box/mask AP at every level (+ base/novel with a split), part mIoU in both OV-PARTS settings, and
-    hierarchy consistency. ``gts[i]`` and ``preds[i]`` must describe the same image. ``part_classes``: the
-    "obj:part" labels the model was asked for, scored in both mIoU settings (see ``semantic_part_miou``)."""
+    """COCO box/mask AP at every level (+ base/novel with a split), part mIoU, and hierarchy consistency.
+    ``gts[i]`` and ``preds[i]`` must describe the same image. ``part_classes``: the "obj:part" labels the
+    model was asked for, scored in every mIoU setting (see ``semantic_part_miou``). Part mIoU comes in the
+    settings of instance predictions (Pred-All, Oracle-Obj over the kept parts) and, given ``oracle`` (fed
+    the same images' raw outputs), the papers' Oracle-Obj."""
     out = instance_ap(gts, preds, split)
     out["part_miou"] = {
         s: semantic_part_miou(gts, preds, split, setting=s, classes=part_classes) for s in SETTINGS
     }
+    if oracle is not None:
+        out["part_miou"]["oracle_obj"] = oracle.compute()
     out["hierarchy_consistency"] = hierarchy_consistency(preds)
     return out
 
