@@ -5,16 +5,18 @@ and the evaluation keeps what it computed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
 
 import pytest
+import yaml
 from mcap.reader import make_reader
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from partglee_ros.bag.evaluate import main as bag_eval
-from partglee_ros.bag.make_sample import IMAGE_TOPIC, START_NS, image_message, write_scene_bag
+from partglee_ros.bag.make_sample import GT_TOPIC, IMAGE_TOPIC, START_NS, image_message, write_scene_bag
 from partglee_ros.bag.reader import Bag, BagError
 from partglee_ros.bag.segmentation_msgs import header
 from partglee_ros.bag.typestore import bag_typestore
@@ -70,6 +72,38 @@ def flipped(data: bytes, offset: int) -> bytes:
     return bytes(damaged)
 
 
+def flip_last_chunk(mcap: Path) -> None:
+    """Flip the zstd frame header of the last chunk of ``mcap`` (from write_zstd_bag): reading it raises
+    ZstdError after the messages of the chunks before it."""
+    with mcap.open("rb") as f:
+        last = max(make_reader(f).get_summary().chunk_indexes, key=lambda c: c.chunk_start_offset)
+    records_at = last.chunk_start_offset + 1 + 8 + 8 + 8 + 8 + 4 + 4 + len(last.compression) + 8
+    assert (
+        last.compression == "zstd" and mcap.read_bytes()[records_at : records_at + 4] == b"\x28\xb5\x2f\xfd"
+    )
+    mcap.write_bytes(flipped(mcap.read_bytes(), records_at))
+
+
+def split_bag(first: Path, second: Path, split: Path) -> Path:
+    """A bag split in two files, made by hand: ``first``'s bag directory with ``second``'s storage file added
+    to its metadata.yaml's files (its message counts stay the first's)."""
+    shutil.copytree(first, split)
+    shutil.copy(second / f"{second.name}.mcap", split / f"{second.name}.mcap")
+    meta = (split / "metadata.yaml").read_text()
+    listed = f"  - {first.name}.mcap\n"
+    (split / "metadata.yaml").write_text(meta.replace(listed, f"{listed}  - {second.name}.mcap\n"))
+    return split
+
+
+def set_metadata_counts(bag: Path, counts: dict[str, int]) -> None:
+    """Write ``counts`` (topic: messages) into the bag's metadata.yaml, as a stale or hand-edited one has."""
+    path = bag / "metadata.yaml"
+    meta = yaml.safe_load(path.read_text())
+    for topic in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        topic["message_count"] = counts.get(topic["topic_metadata"]["name"], topic["message_count"])
+    path.write_text(yaml.safe_dump(meta))
+
+
 def test_flipped_bytes_give_only_bag_errors(tmp_path) -> None:
     """Each byte of the header, the first chunk's start and the summary, flipped in turn; and the same chunk
     bytes in a file without footer (read by the recovery scan). rosbags and the mcap reader raised
@@ -96,14 +130,7 @@ def test_flipped_bytes_give_only_bag_errors(tmp_path) -> None:
 def test_a_damaged_chunk_keeps_the_frames_before_it(model_dir, tmp_path, capsys) -> None:
     """640x480 frames, about one per 1 MiB chunk: the last chunk's zstd frame header is flipped. The frames
     of the chunks before it are evaluated and reported; the run ends in the reader's BagError (exit 3)."""
-    mcap = write_zstd_bag(tmp_path / "bag", 3, 480, 640)
-    with mcap.open("rb") as f:
-        last = max(make_reader(f).get_summary().chunk_indexes, key=lambda c: c.chunk_start_offset)
-    records_at = last.chunk_start_offset + 1 + 8 + 8 + 8 + 8 + 4 + 4 + len(last.compression) + 8
-    assert (
-        last.compression == "zstd" and mcap.read_bytes()[records_at : records_at + 4] == b"\x28\xb5\x2f\xfd"
-    )
-    mcap.write_bytes(flipped(mcap.read_bytes(), records_at))
+    flip_last_chunk(write_zstd_bag(tmp_path / "bag", 3, 480, 640))
     with Bag(tmp_path / "bag") as bag:
         expected = bag.topics[IMAGE_TOPIC].count - 1  # every frame but the one in the last chunk
     out = tmp_path / "out"
@@ -135,11 +162,7 @@ def test_split_bag_names_its_damaged_file_or_its_metadata(tmp_path) -> None:
     the metadata is (no single file to fall back to)."""
     for name in ("a", "b"):
         write_scene_bag(tmp_path / name, [noise_scene(i, 24, 32) for i in range(2)])
-    split = tmp_path / "split"
-    shutil.copytree(tmp_path / "a", split)
-    shutil.copy(tmp_path / "b" / "b.mcap", split / "b.mcap")
-    meta = (split / "metadata.yaml").read_text()
-    (split / "metadata.yaml").write_text(meta.replace("  - a.mcap\n", "  - a.mcap\n  - b.mcap\n"))
+    split = split_bag(tmp_path / "a", tmp_path / "b", tmp_path / "split")
     assert read_everything(split) == 8  # a valid split bag
     data = (split / "b.mcap").read_bytes()
     (split / "b.mcap").write_bytes(data[: len(data) // 2])
@@ -149,3 +172,42 @@ def test_split_bag_names_its_damaged_file_or_its_metadata(tmp_path) -> None:
     (split / "metadata.yaml").write_text("{{{ not yaml")
     with pytest.raises(BagError, match=r"it holds a.mcap, b.mcap, so fix its metadata.yaml"):
         Bag(split)
+
+
+def test_damage_in_a_split_bags_second_file_names_that_file(tmp_path) -> None:
+    """Reading stops in the last chunk of a split bag's second file: the error names that file and the
+    message in it; naming the bag directory left every file suspect."""
+    write_zstd_bag(tmp_path / "a", 2, 480, 640)
+    flip_last_chunk(write_zstd_bag(tmp_path / "b", 3, 480, 640))
+    split = split_bag(tmp_path / "a", tmp_path / "b", tmp_path / "split")
+    where = f"{split / 'b.mcap'}: reading stopped after 2 of its 3 messages on {IMAGE_TOPIC} (4 read in all)"
+    with pytest.raises(BagError, match=f"^{re.escape(where)}: ZstdError"):
+        read_everything(split)
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_wrong_metadata_counts_give_way_to_the_files(tmp_path, storage) -> None:
+    """metadata.yaml's counts are what the recorder last wrote; the files' own (an mcap's statistics, a
+    db3's rows) are the ones read, and the metadata is named where they differ."""
+    write_scene_bag(tmp_path / "bag", [noise_scene(i, 24, 32) for i in range(2)], storage=storage)
+    set_metadata_counts(tmp_path / "bag", {IMAGE_TOPIC: 5, GT_TOPIC: 0})
+    with Bag(tmp_path / "bag") as bag:
+        assert {t.name: t.count for t in bag.topics.values()} == {IMAGE_TOPIC: 2, GT_TOPIC: 2}
+        assert bag.warnings == [
+            f"{tmp_path / 'bag'}/metadata.yaml has wrong message counts: {IMAGE_TOPIC} 5 (its files hold 2); "
+            f"{GT_TOPIC} 0 (its files hold 2); the files' counts are used"
+        ]
+
+
+def test_a_stale_count_of_no_frames_does_not_stop_the_evaluation(model_dir, tmp_path, capsys) -> None:
+    """metadata.yaml saying the image topic has no messages: the evaluation refused the bag ("nothing to
+    evaluate") though its file holds the frames."""
+    write_zstd_bag(tmp_path / "bag", 2, 24, 32)
+    set_metadata_counts(tmp_path / "bag", {IMAGE_TOPIC: 0})
+    out = tmp_path / "out"
+    args = [str(tmp_path / "bag"), "--out", str(out), "--model", str(model_dir), "--backend", "torch"]
+    rc = bag_eval([*args, "--objects", "mug"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"metadata.yaml has wrong message counts: {IMAGE_TOPIC} 0 (its files hold 2)" in err, err
+    assert json.loads((out / "metrics.json").read_text())["frames_answered"] == 2

@@ -6,10 +6,13 @@ Real bags are not always clean. What is handled here, each with a message that n
   `mcap` stream reader up to the cut, and the messages before it are kept;
 - a metadata.yaml that cannot be used (empty, not YAML, naming files that are not there) next to a single
   storage file: that file is read directly, with a warning naming the metadata;
+- a metadata.yaml whose message counts are wrong (stale, or split files merged by hand): the storage files'
+  own counts are used, with a warning naming the metadata;
 - corruption met while reading (sqlite "malformed", a cut chunk, a flipped byte): `BagError` after the good
   messages, so a caller keeps its partial results. rosbags, sqlite3, zstd and the mcap reader raise an
   open-ended set of exceptions for damaged bytes (OverflowError, MemoryError, ZstdError, TypeError, ...), so
-  every Exception from the storage layer is taken as damage and becomes a BagError naming its type;
+  every Exception from the storage layer is taken as damage and becomes a BagError naming its type and the
+  storage file (of a split bag) where it was met;
 - a missing topic: `TopicError` listing every topic with its type and count;
 - a frame that does not decode: yielded with `error` set, never fatal;
 - messages serialized with older (or newer) definitions of a type than this package's: each bag is decoded
@@ -29,6 +32,7 @@ from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader
+from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.typesys.store import Typestore
 
 from partglee_ros.bag.segmentation_msgs import stamp_ns
@@ -185,9 +189,11 @@ class Bag:
         damaged file (named) from metadata that cannot be used (a single storage file is then read alone)."""
         try:
             self._reader = _opened(directory)
-            return
         except Exception as err:  # damaged bytes or metadata: see the module docstring
             bag_problem = error_line(err)
+        else:
+            self._check_counts(directory)
+            return
         files = _storage_files(directory)
         if len(files) == 1:
             try:
@@ -223,6 +229,39 @@ class Bag:
             + (f" and end in damage: {self._recovered.scan_error}" if self._recovered.scan_error else "")
         )
 
+    def _check_counts(self, directory: Path) -> None:
+        """Warn where metadata.yaml's message counts are not the files': they are what the recorder last wrote
+        (or what a hand-made split bag copied), and a wrong one would make the evaluation refuse a topic that
+        has frames or skip the check for ground truth that no frame matched."""
+        assert self._reader is not None
+        counted = self._file_counts()
+        wrong = [
+            f"{name} {info.msgcount} (its files hold {counted[name]})"
+            for name, info in self._reader.topics.items()
+            if info.msgcount != counted[name]
+        ]
+        if wrong:
+            self.warnings.append(
+                f"{directory}/metadata.yaml has wrong message counts: {'; '.join(wrong)}; the files' counts are"
+                " used"
+            )
+
+    def _storages(self) -> list[Any]:
+        """The storage files' readers (rosbags' McapReader or Sqlite3Reader), in the order they are read."""
+        assert self._reader is not None
+        storage = self._reader.storage
+        return list(storage.storages) if isinstance(storage, DirectoryReader) else [storage]
+
+    def _file_counts(self) -> dict[str, int]:
+        """Messages per topic as the storage files index them (an mcap's statistics, a db3's rows)."""
+        assert self._reader is not None
+        counts = dict.fromkeys(self._reader.topics, 0)
+        for storage in self._storages():
+            for connection in storage.connections:
+                if connection.topic in counts:
+                    counts[connection.topic] += connection.msgcount
+        return counts
+
     def _definitions(self) -> list[tuple[str, MessageDefinitionFormat, str]]:
         if self._recovered is not None:
             return self._recovered.definitions
@@ -238,8 +277,9 @@ class Bag:
         if self._recovered is not None:
             return self._recovered.topics
         assert self._reader is not None
+        counts = self._file_counts()  # not metadata.yaml's (_check_counts)
         return {
-            name: TopicInfo(name, info.msgtype or "", info.msgcount)
+            name: TopicInfo(name, info.msgtype or "", counts[name])
             for name, info in self._reader.topics.items()
         }
 
@@ -281,7 +321,23 @@ class Bag:
                 count += 1
                 yield RawMessage(conn.topic, conn.msgtype, log_ns, bytes(data))
         except Exception as err:  # damaged bytes: see the module docstring
-            raise BagError(f"{self.path}: reading stopped after {count} messages: {error_line(err)}") from err
+            raise BagError(f"{self._stopped_at(topics, count)}: {error_line(err)}") from err
+
+    def _stopped_at(self, topics: set[str], count: int) -> str:
+        """Where reading stopped after ``count`` messages of ``topics``: rosbags reads a split bag's files one
+        after the other, so their own counts tell the file it was in and the message there (the bag directory
+        alone leaves every file suspect)."""
+        on = ", ".join(sorted(topics))
+        read = 0
+        for storage in self._storages():
+            holds = sum(c.msgcount for c in storage.connections if c.topic in topics)
+            if count < read + holds:
+                return (
+                    f"{storage.path}: reading stopped after {count - read} of its {holds} messages on {on}"
+                    f" ({count} read in all)"
+                )
+            read += holds
+        return f"{self.path}: reading stopped after all {count} messages its files index on {on}"
 
     def close(self) -> None:
         if self._reader is not None:
