@@ -168,29 +168,38 @@ def test_depth_from_another_camera_frame_is_refused(ros_node, grasp_process) -> 
     assert not poses
 
 
-def test_part_names_the_vocabulary_lacks_are_warned_about_once(ros_node, start_process) -> None:
-    """A part the active vocabulary lacks is never looked for, so its grasp_targets stay empty for good,
-    which would read as "not visible". grasp_node reads the vocabulary of the segmentations' revision from
-    `get_vocabulary` (served here, as partglee_node does) and says so once, not with every frame."""
+@pytest.mark.parametrize(
+    ("parameter", "value", "lacks"),
+    [
+        ("part_names", "[wheel, handle]", "no part 'wheel'; its parts: {parts}"),
+        ("object_names", "[bike, {objects}]", "no object 'bike'; its objects: {objects}"),
+    ],
+    ids=["part_names", "object_names"],
+)
+def test_names_the_vocabulary_lacks_are_warned_about_once(
+    ros_node, start_process, parameter: str, value: str, lacks: str
+) -> None:
+    """A part (or object) the active vocabulary lacks is never looked for, so its grasp_targets stay empty for
+    good, which would read as "not visible". grasp_node reads the vocabulary of the segmentations' revision
+    from `get_vocabulary` (served here, as partglee_node does) and says so once, not with every frame."""
     scene, _ = scene_with_straight_handle()
     parts = sorted({p.name for o in scene.objects for p in o.parts})
     objects = sorted({o.name for o in scene.objects})
+    names = {"parts": ", ".join(parts), "objects": ", ".join(objects)}
 
     def get_vocabulary(_, response: GetVocabulary.Response) -> GetVocabulary.Response:
         response.vocabulary = Vocabulary(revision=1, objects=objects, parts=parts)  # as_result's revision
         return response
 
     ros_node.create_service(GetVocabulary, "/vocab/get_vocabulary", get_vocabulary)
-    vocab = ("-r", "get_vocabulary:=/vocab/get_vocabulary", "-p", "part_names:=[wheel, handle]")
+    vocab = ("-r", "get_vocabulary:=/vocab/get_vocabulary", "-p", f"{parameter}:={value.format(**names)}")
     grasp = start_process(PYTHON, str(GRASP_NODE), "--ros-args", *REMAPS, *vocab, name="grasp")
     pubs = Publishers(ros_node, scene, scene.depth)
     poses: list[PoseArray] = []
     ros_node.create_subscription(PoseArray, "/grasp_targets", poses.append, QOS)
     assert spin_until(ros_node, pubs.matched, 60), grasp.output()
-    warning = (
-        f"part_names: the active vocabulary (revision 1) has no part 'wheel'; its parts: {', '.join(parts)}; "
-        "grasp_targets stay empty"
-    )
+    lacks = lacks.format(**names)
+    warning = f"{parameter}: the active vocabulary (revision 1) has {lacks}; grasp_targets stay empty"
     header = Header(frame_id="camera_color_optical_frame")
     for second in range(30):
         header.stamp.sec = 3000 + second
@@ -202,7 +211,7 @@ def test_part_names_the_vocabulary_lacks_are_warned_about_once(ros_node, start_p
         header.stamp.sec = 3100 + second
         pubs.send(header)
     assert spin_until(ros_node, lambda: any(p.header.stamp.sec == 3102 for p in poses), 5), grasp.output()
-    assert grasp.output().count("has no part") == 1, grasp.output()
+    assert grasp.output().count("has no ") == 1, grasp.output()
     assert any(p.poses for p in poses)  # the handle, which the vocabulary has, is still planned on
 
 

@@ -15,7 +15,8 @@ Service plan_grasps (PlanGrasps): on request, asks partglee_node's `segment` ser
 depth, and answers with the grasps on it (a `track_id` restricts them to one tracked object); served from a helper node (partglee_ros/ros/service_thread.py)
 so the topics go on while a request waits. Without named objects the request uses partglee_node's active
 vocabulary, read from its `get_vocabulary` service (relative name, remap it with `segment`): a requested part
-it lacks fails the request (0 grasps would read as "not visible"); the topics warn once instead.
+or an `object_names` object it lacks fails the request (0 grasps would read as "not visible"); the topics warn
+once instead.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ SERVICE_GONE_S = 1.0  # the segment service absent from the graph this long: its
 VOCABULARY_READ_S = 1.0  # get_vocabulary answers at once (no inference): a re-read after the frame waits this
 # the topics read the vocabulary at most this often (a lost reply, a bag's revisions)
 VOCABULARY_RETRY_S = 5.0
-SHOWN_PARTS = 20  # of the active vocabulary's parts, in the reason a request fails for a part it lacks
+SHOWN_NAMES = 20  # of the vocabulary's parts (objects), in the reason a part (object) it lacks is given
 Target = tuple[str, GraspPose]
 
 
@@ -98,21 +99,34 @@ def matching_parts(
     return [(o, p) for o in chosen for p in o.parts if p.label in wanted]
 
 
-def vocabulary_lacks(wanted: set[str], vocabulary: VocabularyMsg) -> str:
-    """Why ``vocabulary`` cannot find ``wanted`` ('' when it has every part): a part it lacks is never looked
-    for, so no grasps on it would mean "never looked for", not "not visible"."""
-    missing = sorted(wanted - {normal_name(p) for p in vocabulary.parts})
+def _lacks(kind: str, wanted: set[str], names: list[str]) -> str:
+    """'no <kind> ...; its <kind>s: ...' for the names in ``wanted`` that ``names`` lacks, '' for none."""
+    missing = sorted(wanted - {normal_name(n) for n in names})
     if not missing:
         return ""
-    parts = list(vocabulary.parts)
-    shown = ", ".join(parts[:SHOWN_PARTS]) or "none"
-    if len(parts) > SHOWN_PARTS:
-        shown += f", ... ({len(parts) - SHOWN_PARTS} more)"
-    names = ", ".join(repr(n) for n in missing)
-    return (
-        f"the active vocabulary (revision {vocabulary.revision}) has no part{'s' * (len(missing) > 1)} "
-        f"{names}; its parts: {shown}"
-    )
+    shown = ", ".join(names[:SHOWN_NAMES]) or "none"
+    if len(names) > SHOWN_NAMES:
+        shown += f", ... ({len(names) - SHOWN_NAMES} more)"
+    listed = ", ".join(repr(n) for n in missing)
+    return f"no {kind}{'s' * (len(missing) > 1)} {listed}; its {kind}s: {shown}"
+
+
+def vocabulary_lacks(wanted: set[str], objects: set[str], vocabulary: VocabularyMsg) -> tuple[str, str]:
+    """The parameters naming what ``vocabulary`` lacks ('part_names and object_names') and why it cannot
+    find ``wanted`` parts of ``objects``; both '' when it has every name. A name it lacks is never looked
+    for, so no grasps on it would mean "never looked for", not "not visible"."""
+    reasons = {
+        parameter: reason
+        for parameter, reason in (
+            ("part_names", _lacks("part", wanted, list(vocabulary.parts))),
+            ("object_names", _lacks("object", objects, list(vocabulary.objects))),
+        )
+        if reason
+    }
+    if not reasons:
+        return "", ""
+    why = f"the active vocabulary (revision {vocabulary.revision}) has " + "; and ".join(reasons.values())
+    return " and ".join(reasons), why
 
 
 def _kind(client: Client) -> str:
@@ -163,11 +177,11 @@ class GraspNode(Node):
         self._pending: HierarchicalSegmentation | None = None
         self._steady = SteadyGrasps()  # a tracked part's grasp stays turned and end-on (or not) as it was
         # the topics' vocabulary check: the active vocabulary as last read, the read in flight and when it was
-        # sent, and the (revision, part_names) last warned about
+        # sent, and the (revision, part_names, object_names) last warned about
         self._known: VocabularyMsg | None = None
         self._reading: Future | None = None
         self._read_sent = -math.inf
-        self._warned: tuple[int, frozenset[str]] | None = None
+        self._warned: tuple[int, frozenset[str], frozenset[str]] | None = None
         self.create_subscription(Image, "depth", self._on_depth, 10)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
         self.create_subscription(HierarchicalSegmentation, "segmentation", self._on_segmentation, 10)
@@ -233,7 +247,7 @@ class GraspNode(Node):
 
     def _plan(self, msg: HierarchicalSegmentation, depth_msg: Image, info: CameraInfo) -> None:
         wanted, objects = self._wanted([], [])
-        self._warn_if_not_in_vocabulary(msg.vocabulary_revision, wanted)
+        self._warn_if_not_in_vocabulary(msg.vocabulary_revision, wanted, objects)
         try:
             targets, clouds = self._grasps(msg, depth_msg, info, wanted, objects)
         except ValueError as err:
@@ -247,17 +261,18 @@ class GraspNode(Node):
         if self.cloud_pub.get_subscription_count():
             self.cloud_pub.publish(part_cloud(header, clouds))
 
-    def _warn_if_not_in_vocabulary(self, revision: int, wanted: set[str]) -> None:
-        """Once per vocabulary revision and part_names: a part the segmentation's vocabulary lacks leaves
-        grasp_targets empty for good, which would otherwise look like the part is out of sight."""
+    def _warn_if_not_in_vocabulary(self, revision: int, wanted: set[str], objects: set[str]) -> None:
+        """Once per vocabulary revision, part_names and object_names: a part or object the segmentation's
+        vocabulary lacks leaves grasp_targets empty for good, which would otherwise look like the part is out
+        of sight."""
         vocabulary = self._vocabulary_at(revision)
-        key = (revision, frozenset(wanted))
+        key = (revision, frozenset(wanted), frozenset(objects))
         if vocabulary is None or key == self._warned:
             return
-        lacks = vocabulary_lacks(wanted, vocabulary)
+        parameters, lacks = vocabulary_lacks(wanted, objects, vocabulary)
         if lacks:
             self._warned = key
-            self.get_logger().warning(f"part_names: {lacks}; grasp_targets stay empty")
+            self.get_logger().warning(f"{parameters}: {lacks}; grasp_targets stay empty")
 
     def _vocabulary_at(self, revision: int) -> VocabularyMsg | None:
         """The active vocabulary if it is at ``revision``, else None while it is read (get_vocabulary, not
@@ -361,11 +376,13 @@ class GraspNode(Node):
         deadline = time.monotonic() + timeout
         self._wait_for_service(self._segment, deadline)
         # named objects: ask for exactly these names; else the active vocabulary, which must have the parts
+        # and the object_names parameter's objects
         vocabulary = None
         if not named_objects:  # checked before a frame is awaited for nothing
             self._wait_for_service(self._vocabulary, deadline)
             vocabulary = self._active_vocabulary(max(deadline, time.monotonic() + MIN_FRAME_WAIT_S))
-            if lacks := vocabulary_lacks(wanted, vocabulary):
+            _, lacks = vocabulary_lacks(wanted, objects, vocabulary)
+            if lacks:
                 raise ValueError(lacks)
         ask = Segment.Request(timeout=max(deadline - time.monotonic(), MIN_FRAME_WAIT_S))
         if named_objects:
@@ -376,7 +393,7 @@ class GraspNode(Node):
         if vocabulary is not None and answer.segmentation.vocabulary_revision != vocabulary.revision:
             # set_vocabulary came while the frame was awaited: the frame's vocabulary, if it is still active
             vocabulary = self._active_vocabulary(time.monotonic() + VOCABULARY_READ_S)
-            lacks = vocabulary_lacks(wanted, vocabulary)
+            _, lacks = vocabulary_lacks(wanted, objects, vocabulary)
             if vocabulary.revision == answer.segmentation.vocabulary_revision and lacks:
                 raise ValueError(lacks)
         if not answer.depth.data:
