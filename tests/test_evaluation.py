@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -542,6 +543,33 @@ def test_oracle_obj_picks_among_the_ground_truth_objects_parts_by_summed_votes()
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="ground truth of 6x5"):
         oracle_part_map(frame, gt_image(1, [("mug", rect(0, 0, 4, 4, 5, 6), [])]), {})
+
+
+def test_oracle_obj_on_overlapping_objects_no_votes_and_no_parts():
+    """A kettle's amodal mask over the whole mug: the mug's part pixels are still scored among the mug's
+    classes (the ground truth's owner). No part query at all, or a vocabulary without parts (the network's
+    placeholder part name), labels nothing: a miss, not the object's first part."""
+    mug, handle, body = rect(0, 0, 4, 4, 4, 6), rect(0, 0, 1, 4, 4, 6), rect(1, 0, 4, 4, 4, 6)
+    whole, kettle_body = rect(0, 0, 6, 4, 4, 6), rect(4, 0, 6, 4, 4, 6)
+    gt = gt_image(
+        0, [("mug", mug, [("handle", handle), ("body", body)]), ("kettle", whole, [("body", kettle_body)])]
+    )
+    frame = _frame(("body", "handle"), [({"handle": 0.9}, handle), ({"body": 0.9}, ~handle)])
+    classes = ["kettle:body", "kettle:handle", "mug:body", "mug:handle"]
+    index = {c: i for i, c in enumerate(classes)}
+    want = np.full((4, 6), 2)
+    want[handle], want[kettle_body] = 3, 0
+    np.testing.assert_array_equal(oracle_part_map(frame, gt, index), want)
+    silent = _frame(("body", "handle"), [])
+    np.testing.assert_array_equal(oracle_part_map(silent, gt, index), np.full((4, 6), UNSCORED))
+    placeholder = _frame(("part",), [({"part": 0.9}, rect(0, 0, 6, 4, 4, 6))])
+    placeholder = replace(
+        placeholder, vocabulary=replace(placeholder.vocabulary, vocabulary=Vocabulary(("mug",), ()))
+    )
+    assert (oracle_part_map(placeholder, gt, {"mug:part": 0, "kettle:part": 1}) == UNSCORED).all()
+    assert largest_part_baseline([gt], classes)["per_class"] == pytest.approx(
+        {"mug:body": 0.75, "mug:handle": 0.0, "kettle:body": 1.0}
+    )
 
 
 def test_largest_part_baseline_labels_each_object_with_its_largest_part():

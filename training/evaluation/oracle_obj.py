@@ -4,7 +4,7 @@ The setting gives the ground-truth object's mask and class: each pixel of a grou
 with the best of *that object's* part classes, and pixels outside every object are not scored. The
 runtime's results cannot give this: their parts were kept or dropped under *predicted* objects (label, rank,
 mask), so a part under a missed or misnamed object is gone (``"oracle_obj_kept"`` in
-training/evaluation/part_miou.py scores them anyway, a lower bound).
+training/evaluation/part_miou.py scores them anyway, usually lower).
 
 Here every part query of the frame votes, as Mask2Former's semantic inference sums its queries: the score of
 part class c at a pixel is ``sum_q sigmoid(logit[q, c]) * sigmoid(mask[q])`` over all part queries (those of
@@ -22,31 +22,57 @@ import numpy as np
 
 from partglee_ros.runtime.postprocess import maps_to_input, sigmoid
 from partglee_ros.runtime.segmenter import NetworkFrame
-from training.data.hierarchy import ImageAnnotation, part_label, split_part_label
+from training.data.hierarchy import ImageAnnotation, part_label
 from training.evaluation.part_miou import UNSCORED, gt_part_map, part_metric
 from training.evaluation.split import CategorySplit
 
 
+def _owners(gt: ImageAnnotation) -> np.ndarray:
+    """Index of the ground-truth object each pixel belongs to (-1: none): the last object whose mask covers
+    it, except that a part pixel belongs to the part's object, as ``gt_part_map`` paints it, so that
+    overlapping (amodal) object masks never score one object's part against another object's classes."""
+    owner = np.full((gt.height, gt.width), -1, dtype=np.int64)
+    for i, obj in enumerate(gt.objects):
+        owner[obj.mask] = i
+    for i, obj in enumerate(gt.objects):
+        for part in obj.parts:
+            owner[part.mask] = i
+    return owner
+
+
 def oracle_part_map(frame: NetworkFrame, gt: ImageAnnotation, class_index: dict[str, int]) -> np.ndarray:
     """Label map of the frame's image: each ground-truth object's pixels take the index (into
-    ``class_index``) of that object's best-scoring part class; ``UNSCORED`` elsewhere and inside objects
-    with no evaluated part class among the vocabulary's part names."""
+    ``class_index``) of that object's best-scoring part class. ``UNSCORED`` (a miss on a part pixel)
+    outside the objects, inside objects with no evaluated part class among the vocabulary's parts, and
+    where no part query votes at all (every score exactly 0)."""
     lb = frame.letterbox
     if (gt.height, gt.width) != (lb.height, lb.width):
         raise ValueError(
             f"image {gt.image_id}: frame of {lb.width}x{lb.height}, ground truth of {gt.width}x{gt.height}"
         )
-    names = frame.vocabulary.part_names
+    out = np.full((lb.height, lb.width), UNSCORED, dtype=np.int64)
+    names = frame.vocabulary.vocabulary.parts  # not the placeholder of a vocabulary without parts
     probs = sigmoid(frame.outputs["part_logits"])  # (P, K_part)
     masks = sigmoid(frame.outputs["part_masks"])  # (P, h, w)
-    out = np.full((lb.height, lb.width), UNSCORED, dtype=np.int64)
-    for obj in gt.objects:
-        columns = [c for c, name in enumerate(names) if part_label(obj.name, name) in class_index]
-        if not columns:
+    owner = _owners(gt)
+    votes_of: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}  # per object class: labels, score maps
+    for i, obj in enumerate(gt.objects):
+        if obj.name not in votes_of:
+            columns = [c for c, name in enumerate(names) if part_label(obj.name, name) in class_index]
+            votes_of[obj.name] = (
+                (
+                    np.array([class_index[part_label(obj.name, names[c])] for c in columns]),
+                    maps_to_input(np.einsum("qc,qhw->chw", probs[:, columns], masks), lb),
+                )
+                if columns
+                else None
+            )
+        if votes_of[obj.name] is None:
             continue
-        scores = maps_to_input(np.einsum("qc,qhw->chw", probs[:, columns], masks), lb)
-        labels = np.array([class_index[part_label(obj.name, names[c])] for c in columns])
-        out[obj.mask] = labels[scores[:, obj.mask].argmax(0)]
+        labels, scores = votes_of[obj.name]
+        pixels = owner == i
+        votes = scores[:, pixels]
+        out[pixels] = np.where(votes.max(0) > 0, labels[votes.argmax(0)], UNSCORED)
     return out
 
 
@@ -74,22 +100,21 @@ def largest_part_baseline(
     knowledge alone scores, the floor a model's Oracle-Obj number must be read against (it is fitted to the
     scored images, so it flatters itself a little)."""
     index = {c: i for i, c in enumerate(classes)}
-    area: dict[str, int] = {}
+    area: dict[str, dict[str, int]] = {}  # object name -> its part labels' ground-truth pixels
     for gt in gts:
         for obj in gt.objects:
             for part in obj.parts:
                 label = part_label(obj.name, part.name)
-                area[label] = area.get(label, 0) + int(part.mask.sum())
-    largest: dict[str, str] = {}
-    for label in sorted(area):  # ties: the first label in sorted order
-        obj_name = split_part_label(label)[0]
-        if area[label] > area.get(largest.get(obj_name, ""), -1):
-            largest[obj_name] = label
+                per_object = area.setdefault(obj.name, {})
+                per_object[label] = per_object.get(label, 0) + int(part.mask.sum())
+    # ties: the first label in sorted order
+    largest = {name: max(sorted(labels), key=labels.__getitem__) for name, labels in area.items()}
     metric = part_metric(list(classes), split)
     for gt in gts:
         pred = np.full((gt.height, gt.width), UNSCORED, dtype=np.int64)
-        for obj in gt.objects:
+        owner = _owners(gt)
+        for i, obj in enumerate(gt.objects):
             if obj.name in largest:
-                pred[obj.mask] = index[largest[obj.name]]
+                pred[owner == i] = index[largest[obj.name]]
         metric.update(gt_part_map(gt, index), pred)
     return metric.compute()

@@ -18,7 +18,7 @@ The protocol follows OV-PARTS (OpenRobotLab/OV_PARTS
 
 Scored here from instance predictions (the runtime's results, or results read back from a bag): Pred-All
 (``"pred_all"``) and ``"oracle_obj_kept"``, an Oracle-Obj over the parts the runtime kept, which were
-already kept or dropped by their predicted parent (its label, rank and mask), so it is a lower bound on the
+already kept or dropped by their predicted parent (its label, rank and mask), so it usually scores below the
 papers' oracle. The papers' Oracle-Obj needs every part query's raw output: training/evaluation/oracle_obj.py.
 
 Background in the prediction: a part pixel predicted as background (no part) is a miss for that part's class
