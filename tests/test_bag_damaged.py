@@ -4,6 +4,7 @@ and the evaluation keeps what it computed."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+import zstandard
 from mcap.reader import make_reader
+from mcap.writer import Writer as McapWriter
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from partglee_ros.bag.evaluate import main as bag_eval
@@ -104,6 +107,41 @@ def set_metadata_counts(bag: Path, counts: dict[str, int]) -> None:
     path.write_text(yaml.safe_dump(meta))
 
 
+def without_topic_counts(mcap: Path) -> None:
+    """Rewrite ``mcap`` with a Statistics record whose per-channel message counts are empty, as the mcap spec
+    allows ("not available"): rosbags then gives every topic 0 messages. One message per zstd chunk."""
+    data = mcap.read_bytes()
+    summary = make_reader(io.BytesIO(data)).get_summary()
+    with mcap.open("wb") as out:
+        writer = McapWriter(out, chunk_size=1)
+        writer.start(profile="ros2", library="test")
+        schemas = {i: writer.register_schema(s.name, s.encoding, s.data) for i, s in summary.schemas.items()}
+        channels = {
+            i: writer.register_channel(c.topic, c.message_encoding, schemas[c.schema_id], c.metadata)
+            for i, c in summary.channels.items()
+        }
+        for _, channel, message in make_reader(io.BytesIO(data)).iter_messages():
+            writer.add_message(channels[channel.id], message.log_time, message.data, message.publish_time)
+        writer._Writer__statistics.channel_message_counts.clear()  # the writer has no option for this
+        writer.finish()
+
+
+def compressed_per_file(bag: Path) -> Path:
+    """``bag``'s storage file zstd-compressed whole, as `ros2 bag record --compression-mode file` leaves it;
+    returns the compressed file."""
+    (mcap,) = bag.glob("*.mcap")
+    compressed = mcap.with_name(f"{mcap.name}.zstd")
+    compressed.write_bytes(zstandard.ZstdCompressor().compress(mcap.read_bytes()))
+    mcap.unlink()
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    info = meta["rosbag2_bagfile_information"]
+    info.update(relative_file_paths=[compressed.name], compression_mode="FILE", compression_format="zstd")
+    for file in info["files"]:
+        file["path"] = compressed.name
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    return compressed
+
+
 def test_flipped_bytes_give_only_bag_errors(tmp_path) -> None:
     """Each byte of the header, the first chunk's start and the summary, flipped in turn; and the same chunk
     bytes in a file without footer (read by the recovery scan). rosbags and the mcap reader raised
@@ -183,6 +221,53 @@ def test_damage_in_a_split_bags_second_file_names_that_file(tmp_path) -> None:
     where = f"{split / 'b.mcap'}: reading stopped after 2 of its 3 messages on {IMAGE_TOPIC} (4 read in all)"
     with pytest.raises(BagError, match=f"^{re.escape(where)}: ZstdError"):
         read_everything(split)
+
+
+def test_damage_in_a_bag_compressed_per_file_names_its_file(tmp_path) -> None:
+    """rosbags reads a bag compressed per file from decompressed copies in a temporary directory: the error
+    named the copy, gone once the bag is closed, not the bag's file."""
+    write_zstd_bag(tmp_path / "bag", 3, 480, 640)
+    flip_last_chunk(tmp_path / "bag" / "bag.mcap")
+    compressed = compressed_per_file(tmp_path / "bag")
+    where = f"{compressed}: reading stopped after 2 of its 3 messages on {IMAGE_TOPIC} (2 read in all)"
+    with pytest.raises(BagError, match=f"^{re.escape(where)}: ZstdError"):
+        read_everything(tmp_path / "bag")
+
+
+def test_files_that_do_not_count_per_topic_leave_the_counts_to_the_metadata(tmp_path) -> None:
+    """An mcap whose statistics do not count its messages per topic, as the spec allows: rosbags gives every
+    topic 0 messages though all are read, the files' counts were taken over metadata.yaml's, and the evaluation
+    refused the bag as empty."""
+    write_scene_bag(tmp_path / "bag", [noise_scene(i, 24, 32) for i in range(3)])
+    without_topic_counts(tmp_path / "bag" / "bag.mcap")
+    with Bag(tmp_path / "bag") as bag:
+        assert {t.name: t.count for t in bag.topics.values()} == {IMAGE_TOPIC: 3, GT_TOPIC: 3}
+        assert bag.warnings == [
+            f"{tmp_path / 'bag'}: bag.mcap does not count messages per topic; metadata.yaml's counts are used"
+        ]
+    assert read_everything(tmp_path / "bag") == 6
+
+
+def test_damage_in_a_file_that_does_not_count_per_topic_names_that_file(tmp_path) -> None:
+    """A split bag whose first file does not count its messages per topic (0 each, to rosbags) and is damaged
+    in its last message: the second file was named. Reading all its topics, it holds its total; reading some,
+    it cannot say how many of them it holds."""
+    write_scene_bag(tmp_path / "a", [noise_scene(i, 24, 32) for i in range(3)])
+    without_topic_counts(tmp_path / "a" / "a.mcap")
+    flip_last_chunk(tmp_path / "a" / "a.mcap")  # the last frame's ground truth
+    write_scene_bag(tmp_path / "b", [noise_scene(i, 24, 32) for i in range(3)])
+    split = split_bag(tmp_path / "a", tmp_path / "b", tmp_path / "split")
+    # the last frame's image and ground truth share a log time: rosbags reads both chunks before either
+    both = f"{IMAGE_TOPIC}, {GT_TOPIC}"
+    where = f"{split / 'a.mcap'}: reading stopped after 4 of its 6 messages on {both} (4 read in all)"
+    with pytest.raises(BagError, match=f"^{re.escape(where)}: ZstdError"):
+        read_everything(split)
+    where = (
+        f"{split / 'a.mcap'}: reading stopped in it or in a file after it (2 messages read in all on {GT_TOPIC},"
+        " 0 of them in the files before it; it does not count its messages per topic)"
+    )
+    with Bag(split) as bag, pytest.raises(BagError, match=f"^{re.escape(where)}: ZstdError"):
+        sum(1 for _ in bag.messages({GT_TOPIC}))
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseArray, PoseStamped
-from partglee_ros.msg import HierarchicalSegmentation, Vocabulary
+from partglee_ros.msg import HierarchicalSegmentation, ObjectParts, Vocabulary
 from partglee_ros.srv import GetVocabulary
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -21,6 +21,7 @@ from visualization_msgs.msg import MarkerArray
 
 from benchmarks.grasp_accuracy import exclusion_of, handle_shape
 from partglee_ros.ros.conversions import depth_array_to_msg, result_to_msg
+from partglee_ros.ros.grasp_node import vocabulary_lacks
 from partglee_ros.ros.part_cloud import cloud_points
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
 from tests.conftest import PYTHON, REPO, spin_until
@@ -213,6 +214,36 @@ def test_names_the_vocabulary_lacks_are_warned_about_once(
     assert spin_until(ros_node, lambda: any(p.header.stamp.sec == 3102 for p in poses), 5), grasp.output()
     assert grasp.output().count("has no ") == 1, grasp.output()
     assert any(p.poses for p in poses)  # the handle, which the vocabulary has, is still planned on
+
+
+def test_parts_the_vocabulary_allows_under_none_of_the_objects_are_named() -> None:
+    """The vocabulary has the part and the object, but its object_parts allow the part under other objects
+    only: partglee_node never looks for it there, so 0 grasps would read as "not visible". Checking parts and
+    objects apart said nothing. No object_names: any object of the vocabulary may have the part."""
+    restrictions = [ObjectParts(object="mug", parts=["handle"]), ObjectParts(object="kettle", parts=["lid"])]
+    vocabulary = Vocabulary(
+        revision=3,
+        objects=["mug", "kettle", "pan"],
+        parts=["handle", "lid", "spout"],
+        object_parts=restrictions,
+    )
+    assert vocabulary_lacks({"lid"}, {"mug"}, vocabulary) == (
+        "part_names and object_names",
+        "the active vocabulary (revision 3) has no object:part pair 'mug:lid'; its object_parts: mug: handle",
+    )
+    assert vocabulary_lacks({"handle", "lid"}, {"mug", "kettle"}, vocabulary) == ("", "")
+    assert vocabulary_lacks({"spout"}, set(), vocabulary) == ("", "")  # pan has no restriction
+    vocabulary.objects = ["mug", "kettle"]
+    assert vocabulary_lacks({"grip", "spout"}, {"bike"}, vocabulary, "the request's parts") == (
+        "the request's parts and object_names",
+        "the active vocabulary (revision 3) has no part 'grip'; its parts: handle, lid, spout; and no object "
+        "'bike'; its objects: mug, kettle",
+    )
+    assert vocabulary_lacks({"spout"}, set(), vocabulary) == (
+        "part_names",
+        "the active vocabulary (revision 3) has no object:part pairs 'mug:spout', 'kettle:spout'; its "
+        "object_parts: mug: handle; kettle: lid",
+    )
 
 
 def test_ctrl_c_under_traffic_logs_no_error(ros_node, start_process) -> None:

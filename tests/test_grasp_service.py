@@ -85,7 +85,9 @@ def test_parts_outside_the_active_vocabulary_fail_naming_them(ros_node, nodes) -
     request = PlanGrasps.Request(parts=["grip", "handle", "wheel"], timeout=30.0)
     response = ask(ros_node, client, camera, request, 200)
     assert not response.success and len(response.poses.poses) == 0, response.message
-    assert response.message.startswith("the active vocabulary (revision "), response.message
+    assert response.message.startswith("the request's parts: the active vocabulary (revision "), (
+        response.message
+    )
     parts = ", ".join(PARTS)
     assert response.message.endswith(f"has no parts 'grip', 'wheel'; its parts: {parts}"), response.message
 
@@ -95,7 +97,8 @@ def test_object_names_outside_the_active_vocabulary_fail_naming_its_objects(
 ) -> None:
     """No objects named: the parts are looked for on grasp_node's object_names only, and the active
     vocabulary (config/partglee.yaml) has no object 'bike', so "0 grasps" would read as "not visible" here
-    too. With a part it lacks as well, the reason names both."""
+    too; the reason says the name came from the object_names parameter, not the request. With a part it lacks
+    as well, the reason names both."""
     _, camera, _, _ = nodes
     # partglee_node's services at the root
     remaps = ("-r", "__ns:=/picky", "-r", "segment:=/segment", "-r", "get_vocabulary:=/get_vocabulary")
@@ -106,11 +109,12 @@ def test_object_names_outside_the_active_vocabulary_fail_naming_its_objects(
     lacks = "no object 'bike'; its objects: mug, kettle, bottle, pan, knife, hammer"  # config/partglee.yaml
     response = ask(ros_node, client, camera, PlanGrasps.Request(parts=["handle"], timeout=30.0), 250)
     assert not response.success and len(response.poses.poses) == 0, response.message
-    assert response.message.startswith("the active vocabulary (revision "), response.message
+    assert response.message.startswith("object_names: the active vocabulary (revision "), response.message
     assert response.message.endswith(f"has {lacks}"), response.message
     response = ask(ros_node, client, None, PlanGrasps.Request(parts=["grip"], timeout=30.0))
     both = f"has no part 'grip'; its parts: {', '.join(PARTS)}; and {lacks}"
     assert not response.success and response.message.endswith(both), response.message
+    assert response.message.startswith("the request's parts and object_names: "), response.message
 
 
 def test_a_track_id_selects_one_object_of_the_stream(ros_node, nodes) -> None:

@@ -7,7 +7,8 @@ Real bags are not always clean. What is handled here, each with a message that n
 - a metadata.yaml that cannot be used (empty, not YAML, naming files that are not there) next to a single
   storage file: that file is read directly, with a warning naming the metadata;
 - a metadata.yaml whose message counts are wrong (stale, or split files merged by hand): the storage files'
-  own counts are used, with a warning naming the metadata;
+  own counts are used, with a warning naming the metadata; where a file does not count its messages per topic
+  (an mcap Statistics record may leave that map empty), the metadata's are, with a warning naming that file;
 - corruption met while reading (sqlite "malformed", a cut chunk, a flipped byte): `BagError` after the good
   messages, so a caller keeps its partial results. rosbags, sqlite3, zstd and the mcap reader raise an
   open-ended set of exceptions for damaged bytes (OverflowError, MemoryError, ZstdError, TypeError, ...), so
@@ -23,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
+import yaml
 from mcap.exceptions import EndOfFile
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
@@ -96,6 +98,13 @@ def error_line(err: Exception) -> str:
     """One line naming the exception's type: a damaged file raises anything from OverflowError to ZstdError."""
     text = str(err).splitlines()[0] if str(err) else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _counts_per_topic(storage: Any) -> bool:
+    """Whether a storage file (rosbags' McapReader or Sqlite3Reader) counts its messages per topic: an mcap's
+    Statistics record may leave its per-channel map empty ("not available"), and rosbags then gives every
+    connection 0 messages though the file's total, and its chunk indexes, count them all."""
+    return sum(c.msgcount for c in storage.connections) == storage.metadata.message_count
 
 
 def _opened(target: Path) -> Reader:
@@ -234,7 +243,16 @@ class Bag:
         (or what a hand-made split bag copied), and a wrong one would make the evaluation refuse a topic that
         has frames or skip the check for ground truth that no frame matched."""
         assert self._reader is not None
+        uncounted = [path.name for path, storage in self._named_storages() if not _counts_per_topic(storage)]
+        if uncounted:
+            verb = "does" if len(uncounted) == 1 else "do"
+            self.warnings.append(
+                f"{directory}: {', '.join(uncounted)} {verb} not count messages per topic; metadata.yaml's counts"
+                " are used"
+            )
+            return
         counted = self._file_counts()
+        assert counted is not None
         wrong = [
             f"{name} {info.msgcount} (its files hold {counted[name]})"
             for name, info in self._reader.topics.items()
@@ -252,11 +270,26 @@ class Bag:
         storage = self._reader.storage
         return list(storage.storages) if isinstance(storage, DirectoryReader) else [storage]
 
-    def _file_counts(self) -> dict[str, int]:
-        """Messages per topic as the storage files index them (an mcap's statistics, a db3's rows)."""
+    def _named_storages(self) -> list[tuple[Path, Any]]:
+        """The storage files' readers with the files' paths, as the bag lists them: a bag compressed per file
+        is read from decompressed copies in a temporary directory, gone once the bag is closed."""
+        assert self._reader is not None
+        storage = self._reader.storage
+        if not isinstance(storage, DirectoryReader):
+            return [(Path(storage.path), storage)]
+        meta = yaml.safe_load((storage.path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        # rosbags opens each listed file by its name in the bag directory, in the listed order
+        names = [PurePath(p).name for p in meta["relative_file_paths"]]
+        return [(storage.path / name, s) for name, s in zip(names, storage.storages, strict=True)]
+
+    def _file_counts(self) -> dict[str, int] | None:
+        """Messages per topic as the storage files index them (an mcap's statistics, a db3's rows); None where
+        a file does not count them per topic."""
         assert self._reader is not None
         counts = dict.fromkeys(self._reader.topics, 0)
         for storage in self._storages():
+            if not _counts_per_topic(storage):
+                return None
             for connection in storage.connections:
                 if connection.topic in counts:
                     counts[connection.topic] += connection.msgcount
@@ -277,9 +310,9 @@ class Bag:
         if self._recovered is not None:
             return self._recovered.topics
         assert self._reader is not None
-        counts = self._file_counts()  # not metadata.yaml's (_check_counts)
+        counts = self._file_counts()  # metadata.yaml's only where the files do not count (_check_counts)
         return {
-            name: TopicInfo(name, info.msgtype or "", counts[name])
+            name: TopicInfo(name, info.msgtype or "", info.msgcount if counts is None else counts[name])
             for name, info in self._reader.topics.items()
         }
 
@@ -326,14 +359,25 @@ class Bag:
     def _stopped_at(self, topics: set[str], count: int) -> str:
         """Where reading stopped after ``count`` messages of ``topics``: rosbags reads a split bag's files one
         after the other, so their own counts tell the file it was in and the message there (the bag directory
-        alone leaves every file suspect)."""
+        alone leaves every file suspect). A file that does not count its messages per topic holds its total
+        when every topic of it is read; else reading stopped in it or in a file after it."""
         on = ", ".join(sorted(topics))
         read = 0
-        for storage in self._storages():
-            holds = sum(c.msgcount for c in storage.connections if c.topic in topics)
+        named = self._named_storages()
+        for position, (path, storage) in enumerate(named):
+            if _counts_per_topic(storage):
+                holds = sum(c.msgcount for c in storage.connections if c.topic in topics)
+            elif all(c.topic in topics for c in storage.connections):
+                holds = storage.metadata.message_count
+            else:
+                later = " or in a file after it" if position < len(named) - 1 else ""
+                return (
+                    f"{path}: reading stopped in it{later} ({count} messages read in all on {on}, {read} of them"
+                    " in the files before it; it does not count its messages per topic)"
+                )
             if count < read + holds:
                 return (
-                    f"{storage.path}: reading stopped after {count - read} of its {holds} messages on {on}"
+                    f"{path}: reading stopped after {count - read} of its {holds} messages on {on}"
                     f" ({count} read in all)"
                 )
             read += holds

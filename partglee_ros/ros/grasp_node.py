@@ -15,8 +15,8 @@ Service plan_grasps (PlanGrasps): on request, asks partglee_node's `segment` ser
 depth, and answers with the grasps on it (a `track_id` restricts them to one tracked object); served from a helper node (partglee_ros/ros/service_thread.py)
 so the topics go on while a request waits. Without named objects the request uses partglee_node's active
 vocabulary, read from its `get_vocabulary` service (relative name, remap it with `segment`): a requested part
-or an `object_names` object it lacks fails the request (0 grasps would read as "not visible"); the topics warn
-once instead.
+or an `object_names` object it lacks, or a part its object_parts allow under none of those objects, fails the
+request (0 grasps would read as "not visible"); the topics warn once instead.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ SERVICE_GONE_S = 1.0  # the segment service absent from the graph this long: its
 VOCABULARY_READ_S = 1.0  # get_vocabulary answers at once (no inference): a re-read after the frame waits this
 # the topics read the vocabulary at most this often (a lost reply, a bag's revisions)
 VOCABULARY_RETRY_S = 5.0
-SHOWN_NAMES = 20  # of the vocabulary's parts (objects), in the reason a part (object) it lacks is given
+SHOWN_NAMES = 20  # of a list of the vocabulary's names (parts, objects, pairs) shown in a reason
 Target = tuple[str, GraspPose]
 
 
@@ -99,34 +99,67 @@ def matching_parts(
     return [(o, p) for o in chosen for p in o.parts if p.label in wanted]
 
 
+def _shown(names: list[str], separator: str = ", ") -> str:
+    """The first SHOWN_NAMES of ``names``: a reason stays one readable line for a vocabulary of hundreds."""
+    shown = separator.join(names[:SHOWN_NAMES]) or "none"
+    if len(names) > SHOWN_NAMES:
+        shown += f"{separator}... ({len(names) - SHOWN_NAMES} more)"
+    return shown
+
+
 def _lacks(kind: str, wanted: set[str], names: list[str]) -> str:
     """'no <kind> ...; its <kind>s: ...' for the names in ``wanted`` that ``names`` lacks, '' for none."""
     missing = sorted(wanted - {normal_name(n) for n in names})
     if not missing:
         return ""
-    shown = ", ".join(names[:SHOWN_NAMES]) or "none"
-    if len(names) > SHOWN_NAMES:
-        shown += f", ... ({len(names) - SHOWN_NAMES} more)"
     listed = ", ".join(repr(n) for n in missing)
-    return f"no {kind}{'s' * (len(missing) > 1)} {listed}; its {kind}s: {shown}"
+    return f"no {kind}{'s' * (len(missing) > 1)} {listed}; its {kind}s: {_shown(names)}"
 
 
-def vocabulary_lacks(wanted: set[str], objects: set[str], vocabulary: VocabularyMsg) -> tuple[str, str]:
-    """The parameters naming what ``vocabulary`` lacks ('part_names and object_names') and why it cannot
-    find ``wanted`` parts of ``objects``; both '' when it has every name. A name it lacks is never looked
-    for, so no grasps on it would mean "never looked for", not "not visible"."""
-    reasons = {
-        parameter: reason
-        for parameter, reason in (
-            ("part_names", _lacks("part", wanted, list(vocabulary.parts))),
-            ("object_names", _lacks("object", objects, list(vocabulary.objects))),
+def _unpaired(wanted: set[str], objects: set[str], vocabulary: VocabularyMsg) -> str:
+    """'no object:part pair ...; its object_parts: ...' for the parts in ``wanted`` that the vocabulary has but
+    whose object_parts allow under none of the ``objects`` it has (no ``objects``: none of its objects), ''
+    for none: partglee_node looks for a part only under the objects that may have it."""
+    parts = [normal_name(p) for p in vocabulary.parts]
+    allowed = {normal_name(r.object): [normal_name(p) for p in r.parts] for r in vocabulary.object_parts}
+    known = [normal_name(o) for o in vocabulary.objects]
+    looked = [o for o in known if o in objects] if objects else known  # objects it lacks: _lacks
+    never = [p for p in sorted(wanted) if p in parts and all(p not in allowed.get(o, parts) for o in looked)]
+    if not looked or not never:
+        return ""
+    pairs = [repr(f"{o}:{p}") for p in never for o in looked]
+    # each object in a pair has a restriction: one without allows every part
+    restricted = [f"{o}: {', '.join(allowed[o])}" for o in looked]
+    return (
+        f"no object:part pair{'s' * (len(pairs) > 1)} {_shown(pairs)}; its object_parts: "
+        f"{_shown(restricted, '; ')}"
+    )
+
+
+def vocabulary_lacks(
+    wanted: set[str], objects: set[str], vocabulary: VocabularyMsg, parts_from: str = "part_names"
+) -> tuple[str, str]:
+    """Where the names ``vocabulary`` cannot find came from (``parts_from`` for ``wanted``, the object_names
+    parameter for ``objects``: 'part_names and object_names') and why it cannot find ``wanted`` parts of
+    ``objects``; both '' when it can. A part or object it lacks, or a part it allows under none of the objects,
+    is never looked for, so no grasps on it would mean "never looked for", not "not visible"."""
+    found = [
+        (sources, reason)
+        for sources, reason in (
+            ([parts_from], _lacks("part", wanted, list(vocabulary.parts))),
+            (["object_names"], _lacks("object", objects, list(vocabulary.objects))),
+            (
+                [parts_from, "object_names"] if objects else [parts_from],
+                _unpaired(wanted, objects, vocabulary),
+            ),
         )
         if reason
-    }
-    if not reasons:
+    ]
+    if not found:
         return "", ""
-    why = f"the active vocabulary (revision {vocabulary.revision}) has " + "; and ".join(reasons.values())
-    return " and ".join(reasons), why
+    sources = dict.fromkeys(source for names, _ in found for source in names)
+    why = f"the active vocabulary (revision {vocabulary.revision}) has " + "; and ".join(r for _, r in found)
+    return " and ".join(sources), why
 
 
 def _kind(client: Client) -> str:
@@ -378,12 +411,13 @@ class GraspNode(Node):
         # named objects: ask for exactly these names; else the active vocabulary, which must have the parts
         # and the object_names parameter's objects
         vocabulary = None
+        parts_from = "the request's parts" if named_parts else "part_names"
         if not named_objects:  # checked before a frame is awaited for nothing
             self._wait_for_service(self._vocabulary, deadline)
             vocabulary = self._active_vocabulary(max(deadline, time.monotonic() + MIN_FRAME_WAIT_S))
-            _, lacks = vocabulary_lacks(wanted, objects, vocabulary)
+            sources, lacks = vocabulary_lacks(wanted, objects, vocabulary, parts_from)
             if lacks:
-                raise ValueError(lacks)
+                raise ValueError(f"{sources}: {lacks}")
         ask = Segment.Request(timeout=max(deadline - time.monotonic(), MIN_FRAME_WAIT_S))
         if named_objects:
             ask.objects, ask.parts = named_objects, sorted(wanted)
@@ -393,9 +427,9 @@ class GraspNode(Node):
         if vocabulary is not None and answer.segmentation.vocabulary_revision != vocabulary.revision:
             # set_vocabulary came while the frame was awaited: the frame's vocabulary, if it is still active
             vocabulary = self._active_vocabulary(time.monotonic() + VOCABULARY_READ_S)
-            _, lacks = vocabulary_lacks(wanted, objects, vocabulary)
+            sources, lacks = vocabulary_lacks(wanted, objects, vocabulary, parts_from)
             if vocabulary.revision == answer.segmentation.vocabulary_revision and lacks:
-                raise ValueError(lacks)
+                raise ValueError(f"{sources}: {lacks}")
         if not answer.depth.data:
             raise ValueError(
                 f"partglee_node sent no depth with the frame ({answer.message}): it needs use_depth:=true and "
