@@ -214,8 +214,15 @@ def save_checkpoint(model: PartGLEE, config: ModelConfig, path: str | Path) -> P
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_model(model, str(path / WEIGHTS_FILE))
+    readable_by_all(path / WEIGHTS_FILE)
     config.save(path / CONFIG_FILE)
     return path
+
+
+def readable_by_all(path: Path) -> None:
+    """Give a file safetensors wrote the mode of a plain file (safetensors leaves it 0600): a node may run as
+    another user than the one who trained or copied the model, as for ``write_atomically``."""
+    os.chmod(path, 0o644)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[PartGLEE, ModelConfig]:

@@ -118,6 +118,10 @@ def test_checkpoint_loads_for_inference(tmp_path: Path) -> None:
     trainer.fit()
     model, config = load_checkpoint(tmp_path / "model")
     assert config == trainer.cfg.model
+    # a node may run as another user than the trainer: every file is readable by all (safetensors writes 0600)
+    written = [f for f in tmp_path.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".json"}]
+    assert {f.parent.name for f in written} >= {"model", "step_00000001"}, written
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in written), [oct(f.stat().st_mode) for f in written]
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k])
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file
 
-from partglee_ros.config import WEIGHTS_FILE, ModelConfig, save_checkpoint
+from partglee_ros.config import WEIGHTS_FILE, ModelConfig, readable_by_all, save_checkpoint
 from training.distributed import DistContext, barrier
 
 STATE_FILE = "trainer_state.json"
@@ -58,7 +58,9 @@ def save_training_state(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier(ctx)
-    save_file(_rng_tensors(), str(tmp / f"rng_rank{ctx.rank}.safetensors"))
+    rng_file = tmp / f"rng_rank{ctx.rank}.safetensors"
+    save_file(_rng_tensors(), str(rng_file))
+    readable_by_all(rng_file)
     barrier(ctx)
     if ctx.is_main:
         save_checkpoint(model, config, tmp)
@@ -71,6 +73,7 @@ def save_training_state(
                 else:
                     scalars[f"{pid}.{key}"] = value
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        readable_by_all(tmp / OPTIMIZER_FILE)
         state = {"step": step, "param_groups": sd["param_groups"], "scalars": scalars, "scaler": scaler_state}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         shutil.rmtree(final, ignore_errors=True)
