@@ -170,9 +170,18 @@ def test_cli_mistakes_are_one_line_errors_that_start_nothing(tmp_path: Path, cap
     for args, message in [
         (["--config", str(tmp_path / "absent.yaml"), *out], "absent.yaml: FileNotFoundError"),
         (["--config", str(garbage), *out], "garbage.yaml: ParserError"),
-        (["--config", str(config), "--steps", "0", *out], "steps and batch_size must be >= 1"),
-        (["--config", str(config), "--lr", "nan", *out], "lr must be a positive number, got nan"),
-        (["--config", str(config), "--checkpoint-every", "0", *out], "checkpoint_every must be >= 1"),
+        (
+            ["--config", str(config), "--steps", "0", *out],
+            "--steps 0: ValueError: steps and batch_size must be >= 1",
+        ),
+        (
+            ["--config", str(config), "--lr", "nan", *out],
+            "--lr nan: ValueError: lr must be a positive number, got nan",
+        ),
+        (
+            ["--config", str(config), "--checkpoint-every", "0", *out],
+            "--checkpoint-every 0: ValueError: checkpoint_every",
+        ),
         (["--config", str(warmup), *out], "schedule min_lr_ratio must be in [0, 1], got 5"),
         (["--config", str(config), "--stop-after", "0", *out], "--stop-after must be >= 1"),
         (["--config", str(typo), *out], "unknown keys ['spilt'] for type synthparts"),
@@ -180,7 +189,14 @@ def test_cli_mistakes_are_one_line_errors_that_start_nothing(tmp_path: Path, cap
             ["--config", str(config), "--out", str(earlier)],
             "holds checkpoints of an earlier run: --resume it",
         ),
-        (["--config", str(config), "--init", str(broken_init), *out], "broken_init/config.json"),
+        (
+            ["--config", str(config), "--init", str(broken_init), *out],
+            f"--init {broken_init}: ValueError: {broken_init}/config.json",
+        ),
+        (
+            ["--config", str(config), "--init", str(tmp_path / "absent"), *out],
+            f"--init {tmp_path / 'absent'}: FileNotFoundError",
+        ),
     ]:
         assert train_main(args) == 2, args
         last = capsys.readouterr().err.splitlines()[-1]  # after the text encoder's loading bar, if any

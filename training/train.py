@@ -83,19 +83,20 @@ def _usage_error(text: str) -> int:
     return 2
 
 
+# Flags that override a train.<same name> value of the config file.
+OVERRIDES = ("steps", "batch_size", "lr", "seed", "threads", "num_workers", "eval_every", "checkpoint_every")
+
+
+def _given_overrides(args: argparse.Namespace) -> list[str]:
+    """The override flags on the command line, as typed: the one a refused value came from is among them."""
+    flags = [f"--{a.replace('_', '-')} {getattr(args, a)}" for a in OVERRIDES if getattr(args, a) is not None]
+    return flags + (["--no-amp"] if args.no_amp else [])
+
+
 def apply_overrides(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     o = cfg.optim
-    for arg, attr in (
-        ("steps", "steps"),
-        ("batch_size", "batch_size"),
-        ("lr", "lr"),
-        ("seed", "seed"),
-        ("threads", "threads"),
-        ("num_workers", "num_workers"),
-        ("eval_every", "eval_every"),
-        ("checkpoint_every", "checkpoint_every"),
-    ):
-        value = getattr(args, arg)
+    for attr in OVERRIDES:
+        value = getattr(args, attr)
         if value is not None:
             setattr(o, attr, value)
     if args.no_amp:
@@ -109,9 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     from training.loop import Trainer  # heavy imports after --help
 
     try:
-        cfg = apply_overrides(load_train_config(args.config), args)
-    except USER_ERRORS as err:  # the config file or the flags
+        cfg = load_train_config(args.config)
+    except USER_ERRORS as err:  # the config file
         return _usage_error(f"{args.config}: {type(err).__name__}: {err}")
+    try:
+        cfg = apply_overrides(cfg, args)
+    except USER_ERRORS as err:  # a flag's value (the file's own values passed above)
+        return _usage_error(f"{' '.join(_given_overrides(args))}: {type(err).__name__}: {err}")
     if args.stop_after is not None and args.stop_after < 1:
         return _usage_error("--stop-after must be >= 1")
     out = Path(args.out or Path("runs") / Path(args.config).stem)
@@ -131,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
                 cfg, out, ctx, progress=not args.no_progress, tensorboard=not args.no_tensorboard
             )
             resumed = args.resume and trainer.resume()
-            if args.init is not None and not resumed:
-                trainer.init_weights(args.init)
-        except USER_ERRORS as err:  # datasets, --out, --resume's checkpoint, --init's model
+        except USER_ERRORS as err:  # datasets, --out, --resume's checkpoint
             return _usage_error(f"{type(err).__name__}: {err}")
+        if args.init is not None and not resumed:
+            try:
+                trainer.init_weights(args.init)
+            except USER_ERRORS as err:
+                return _usage_error(f"--init {args.init}: {type(err).__name__}: {err}")
         if ctx.is_main:
             print(
                 f"training {cfg.model.name} ({cfg.model.architecture}) on {ctx.device} x{ctx.world_size}, "
