@@ -83,6 +83,9 @@ def test_a_wrong_label_or_a_missing_result_never_matches() -> None:
     got = tracking_metrics(gts, preds)
     assert got["misses"] == FRAMES + 1 and got["false_positives"] == FRAMES - 1
     assert got["IDR"] == pytest.approx((FRAMES - 1) / (2 * FRAMES))
+    # no match at all: MOTP is undefined, shown as the AP tables show it
+    nothing = tracking_metrics(gts, [None] * len(gts))
+    assert "| MOTP (mean IoU of matches) | n/a |" in tracking_to_markdown(nothing)
 
 
 def test_untracked_predictions_are_new_identities_each_frame() -> None:

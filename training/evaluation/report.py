@@ -44,12 +44,12 @@ def evaluate(
     return out
 
 
-def _fmt(value: float) -> str:
+def format_metric(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _ap_row(label: str, block: dict) -> str:
-    return f"| {label} | " + " | ".join(_fmt(block[t][k]) for t, k in _AP_COLUMNS) + " |"
+    return f"| {label} | " + " | ".join(format_metric(block[t][k]) for t, k in _AP_COLUMNS) + " |"
 
 
 def metrics_to_markdown(metrics: dict, per_category: bool = False) -> str:
@@ -73,7 +73,7 @@ def metrics_to_markdown(metrics: dict, per_category: bool = False) -> str:
             "|---|---|---|---|---|",
         ]
         for setting, m in metrics["part_miou"].items():
-            values = " | ".join(_fmt(m[k]) for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU"))
+            values = " | ".join(format_metric(m[k]) for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU"))
             lines.append(f"| {setting} | {values} |")
     if "operating_points" in metrics["object"]["segm"]:
         lines += [
@@ -89,14 +89,14 @@ def metrics_to_markdown(metrics: dict, per_category: bool = False) -> str:
             metrics["part"]["segm"]["operating_points"],
             strict=True,
         ):
-            cells = [_fmt(p[k]) for p in (obj, part) for k in ("precision", "recall", "f1")]
+            cells = [format_metric(p[k]) for p in (obj, part) for k in ("precision", "recall", "f1")]
             lines.append(f"| {obj['threshold']:g} | " + " | ".join(cells) + " |")
     if "hierarchy_consistency" in metrics:
         hc = metrics["hierarchy_consistency"]
         lines += [
             "",
             f"Hierarchy consistency (part >= 95 % inside its parent) over {hc['num_parts']} predicted parts: "
-            f"box {_fmt(hc['box'])}, mask {_fmt(hc['mask'])}.",
+            f"box {format_metric(hc['box'])}, mask {format_metric(hc['mask'])}.",
         ]
     if per_category:
         for key, label in _ROWS[:3]:
@@ -105,8 +105,8 @@ def metrics_to_markdown(metrics: dict, per_category: bool = False) -> str:
             )
             lines += ["", f"| {label} | box AP | mask AP |", "|---|---|---|"]
             lines += [
-                f"| {n} | {_fmt(metrics[key]['bbox']['per_category'].get(n, math.nan))} | "
-                f"{_fmt(metrics[key]['segm']['per_category'].get(n, math.nan))} |"
+                f"| {n} | {format_metric(metrics[key]['bbox']['per_category'].get(n, math.nan))} | "
+                f"{format_metric(metrics[key]['segm']['per_category'].get(n, math.nan))} |"
                 for n in names
             ]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 
 from partglee_ros.runtime.result import SegmentationResult
 from training.data.hierarchy import ImageAnnotation
+from training.evaluation.report import format_metric
 
 IOU_THRESHOLD = 0.5
 # motmetrics name -> key in the result
@@ -125,5 +126,5 @@ def tracking_to_markdown(metrics: dict) -> str:
     lines = ["| metric | value |", "|---|---|"]
     for key, label in rows:
         value = metrics[key]
-        lines.append(f"| {label} | {value:.3f} |" if isinstance(value, float) else f"| {label} | {value} |")
+        lines.append(f"| {label} | {format_metric(value) if isinstance(value, float) else value} |")
     return "\n".join(lines)
