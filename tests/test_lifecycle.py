@@ -150,6 +150,62 @@ def test_bad_parameter_override_exits_cleanly(start_process, tmp_path) -> None:
     assert "cannot start" in log and "max_objects" in log and "Traceback" not in log, log
 
 
+def test_backend_auto_falling_back_says_why_in_the_nodes_log_and_diagnostics(
+    ros_node, start_process, tmp_path
+) -> None:
+    """A model.onnx auto cannot use (here not a graph at all; in the field one exported from other weights)
+    makes it fall back to PyTorch. That was a bare stderr line: not on /rosout, not in the `loaded` line."""
+    model = small_checkpoint(tmp_path / "model")
+    (model / "model.onnx").write_bytes(b"not an ONNX graph")
+    cmd = partglee_command(params_file(tmp_path), model, backend="auto")
+    proc = start_process(*cmd, "-r", "__ns:=/fallback", name="fallback")
+    diagnostics: list[dict[str, str]] = []
+    ros_node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diagnostics.extend(
+            {v.key: v.value for v in s.values} for s in m.status if s.hardware_id == "/fallback/partglee"
+        ),
+        QOS,
+    )
+    assert spin_until(ros_node, lambda: bool(diagnostics), 90), proc.output()
+    reason = "backend auto: model.onnx not used, falling back to PyTorch: cannot load ONNX model"
+    assert diagnostics[-1]["backend_fallback"].startswith(reason), diagnostics[-1]
+    assert diagnostics[-1]["backend"] == "torch/cpu, fp32"
+    lines = proc.output().splitlines()
+    assert any(line.startswith("[WARN]") and f"[fallback.partglee]: {reason}" in line for line in lines), (
+        lines
+    )
+    assert any(line.startswith("[INFO]") and f"on torch/cpu, fp32 ({reason}" in line for line in lines), lines
+
+
+def test_an_empty_objects_list_says_so(start_process, tmp_path) -> None:
+    """rcl leaves a list given as [] unset, and the node exited with "The parameter 'objects' is not
+    initialized". No params file: with one, rcl keeps the file's list instead."""
+    model = f"model_path:={tmp_path / 'model'}"  # not read: the vocabulary is checked first
+    proc = start_process(
+        str(NODE_EXECUTABLE), "--ros-args", "-p", "objects:=[]", "-p", model, name="no_objects"
+    )
+    assert proc.proc.wait(timeout=60) == 2, proc.output()
+    log = proc.output()
+    assert "cannot start: objects is an empty list: the vocabulary needs at least one object name" in log, log
+
+
+@pytest.mark.parametrize("parts", ["[]", "['']"])
+def test_an_empty_parts_list_starts_without_parts(start_process, tmp_path, parts: str) -> None:
+    """A vocabulary may have no parts (set_vocabulary takes one); as parameters, [] failed as unset and
+    [''] (the launch file's "none") as an empty name."""
+    model = small_checkpoint(tmp_path / "model")
+    values = {"objects": "[mug]", "parts": parts, "model_path": model, "backend": "torch"}
+    args = [arg for name, value in values.items() for arg in ("-p", f"{name}:={value}")]
+    proc = start_process(str(NODE_EXECUTABLE), "--ros-args", *args, name="no_parts")
+    deadline = time.monotonic() + 90
+    while "loaded " not in proc.output() and proc.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "vocabulary revision 1: 1 object, 0 parts" in proc.output(), proc.output()
+    assert proc.proc.poll() is None, proc.output()
+
+
 @pytest.mark.parametrize(
     ("executable", "arguments", "message"),
     [

@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 
 from partglee_ros.ros.conversions import msg_to_result, object_parts_from_msgs, result_to_msg
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
-from partglee_ros.runtime.vocabulary import VocabularyError
+from partglee_ros.runtime.vocabulary import VocabularyError, make_vocabulary
 from partglee_ros.sensor_images import ImageDecodeError, paste_mask_crop
 from tests.conftest import PYTHON, REPO, first_answer, spin_until
 
@@ -139,6 +139,13 @@ def test_vocabulary_services(ros_node, peer) -> None:
 
     now = _call(ros_node, get_client, GetVocabulary.Request(), peer).vocabulary
     assert now.revision == 1 and list(now.parts) == ["handle", "lid", "spout"]
+
+
+def test_set_vocabulary_counts_its_names_in_words() -> None:
+    """set_vocabulary's answer and the node's `loaded` line said "1 objects, 0 parts"."""
+    assert make_vocabulary(["mug"], []).describe() == "revision 0: 1 object, 0 parts"
+    vocab = make_vocabulary(["mug", "kettle"], ["lid"], {"kettle": ["lid"]}, revision=3)
+    assert vocab.describe() == "revision 3: 2 objects, 1 part (kettle: lid)"
 
 
 def test_malformed_mask_crops_are_refused() -> None:

@@ -12,9 +12,11 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from partglee_ros.msg import HierarchicalSegmentation, ObjectParts
 from partglee_ros.srv import GetVocabulary, Segment
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from partglee_ros.geometry import Intrinsics, plan_grasp
@@ -192,6 +194,41 @@ def test_a_frame_without_depth_is_answered_and_says_why_it_has_none(peer: Peer) 
     )
 
 
+def test_diagnostics_count_frames_with_and_without_depth_and_warn_when_most_lack_it(peer: Peer) -> None:
+    """Colour and depth from one camera process overflow Fast DDS's default shared-memory segment even at
+    320x240, and most depth frames were lost without a word in the log or /diagnostics."""
+    seen: list[DiagnosticStatus] = []
+    peer.node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: seen.extend(s for s in m.status if s.hardware_id == "/partglee"),
+        QOS,
+    )
+    peer.camera.publish(700)  # with depth
+    assert spin_until(peer.node, lambda: any(r.header.stamp.sec == 700 for r in peer.stream), 60)
+
+    def warned() -> bool:
+        return any(s.level == DiagnosticStatus.WARN and "lately had no depth" in s.message for s in seen)
+
+    sec, deadline = 9100, time.monotonic() + 60
+    while not warned() and time.monotonic() < deadline:  # colour alone: its depth "lost"
+        header = Header(frame_id="camera_optical")
+        header.stamp.sec = sec
+        peer.camera.image_pub.publish(rgb_to_image_msg(noise_image(sec), header))
+        sec += 1
+        spin_until(peer.node, warned, 0.3)
+    assert warned(), [(s.level, s.message) for s in seen]
+    status = next(s for s in seen if s.level == DiagnosticStatus.WARN and "lately had no depth" in s.message)
+    assert (
+        f"on {TOPICS['depth_topic']} (" in status.message
+        and "config/fastdds_large_data.xml" in status.message
+    )
+    values = {kv.key: kv.value for kv in status.values}
+    assert int(values["frames_with_depth"]) >= 1 and int(values["frames_without_depth"]) >= 1, values
+    assert int(values["depth_received"]) >= 1 and int(values["camera_info_received"]) >= 1, values
+    assert "frames lately had no depth and camera_info within depth_slop (0.05 s)" in peer.proc.output()
+
+
 BAD_REQUESTS = [
     ({"objects": [], "parts": ["handle"], "object_parts": {}}, {}, "parts without objects"),
     ({"objects": ["mug", "MUG"]}, {}, "duplicate"),
@@ -202,6 +239,8 @@ BAD_REQUESTS = [
     ({}, {"timeout": 1e6}, "timeout must be"),
     ({}, {"step": 5}, "step"),
     ({}, {"encoding": "yuv_unknown"}, "unsupported encoding"),
+    # encoding set, no pixels: was taken for "no image" and waited for a camera frame until the timeout
+    ({}, {"empty_image": "rgb8"}, "its image has encoding 'rgb8' but is empty (0x0)"),
 ]
 
 
@@ -212,6 +251,8 @@ def test_bad_requests_get_a_clear_reason(peer: Peer, names: dict, other: dict, r
         request.image = rgb_to_image_msg(noise_image(4), Header(frame_id="x"))
         request.image.step -= other.get("step", 0)
         request.image.encoding = other.get("encoding", request.image.encoding)
+    if "empty_image" in other:
+        request.image = Image(encoding=other["empty_image"])
     started = time.monotonic()
     response = peer.answer(peer.ask(request))
     assert not response.success and reason in response.message, response.message

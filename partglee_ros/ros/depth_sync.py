@@ -33,10 +33,12 @@ class NearestStampBuffer:
     def __init__(self, size: int = 10) -> None:
         self._items: deque = deque(maxlen=size)
         self._lock = threading.Lock()
+        self.received = 0  # messages added since start: /diagnostics tells lost messages from skewed stamps
 
     def add(self, msg: Any) -> None:
         with self._lock:
             self._items.append(msg)
+            self.received += 1
 
     def nearest(self, t: float, slop: float) -> Any | None:
         with self._lock:

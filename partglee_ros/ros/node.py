@@ -18,11 +18,13 @@ partglee_ros/ros/segment_queries.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,9 @@ import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.rcutils_logger import RcutilsLogger
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -57,12 +60,12 @@ from partglee_ros.ros.segment_queries import PendingQueries, QueryAnswer, Segmen
 from partglee_ros.ros.service_thread import ServiceThread, request_timeout
 from partglee_ros.ros.vocabulary_services import VocabularyServices
 from partglee_ros.runtime.backends.base import BackendError
-from partglee_ros.runtime.factory import load_segmenter
+from partglee_ros.runtime.factory import fallback_log, load_segmenter
 from partglee_ros.runtime.overlay import draw_overlay
 from partglee_ros.runtime.segmenter import ImageError, Segmenter, validate_image
 from partglee_ros.runtime.tracking import ObjectTracker, TrackingConfig
 from partglee_ros.runtime.vocabulary import Vocabulary, VocabularyError, make_vocabulary, parse_object_parts
-from partglee_ros.sensor_images import ImageDecodeError, compressed_image_to_rgb, raw_image_to_rgb
+from partglee_ros.sensor_images import ImageDecodeError, compressed_image_to_rgb, quoted, raw_image_to_rgb
 from partglee_ros.srv import Segment
 
 NO_INPUT_WARNING_S = 5.0  # diagnostics warn when an active node has had no frame for this long
@@ -70,10 +73,48 @@ DepthPair = tuple[Image | None, CameraInfo | None]
 ERROR_LOGS_PER_5S = 10  # frame error lines logged at most, whatever their kinds (each is counted anyway)
 FINISH_FRAME_S = 60.0  # how long a timed-out request still waits for the frame the inference thread is on
 INACTIVE = "the node is not active (lifecycle): it processes no frames"
+LOST_DEPTH = (  # as grasp_node says it
+    "depth frames may be lost in transport: with Fast DDS, colour and depth published by one camera process "
+    "overflow its default 0.5 MB shared-memory segment, even at 320x240; give the camera driver and this node "
+    'the profile config/fastdds_large_data.xml (README: "Raw camera images over Fast DDS"); else compare the stamps'
+)
 
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameter, missing or corrupt model); the message says what to fix."""
+
+
+class _RuntimeLog(logging.Handler):
+    """The package's Python log records (the runtime's warnings: backend auto falling back, a graph it cannot
+    verify) as the node's ROS log lines, so they reach /rosout under its name instead of a bare stderr line;
+    keeps auto's fallbacks for the `loaded` line and /diagnostics."""
+
+    def __init__(self, logger: RcutilsLogger) -> None:
+        super().__init__(logging.WARNING)
+        self._logger = logger
+        self.fallbacks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.name == fallback_log.name:
+            self.fallbacks.append(text)
+        # one call per severity: rclpy refuses a second severity from the same line
+        if record.levelno >= logging.ERROR:
+            self._logger.error(text)
+        else:
+            self._logger.warning(text)
+
+
+@contextlib.contextmanager
+def runtime_log_to(logger: RcutilsLogger) -> Iterator[_RuntimeLog]:
+    """Route the package's Python logging to ``logger`` while the block runs (model loading)."""
+    package_log = logging.getLogger("partglee_ros")
+    handler = _RuntimeLog(logger)
+    package_log.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        package_log.removeHandler(handler)
 
 
 def default_model_dir() -> Path:
@@ -112,7 +153,8 @@ class PartGleeMixin:
         self._last_error = ""
         self._last_logged: dict[str, float] = {}  # error kind -> when it was last logged
         self._log_times: deque[float] = deque(maxlen=ERROR_LOGS_PER_5S)  # the latest error lines logged
-        self._diag_counts = (0, 0, 0)  # frames received, processed, failed at the previous diagnostics
+        # frames received, processed, failed, published with and without depth at the previous diagnostics
+        self._diag_counts = (0, 0, 0, 0, 0)
         # frames received, dropped and skipped by the slots of earlier activations: diagnostics count since
         # start, like processed and failed frames
         self._earlier_slots = (0, 0, 0)
@@ -120,6 +162,9 @@ class PartGleeMixin:
         self._latencies: deque[float] = deque(maxlen=200)
         self._ages: deque[float] = deque(maxlen=200)
         self._stamps_off_clock = 0
+        self._backend_fallback = ""  # why backend auto did not use what it would have, for /diagnostics
+        self._with_depth = 0  # use_depth: frames published with a matched depth + camera_info
+        self._without_depth = 0  # ... and without (lost depth messages, skewed stamps)
         self._depth = NearestStampBuffer()
         self._camera_info = NearestStampBuffer()
         self._subscriptions_made: list = []
@@ -127,13 +172,22 @@ class PartGleeMixin:
 
     # ---- setup ---------------------------------------------------------------------------------------
     def value(self, name: str) -> Any:
-        return self.get_parameter(name).value
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:
+            # rcl leaves a list given as [] unset, since it cannot tell the list's type: empty is what was meant
+            if isinstance(BY_NAME[name].default, list):
+                return []
+            raise
 
     def _initial_vocabulary(self) -> Vocabulary:
+        if not self.value("objects"):
+            raise StartupError("objects is an empty list: the vocabulary needs at least one object name")
         try:
             mapping = parse_object_parts([e for e in self.value("object_parts") if e.strip()])
+            parts = [p for p in self.value("parts") if p.strip()]  # [''] is none, as for object_parts
             revision = self._last_revision + 1
-            return make_vocabulary(self.value("objects"), self.value("parts"), mapping, revision=revision)
+            return make_vocabulary(self.value("objects"), parts, mapping, revision=revision)
         except VocabularyError as err:
             raise StartupError(f"default vocabulary parameters are invalid: {err}") from err
 
@@ -155,33 +209,36 @@ class PartGleeMixin:
         size = (self.value("input_width"), self.value("input_height"))
         vocab = self._initial_vocabulary()
         try:
-            self.segmenter = load_segmenter(
-                model_dir,
-                backend=self.value("backend"),
-                device=self.value("device"),
-                precision=self.value("precision"),
-                engine_path=self.value("engine_path"),
-                input_size=size if all(size) else None,
-                postprocess_config=post,
-                rebuild_stale_engine=self.value("rebuild_stale_engine"),
-                onnx_spin_threads=self.value("onnx_spin_threads"),
-                onnx_threads=self.value("onnx_threads"),
-                onnx_spin_us=self.value("onnx_spin_us"),
-                torch_compile=self.value("torch_compile"),
-                torch_threads=self.value("torch_threads"),
-            )
+            with runtime_log_to(self.get_logger()) as runtime_log:
+                self.segmenter = load_segmenter(
+                    model_dir,
+                    backend=self.value("backend"),
+                    device=self.value("device"),
+                    precision=self.value("precision"),
+                    engine_path=self.value("engine_path"),
+                    input_size=size if all(size) else None,
+                    postprocess_config=post,
+                    rebuild_stale_engine=self.value("rebuild_stale_engine"),
+                    onnx_spin_threads=self.value("onnx_spin_threads"),
+                    onnx_threads=self.value("onnx_threads"),
+                    onnx_spin_us=self.value("onnx_spin_us"),
+                    torch_compile=self.value("torch_compile"),
+                    torch_threads=self.value("torch_threads"),
+                )
         except BackendError as err:
             raise StartupError(str(err)) from err
         except Exception as err:  # a model that fails in a way no check foresaw: one line, not a traceback
             raise StartupError(f"cannot load {model_dir}: {type(err).__name__}: {err}") from err
+        self._backend_fallback = "; ".join(runtime_log.fallbacks)
         try:
             self.segmenter.apply_vocabulary(vocab)
         except (BackendError, VocabularyError) as err:  # e.g. more names than a TensorRT engine was built for
             self.segmenter.backend.close()
             self.segmenter = None
             raise StartupError(f"default vocabulary: {err}") from err
+        fallback = f" ({self._backend_fallback})" if self._backend_fallback else ""
         self.get_logger().info(
-            f"loaded {model_dir} on {self.segmenter.backend.describe()}; "
+            f"loaded {model_dir} on {self.segmenter.backend.describe()}{fallback}; "
             f"input {self.segmenter.input_size[0]}x{self.segmenter.input_size[1]}; vocabulary {vocab.describe()}"
         )
         self.vocabulary_services = VocabularyServices(self, vocab, self.segmenter.apply_vocabulary)
@@ -393,6 +450,9 @@ class PartGleeMixin:
             if depth is not None:
                 self.depth_pub.publish(depth)
                 self.info_pub.publish(info)
+                self._with_depth += 1
+            elif early is not None:
+                self._without_depth += 1
             self.seg_pub.publish(segmentation)
             self._processed += 1
             self._latencies.append(result.timings_ms["total"])
@@ -506,8 +566,13 @@ class PartGleeMixin:
                 "parts without objects: name the objects too, or nothing for the active vocabulary"
             )
         image = request.image
-        if not (image.data or image.height or image.width):
+        if not (image.data or image.height or image.width or image.encoding):
             return SegmentQuery(prepared, arrived_ns)
+        if image.encoding and not (image.height and image.width):  # not "no image": a client's bug
+            raise ImageDecodeError(
+                f"its image has encoding {quoted(image.encoding)} but is empty ({image.width}x{image.height}); "
+                "leave every image field empty to be answered from the next camera frame"
+            )
         rgb = raw_image_to_rgb(image)
         validate_image(rgb)
         return SegmentQuery(prepared, arrived_ns, rgb, image.header)
@@ -533,6 +598,8 @@ class PartGleeMixin:
         received, dropped, skipped = self._slot_counts()
         status.values = [
             KeyValue(key="backend", value=backend.describe() if backend else ""),
+            # why backend auto chose it ("" when it chose what it tries first)
+            KeyValue(key="backend_fallback", value=self._backend_fallback),
             # "" for a GPU backend; on a CPU, a count far above the cores a container got shows misconfiguration
             KeyValue(key="cpu_threads", value=str(backend.threads or "") if backend else ""),
             KeyValue(key="frames_received", value=str(received)),
@@ -548,6 +615,11 @@ class PartGleeMixin:
             KeyValue(key="frame_age_ms_p50", value=f"{np.percentile(ages, 50):.1f}" if ages.size else ""),
             KeyValue(key="frame_age_ms_p95", value=f"{np.percentile(ages, 95):.1f}" if ages.size else ""),
             KeyValue(key="frames_stamped_off_clock", value=str(self._stamps_off_clock)),
+            # use_depth: frames published with and without a matched depth + camera_info; messages received
+            KeyValue(key="frames_with_depth", value=str(self._with_depth)),
+            KeyValue(key="frames_without_depth", value=str(self._without_depth)),
+            KeyValue(key="depth_received", value=str(self._depth.received)),
+            KeyValue(key="camera_info_received", value=str(self._camera_info.received)),
             KeyValue(key="vocabulary_revision", value=str(vocab.revision if vocab else 0)),
             KeyValue(key="active_tracks", value=str(self._tracker.active)),
         ]
@@ -562,8 +634,14 @@ class PartGleeMixin:
     def _health(self) -> tuple[bytes, str]:
         """Level and message from the frames since the previous diagnostics, so a failure that starts after
         hours of good frames, or a camera that stops, shows at once."""
-        counts = (self._slot_counts()[0], self._processed, self._errors)
-        received, processed, failed = (
+        counts = (
+            self._slot_counts()[0],
+            self._processed,
+            self._errors,
+            self._with_depth,
+            self._without_depth,
+        )
+        received, processed, failed, with_depth, without_depth = (
             c - before for c, before in zip(counts, self._diag_counts, strict=True)
         )
         self._diag_counts = counts
@@ -581,7 +659,16 @@ class PartGleeMixin:
             )
         silent = now - self._last_input
         if silent > NO_INPUT_WARNING_S:
-            return DiagnosticStatus.WARN, f"no input frames for {silent:.0f} s"
+            return DiagnosticStatus.WARN, f"no input frames for {silent:.0f} s on {self._image_topic()}"
+        if without_depth > with_depth:  # most frames: else a lost depth stream goes unnoticed
+            message = (
+                f"{without_depth} of {without_depth + with_depth} frames lately had no depth and camera_info "
+                f"within depth_slop ({self.value('depth_slop'):g} s) on {self.resolve_topic_name('depth')} "
+                f"({self._depth.received} received since start), {self.resolve_topic_name('camera_info')} "
+                f"({self._camera_info.received}): {LOST_DEPTH}"
+            )
+            self.get_logger().warning(message, throttle_duration_sec=30.0)
+            return DiagnosticStatus.WARN, message
         return DiagnosticStatus.OK, "running"
 
     def _header_now(self) -> Header:

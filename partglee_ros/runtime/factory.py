@@ -33,6 +33,9 @@ from partglee_ros.runtime.postprocess import PostprocessConfig
 from partglee_ros.runtime.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
+# auto not using the backend or graph it would have: a logger of its own, so a node can tell its user why
+# (partglee_node shows these in its `loaded` line and /diagnostics)
+fallback_log = logging.getLogger(f"{__name__}.fallback")
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 # fp16: PyTorch autocast (CUDA); int8: ONNX Runtime's int8 graph (ONNX_INT8_FILE)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -204,24 +207,26 @@ def make_backend(
             return _tensorrt_backend(engine_path, model_dir, rebuild_stale_engine, device)
         except BackendError as err:
             # Falling back silently would hide a stale engine behind a CPU backend that is 10x slower.
-            log.warning("backend auto: TensorRT engine %s not used, falling back: %s", engine_path, err)
+            fallback_log.warning(
+                "backend auto: TensorRT engine %s not used, falling back: %s", engine_path, err
+            )
             errors.append(str(err))
     elif engine_path:
-        log.warning(
+        fallback_log.warning(
             "backend auto: engine_path %s does not end in .engine; not tried as an engine", engine_path
         )
     if int8:
         try:
             return _onnx_backend(model_dir, "", device, **onnx_options, int8=True)
         except BackendError as err:
-            log.warning("backend auto: %s not used, falling back to fp32: %s", ONNX_INT8_FILE, err)
+            fallback_log.warning("backend auto: %s not used, falling back to fp32: %s", ONNX_INT8_FILE, err)
             errors.append(str(err))
             precision = "fp32"
     if (model_dir / ONNX_FILE).is_file() and precision == "fp32":
         try:
             return _onnx_backend(model_dir, "", device, **onnx_options)
         except BackendError as err:
-            log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
+            fallback_log.warning("backend auto: %s not used, falling back to PyTorch: %s", ONNX_FILE, err)
             errors.append(str(err))
     try:
         return _torch_backend(model_dir, device, precision, **torch_options)
@@ -354,7 +359,7 @@ def _load_segmenter(
         )
         if backend != "auto":
             raise BackendError(mismatch)
-        log.warning("%s; auto uses PyTorch instead", mismatch)
+        fallback_log.warning("%s; auto uses PyTorch instead", mismatch)
         backend_impl.close()
         torch_options = {k: v for k, v in backend_options.items() if k in TORCH_OPTIONS}
         torch_precision = "fp32" if precision == "int8" else precision  # int8 is a graph, not a PyTorch mode

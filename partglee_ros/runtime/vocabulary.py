@@ -33,9 +33,14 @@ class Vocabulary:
         return self.object_parts.get(object_name, self.parts)
 
     def describe(self) -> str:
+        """'revision 2: 1 object, 0 parts (mug: handle)': the line logs and set_vocabulary's answer show."""
         mapping = "; ".join(f"{o}: {', '.join(p)}" for o, p in self.object_parts.items())
-        text = f"revision {self.revision}: {len(self.objects)} objects, {len(self.parts)} parts"
+        text = f"revision {self.revision}: {_count(self.objects, 'object')}, {_count(self.parts, 'part')}"
         return f"{text} ({mapping})" if mapping else text
+
+
+def _count(names: tuple[str, ...], noun: str) -> str:
+    return f"{len(names)} {noun}" + ("" if len(names) == 1 else "s")
 
 
 def normal_name(name: str) -> str:
