@@ -6,25 +6,31 @@ detector; the geometry's accuracy itself is covered by test_geometry_*.py.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from geometry_msgs.msg import PoseArray, PoseStamped
 from partglee_ros.msg import HierarchicalSegmentation, ObjectParts, Vocabulary
 from partglee_ros.srv import GetVocabulary
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from benchmarks.grasp_accuracy import exclusion_of, handle_shape
 from partglee_ros.ros.conversions import depth_array_to_msg, result_to_msg
+from partglee_ros.ros.depth_sync import stamp_ns
 from partglee_ros.ros.grasp_node import vocabulary_lacks
 from partglee_ros.ros.part_cloud import cloud_points
 from partglee_ros.runtime.result import ObjectResult, PartResult, SegmentationResult
-from tests.conftest import PYTHON, REPO, spin_until
+from tests.conftest import PYTHON, REPO, first_answer, spin_until
 from training.data.synthparts import generate_scene
 
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -69,17 +75,27 @@ class Publishers:
     def matched(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in (self.seg, self.depth_pub, self.info))
 
-    def send(self, header: Header, segmentation_first: bool = False, depth_frame: str | None = None) -> None:
-        """One frame; depth and camera_info in ``depth_frame`` when given (an unaligned depth camera)."""
+    def send(
+        self,
+        header: Header,
+        segmentation_first: bool = False,
+        depth_frame: str | None = None,
+        depth_after_s: float | None = 0.0,
+    ) -> None:
+        """One frame; depth and camera_info in ``depth_frame`` when given (an unaligned depth camera), the
+        depth stamped ``depth_after_s`` after the frame (None: no depth, as when it is lost in transport)."""
         scene = self.scene
         depth_header = Header(stamp=header.stamp, frame_id=depth_frame or header.frame_id)
         k = scene.intrinsics.flatten().tolist()
         info = CameraInfo(header=depth_header, height=scene.height, width=scene.width, k=k)
         sends = [
-            lambda: self.depth_pub.publish(depth_array_to_msg(self.depth, depth_header)),
             lambda: self.info.publish(info),
             lambda: self.seg.publish(result_to_msg(as_result(scene), header)),
         ]
+        if depth_after_s is not None:
+            stamp = Time(nanoseconds=stamp_ns(header) + round(depth_after_s * 1e9)).to_msg()
+            shifted = Header(stamp=stamp, frame_id=depth_header.frame_id)
+            sends.insert(0, lambda: self.depth_pub.publish(depth_array_to_msg(self.depth, shifted)))
         for send in reversed(sends) if segmentation_first else sends:
             send()
             spin_until(self.node, lambda: False, 0.1)
@@ -150,6 +166,48 @@ def test_publishes_handle_pose_with_image_header(
     np.testing.assert_allclose(mine["z"], scene.depth[vs, us], atol=1e-3 if depth_kind == "16UC1" else 1e-6)
 
 
+def test_a_segmentation_without_depth_says_whether_depth_is_lost_or_stamped_apart(
+    ros_node, grasp_process
+) -> None:
+    """The usual cause of a segmentation without depth is depth frames lost in transport (Fast DDS's default
+    shared-memory segment), not stamps, which the warning named alone. It now says what it can tell: no depth
+    came lately, or only this frame's did not (lost: the profile), or none fits any frame (stamps). The
+    warning comes at most once in 5 s, so each case takes a few frames."""
+    scene, _ = scene_with_straight_handle()
+    pubs = Publishers(ros_node, scene, scene.depth)
+    assert spin_until(ros_node, pubs.matched, 60), grasp_process.output()
+    header = Header(frame_id="camera_color_optical_frame")
+    lost = (
+        r"; depth frames may be lost in transport: .* config/fastdds_large_data\.xml \(README: \"Raw camera"
+    )
+
+    def warned(first_sec: int, depth_after_s: Callable[[int], float | None], warning: str) -> bool:
+        """Frames from ``first_sec`` until ``warning`` (a pattern) is logged about one of them."""
+        at = rf"no depth within 0\.05s of segmentation at {first_sec // 100}\d\d\.000: "
+        found = re.compile(at + warning, re.MULTILINE)
+        for sec in range(first_sec, first_sec + 30):
+            header.stamp.sec = sec
+            pubs.send(header, depth_after_s=depth_after_s(sec))
+            if spin_until(ros_node, lambda: found.search(grasp_process.output()), 0.5):
+                return True
+        return False
+
+    # segmentation and camera_info only: each frame is replaced by the next, still without depth
+    none_came = f"none received on /seg/depth in the last 5 s .*{lost}"
+    assert warned(6000, lambda _: None, none_came), grasp_process.output()
+    # every depth 0.3 s after its frame (over depth_slop): stamps, not losses
+    apart = (
+        r"the nearest on /seg/depth is stamped 0\.300s after it, and no segmentation found its depth in the "
+        r"last 5 s: the stamps differ by more than depth_slop \(raise it .*\)$"
+    )
+    assert warned(6100, lambda _: 0.3, apart), grasp_process.output()
+    # every other frame's depth lost: the others are planned on
+    lost_one = (
+        rf"the nearest on /seg/depth is stamped 1\.000s (after|before) it, while other .*did not come{lost}"
+    )
+    assert warned(6200, lambda sec: None if sec % 2 else 0.0, lost_one), grasp_process.output()
+
+
 def test_depth_from_another_camera_frame_is_refused(ros_node, grasp_process) -> None:
     """Depth of the same size from the unaligned depth camera: poses would be off by the baseline and
     published in the colour frame. grasp_node says so and plans nothing."""
@@ -214,6 +272,59 @@ def test_names_the_vocabulary_lacks_are_warned_about_once(
     assert spin_until(ros_node, lambda: any(p.header.stamp.sec == 3102 for p in poses), 5), grasp.output()
     assert grasp.output().count("has no ") == 1, grasp.output()
     assert any(p.poses for p in poses)  # the handle, which the vocabulary has, is still planned on
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("[]", "part_names is empty"),  # rcl leaves it unset: every frame failed (ParameterUninitialized...)
+        ("['']", "part_names entry #0 is empty"),
+        ("[handle, ' ', '']", "part_names entries #1, #2 are empty"),
+    ],
+)
+def test_part_names_that_name_no_part_end_the_start_up(start_process, value: str, reason: str) -> None:
+    """The node started silently and then failed, or found nothing, on every frame."""
+    grasp = start_process(PYTHON, str(GRASP_NODE), "--ros-args", "-p", f"part_names:={value}", name="grasp")
+    assert grasp.proc.wait(timeout=60) == 2, grasp.output()
+    (line,) = grasp.output().splitlines()
+    assert "cannot start: " in line, line
+    assert f"{reason}: name the parts to grasp, e.g. part_names:=[handle]" in line, line
+
+
+def test_part_names_that_name_no_part_are_refused_at_run_time(ros_node, grasp_process) -> None:
+    set_parameters = ros_node.create_client(SetParameters, "/partglee_grasp/set_parameters")
+    assert spin_until(ros_node, set_parameters.service_is_ready, 60), grasp_process.output()
+    for names, reason in (([], "part_names is empty"), ([" "], "part_names entry #0 is empty")):
+        value = Parameter("part_names", Parameter.Type.STRING_ARRAY, names).to_parameter_msg()
+        request = SetParameters.Request(parameters=[value])
+        # refused, so asking again is harmless
+        (result,) = (
+            first_answer(ros_node, lambda r=request: set_parameters.call_async(r), 5, 5).result().results
+        )
+        assert not result.successful and result.reason.startswith(reason), result.reason
+    get_parameters = ros_node.create_client(GetParameters, "/partglee_grasp/get_parameters")
+    request = GetParameters.Request(names=["part_names"])
+    (kept,) = first_answer(ros_node, lambda: get_parameters.call_async(request), 5, 5).result().values
+    assert list(kept.string_array_value) == ["handle"]
+
+
+def test_an_empty_object_names_list_means_any_object(ros_node, start_process) -> None:
+    """rcl leaves `object_names:=[]` unset: every frame failed (ParameterUninitializedException) where ['']
+    means any object."""
+    scene, _ = scene_with_straight_handle()
+    args = ("--ros-args", *REMAPS, "-p", "object_names:=[]")
+    grasp = start_process(PYTHON, str(GRASP_NODE), *args, name="grasp")
+    pubs = Publishers(ros_node, scene, scene.depth)
+    poses: list[PoseArray] = []
+    ros_node.create_subscription(PoseArray, "/grasp_targets", poses.append, QOS)
+    assert spin_until(ros_node, pubs.matched, 60), grasp.output()
+    header = Header(frame_id="camera_color_optical_frame")
+    for second in range(30):
+        header.stamp.sec = 7000 + second
+        pubs.send(header)
+        if spin_until(ros_node, lambda: any(p.poses for p in poses), 1.0):
+            break
+    assert any(p.poses for p in poses), grasp.output()
 
 
 def test_parts_the_vocabulary_allows_under_none_of_the_objects_are_named() -> None:

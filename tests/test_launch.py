@@ -21,6 +21,7 @@ from std_msgs.msg import Header
 from partglee_ros.ros.conversions import depth_array_to_msg, rgb_to_image_msg
 from partglee_ros.ros.launch_arguments import (
     ARGUMENTS,
+    LIST_FORMS,
     grasp_command,
     node_command,
     parameter_values,
@@ -51,6 +52,8 @@ def test_every_launch_argument_maps_to_a_parameter_or_remap() -> None:
         assert target in (BY_NAME if kind == "param" else remapped) or target == "use_sim_time", name
     # every node parameter can be set from the command line under its own name
     assert set(BY_NAME) <= set(ARGUMENTS)
+    # and a list one's errors show its own form
+    assert set(LIST_FORMS) == {name for name, p in BY_NAME.items() if isinstance(p.default, list)}
     source = (REPO / "launch" / "partglee.launch.py").read_text()
     tree = ast.parse(source)
     declared = {
@@ -132,8 +135,15 @@ def test_grasp_node_takes_the_depth_slop_argument_as_the_node_does(ros_node, sta
         ({"use_depth": "yes"}, r"use_depth:='yes': expected true or false"),
         ({"max_objects": "2.5"}, r"max_objects:='2.5': expected int"),
         ({"object_threshold": "nan"}, "expected a finite number"),
-        ({"objects": "mug"}, "expected a list of at least one name"),
-        ({"objects": "[]"}, r"expected a list of at least one name.*\[''\] for none"),  # rcl: unset, a crash
+        ({"objects": "mug"}, "expected a list of at least one object name"),
+        # rcl: unset, a crash; [''] is no way out either: the node refuses an empty object name
+        ({"objects": "[]"}, r"expected a list of at least one object name, e.g. \"\['mug', 'cup'\]\"$"),
+        # the node drops '' entries of parts and object_parts
+        ({"object_parts": "[]"}, r"at least one 'object: part, part' entry, .*\(\[''\] for none\)$"),
+        ({"parts": "[]"}, r"at least one part name, e.g. \"\['handle', 'lid'\]\" \(\[''\] for none\)$"),
+        # YAML reads `mug: handle` as a mapping: the user did give a list
+        ({"object_parts": "[mug: handle]"}, r"as a mapping; quote each entry, e.g. \"\['mug: handle, body'"),
+        ({"objects": "[mug: handle]"}, "as a mapping; a name cannot contain ':'"),
         ({"use_debug_image": "true", "publish_debug_image": "false"}, "disagree"),
         ({"image_topic": ""}, "image_topic:='' is not a topic name"),
         ({"depth_topic": "/camera/depth raw"}, "is not a topic name"),

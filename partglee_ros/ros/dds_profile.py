@@ -12,6 +12,12 @@ from pathlib import Path
 
 DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 PROFILE_NAME = "fastdds_large_data.xml"
+# What partglee_node and grasp_node say when depth does not come: the usual cause with RGB-D cameras
+LOST_DEPTH = (
+    "depth frames may be lost in transport: with Fast DDS, colour and depth published by one camera process "
+    "overflow its default 0.5 MB shared-memory segment, even at 320x240; give the camera driver and the "
+    f'receiving nodes the profile config/{PROFILE_NAME} (README: "Raw camera images over Fast DDS")'
+)
 
 
 def bundled_dds_profile() -> Path | None:

@@ -29,11 +29,12 @@ from typing import Any
 
 import rclpy
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, Vector3
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 from rclpy.client import Client
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
@@ -44,6 +45,7 @@ from partglee_ros.geometry.grasp import SteadyGrasps
 from partglee_ros.msg import HierarchicalSegmentation, ObjectInstance, PartInstance
 from partglee_ros.msg import Vocabulary as VocabularyMsg
 from partglee_ros.ros.conversions import ImageConversionError, depth_msg_to_array
+from partglee_ros.ros.dds_profile import LOST_DEPTH
 from partglee_ros.ros.depth_sync import NearestStampBuffer, stamp_seconds
 from partglee_ros.ros.part_cloud import PartPoints, part_cloud
 from partglee_ros.ros.process_lifetime import init_or_report, interrupted, own_flags
@@ -60,6 +62,7 @@ VOCABULARY_READ_S = 1.0  # get_vocabulary answers at once (no inference): a re-r
 # the topics read the vocabulary at most this often (a lost reply, a bag's revisions)
 VOCABULARY_RETRY_S = 5.0
 SHOWN_NAMES = 20  # of a list of the vocabulary's names (parts, objects, pairs) shown in a reason
+RECEIVED_LATELY_S = 5.0  # an input with nothing received for this long is said to have none
 Target = tuple[str, GraspPose]
 
 
@@ -168,19 +171,36 @@ def _kind(client: Client) -> str:
 
 
 UNIT = FloatingPointRange(from_value=0.0, to_value=1.0)
+# `object_names:=[]` leaves the parameter unset (rcl reads an empty list so): any object, as its default
+ANY_OBJECT = Parameter("object_names", value=[""])
+
+
+def part_names_problem(names: list[str] | None) -> str:
+    """Why part_names (None: unset, which is what rcl makes of `part_names:=[]`) names no part to look for,
+    '' when it does: a name that is empty once its whitespace is collapsed matches no part label."""
+    example = "name the parts to grasp, e.g. part_names:=[handle]"
+    if not names:
+        return f"part_names is empty: {example}"
+    empty = [f"#{i}" for i, name in enumerate(names) if not normal_name(name)]
+    if empty:
+        entries = f"entries {', '.join(empty)} are" if len(empty) > 1 else f"entry {empty[0]} is"
+        return f"part_names {entries} empty: {example}"
+    return ""
 
 
 class GraspNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("partglee_grasp", **kwargs)
         self._stopping = threading.Event()  # first: rclpy destroys a node whose parameters were refused too
+        # before the declarations: it checks the overrides too, so a bad one ends the start-up (main)
+        self.add_on_set_parameters_callback(self._on_parameters)
         self.declare_parameter(
             "part_names", ["handle"], ParameterDescriptor(description="generic part names to grasp")
         )
         self.declare_parameter(
             "object_names",
             [""],
-            ParameterDescriptor(description="only parts of these objects ('' = any object)"),
+            ParameterDescriptor(description="only parts of these objects ('' or [] = any object)"),
         )
         # ranges in the descriptors: rclpy then refuses a bad value at start-up as well as at run time
         self.declare_parameter(
@@ -205,6 +225,10 @@ class GraspNode(Node):
         )
         self._depth = NearestStampBuffer()
         self._info = NearestStampBuffer()
+        # when the last depth and the last camera_info came, and when a segmentation last found both
+        # (time.monotonic()): a segmentation left without them is told why (_unmatched)
+        self._arrived = {"depth": -math.inf, "camera_info": -math.inf}
+        self._matched_at = -math.inf
         # The newest segmentation still without its depth/camera_info: planned when they arrive (the three
         # topics are delivered independently, so the segmentation may come first).
         self._pending: HierarchicalSegmentation | None = None
@@ -215,8 +239,8 @@ class GraspNode(Node):
         self._reading: Future | None = None
         self._read_sent = -math.inf
         self._warned: tuple[int, frozenset[str], frozenset[str]] | None = None
-        self.create_subscription(Image, "depth", self._on_depth, 10)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
+        self._depth_sub = self.create_subscription(Image, "depth", self._on_depth, 10)
+        self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
         self.create_subscription(HierarchicalSegmentation, "segmentation", self._on_segmentation, 10)
         self.poses_pub = self.create_publisher(PoseArray, "grasp_targets", 10)
         self.best_pub = self.create_publisher(PoseStamped, "grasp_target", 10)
@@ -234,6 +258,14 @@ class GraspNode(Node):
         )
         self._plan_service.start()
 
+    def _on_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Refuses part_names that name no part, at start-up and at run time: the node would run, and fail or
+        find nothing on every frame."""
+        for param in params:
+            if param.name == "part_names" and (reason := part_names_problem(param.value)):
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
     def destroy_node(self) -> None:
         self._stopping.set()  # ends waiting requests, which the service's executor waits for
         if getattr(self, "_plan_service", None) is not None:  # not made when its parameters were refused
@@ -243,22 +275,59 @@ class GraspNode(Node):
 
     def _on_depth(self, msg: Image) -> None:
         self._depth.add(msg)
+        self._arrived["depth"] = time.monotonic()
         self._plan_pending()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._info.add(msg)
+        self._arrived["camera_info"] = time.monotonic()
         self._plan_pending()
 
     def _on_segmentation(self, msg: HierarchicalSegmentation) -> None:
         if self._pending is not None:  # its depth never came, and a newer frame replaces it
-            t = stamp_seconds(self._pending.header)
-            self.get_logger().warning(
-                f"no depth/camera_info within {self.get_parameter('depth_slop').value}s of segmentation at "
-                f"{t:.3f}",
-                throttle_duration_sec=5.0,
-            )
+            self.get_logger().warning(self._unmatched(self._pending), throttle_duration_sec=5.0)
         self._pending = msg
         self._plan_pending()
+
+    def _unmatched(self, msg: HierarchicalSegmentation) -> str:
+        """Why ``msg`` found no depth or camera_info, as far as the node can tell: nothing publishes them,
+        none came lately or only this frame's did not (both: lost in transport, the usual cause with large
+        depth images), or none fits any frame's stamp (the stamps differ)."""
+        t, slop = stamp_seconds(msg.header), self.get_parameter("depth_slop").value
+        now = time.monotonic()
+        missing, reasons, lost = [], [], False
+        for kind, buffer, subscription in (
+            ("depth", self._depth, self._depth_sub),
+            ("camera_info", self._info, self._info_sub),
+        ):
+            if buffer.nearest(t, slop) is not None:
+                continue
+            missing.append(kind)
+            topic = subscription.topic_name
+            if not subscription.get_publisher_count():
+                reasons.append(f"no publisher of {topic} matches (check the remap)")
+                continue
+            if now - self._arrived[kind] > RECEIVED_LATELY_S:
+                reasons.append(
+                    f"none received on {topic} in the last {RECEIVED_LATELY_S:g} s (partglee_node republishes "
+                    "it only with use_depth:=true)"
+                )
+                lost |= kind == "depth"
+                continue
+            off = stamp_seconds(buffer.nearest(t, math.inf).header) - t
+            nearest = (
+                f"the nearest on {topic} is stamped {abs(off):.3f}s {'after' if off > 0 else 'before'} it"
+            )
+            if now - self._matched_at > RECEIVED_LATELY_S:
+                reasons.append(
+                    f"{nearest}, and no segmentation found its {kind} in the last {RECEIVED_LATELY_S:g} s: the "
+                    "stamps differ by more than depth_slop (raise it if the camera stamps them that far apart)"
+                )
+            else:
+                reasons.append(f"{nearest}, while other segmentations found theirs: this one's did not come")
+                lost |= kind == "depth"
+        text = f"no {' or '.join(missing)} within {slop}s of segmentation at {t:.3f}: {'; '.join(reasons)}"
+        return f"{text}; {LOST_DEPTH}" if lost else text
 
     def _plan_pending(self) -> None:
         """Plan on the waiting segmentation once its depth and camera_info are both there."""
@@ -268,7 +337,7 @@ class GraspNode(Node):
         depth_msg, info = self._depth.nearest(t, slop), self._info.nearest(t, slop)
         if depth_msg is None or info is None:
             return
-        msg, self._pending = self._pending, None
+        msg, self._pending, self._matched_at = self._pending, None, time.monotonic()
         try:
             self._plan(msg, depth_msg, info)
         except Exception as err:  # one bad message must not take the node down
@@ -328,7 +397,7 @@ class GraspNode(Node):
         """Part names and object names (empty: any) from a request, or else from the parameters."""
         # written as partglee_node's labels are: whitespace collapsed, Unicode composed
         wanted = set(parts) or set(self.get_parameter("part_names").value)
-        named = objects or self.get_parameter("object_names").value
+        named = objects or self.get_parameter_or("object_names", ANY_OBJECT).value
         return {normal_name(n) for n in wanted}, {normal_name(n) for n in named if n.strip()}
 
     def _grasps(

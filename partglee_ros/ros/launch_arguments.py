@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -31,6 +31,30 @@ ARGUMENTS: dict[str, tuple[str, str, str]] = {
 # namespace, node_name, params_file, dds_profile and grasp are declared in the launch file itself
 # grasp:=true: grasp_node beside the node, on its outputs (relative names: both follow the namespace)
 GRASP_REMAPS = [("depth", "segmentation/depth"), ("camera_info", "segmentation/camera_info")]
+
+
+class ListForm(NamedTuple):
+    """What a list argument's error says: its entries, an example, and what an entry YAML read as a mapping
+    ('mug: handle' unquoted) needs."""
+
+    entry: str
+    example: str
+    mapping_hint: str
+    # the node drops '' entries of parts and object_parts, so [''] is "none"; it refuses an empty object name
+    none: bool = False
+
+
+NAME_HAS_NO_COLON = "a name cannot contain ':' (object_parts lists an object's parts)"
+LIST_FORMS = {
+    "objects": ListForm("object name", "['mug', 'cup']", NAME_HAS_NO_COLON),
+    "parts": ListForm("part name", "['handle', 'lid']", NAME_HAS_NO_COLON, none=True),
+    "object_parts": ListForm(
+        "'object: part, part' entry",
+        "['mug: handle, body', 'kettle: lid']",
+        "quote each entry, e.g. \"['mug: handle, body', 'kettle: lid']\"",
+        none=True,
+    ),
+}
 
 
 def _param(target: str) -> Param:
@@ -68,11 +92,17 @@ def _typed(name: str, target: str, text: str) -> Any:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = None
-        # an empty list leaves the parameter unset in rcl (the node then fails): [''] is "none"
+        form = LIST_FORMS[target]
+        if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            raise ValueError(
+                f"launch argument {name}:={text!r}: YAML reads an unquoted 'a: b' entry as a mapping; "
+                f"{form.mapping_hint}"
+            )
+        # an empty list leaves the parameter unset in rcl (the node then fails)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise ValueError(
-                f"launch argument {name}:={text!r}: expected a list of at least one name, e.g. "
-                "\"['mug', 'cup']\" ([''] for none)"
+                f"launch argument {name}:={text!r}: expected a list of at least one {form.entry}, e.g. "
+                f'"{form.example}"' + " ([''] for none)" * form.none
             )
         return value
     return text

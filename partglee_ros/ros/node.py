@@ -44,6 +44,7 @@ from std_msgs.msg import Header
 
 from partglee_ros.msg import HierarchicalSegmentation
 from partglee_ros.ros.conversions import object_parts_from_msgs, result_to_msg, rgb_to_image_msg
+from partglee_ros.ros.dds_profile import LOST_DEPTH
 from partglee_ros.ros.depth_sync import NearestStampBuffer, closest, stamp_ns, stamp_seconds
 from partglee_ros.ros.frame_age import frame_age_ms
 from partglee_ros.ros.frame_slot import LatestFrameSlot
@@ -73,11 +74,6 @@ DepthPair = tuple[Image | None, CameraInfo | None]
 ERROR_LOGS_PER_5S = 10  # frame error lines logged at most, whatever their kinds (each is counted anyway)
 FINISH_FRAME_S = 60.0  # how long a timed-out request still waits for the frame the inference thread is on
 INACTIVE = "the node is not active (lifecycle): it processes no frames"
-LOST_DEPTH = (  # as grasp_node says it
-    "depth frames may be lost in transport: with Fast DDS, colour and depth published by one camera process "
-    "overflow its default 0.5 MB shared-memory segment, even at 320x240; give the camera driver and this node "
-    'the profile config/fastdds_large_data.xml (README: "Raw camera images over Fast DDS"); else compare the stamps'
-)
 
 
 class StartupError(RuntimeError):
@@ -665,7 +661,7 @@ class PartGleeMixin:
                 f"{without_depth} of {without_depth + with_depth} frames lately had no depth and camera_info "
                 f"within depth_slop ({self.value('depth_slop'):g} s) on {self.resolve_topic_name('depth')} "
                 f"({self._depth.received} received since start), {self.resolve_topic_name('camera_info')} "
-                f"({self._camera_info.received}): {LOST_DEPTH}"
+                f"({self._camera_info.received}): {LOST_DEPTH}; else compare the stamps"
             )
             self.get_logger().warning(message, throttle_duration_sec=30.0)
             return DiagnosticStatus.WARN, message
