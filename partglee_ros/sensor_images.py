@@ -3,7 +3,8 @@ subscriptions (rclpy messages) and recorded bags (rosbags' messages) share this,
 and an offline evaluation accept the same frames.
 
 Covers what robot cameras send: 8-bit colour and grey, 16-bit grey (scaled to 8 bit), Bayer mosaics
-(demosaiced like cv_bridge) and JPEG/PNG compressed images. Every failure is an `ImageDecodeError` that says
+(demosaiced like cv_bridge), packed YUV 4:2:2 (USB cameras' YUYV/UYVY, usb_cam's default; converted like
+cv_bridge) and JPEG/PNG compressed images. Every failure is an `ImageDecodeError` that says
 which field is wrong, so one bad frame is reported and skipped instead of stopping the node or the evaluation.
 No ROS imports: messages are read by their fields.
 """
@@ -33,6 +34,11 @@ ENCODINGS: dict[str, tuple[int, int, int | None]] = {
     "bayer_bggr8": (1, 1, cv2.COLOR_BayerRG2RGB),
     "bayer_gbrg8": (1, 1, cv2.COLOR_BayerGR2RGB),
     "bayer_grbg8": (1, 1, cv2.COLOR_BayerGB2RGB),
+    # packed 4:2:2, two bytes a pixel: sensor_msgs' "yuv422" is U Y V Y, "yuv422_yuy2" Y U Y V
+    "yuv422": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (2, 1, cv2.COLOR_YUV2RGB_YUY2),
+    "yuyv": (2, 1, cv2.COLOR_YUV2RGB_YUY2),
 }
 
 
@@ -57,6 +63,8 @@ def raw_image_to_rgb(msg: Any) -> np.ndarray:
         raise ImageDecodeError(f"empty image ({w}x{h})")
     if h * w > MAX_IMAGE_PIXELS:
         raise ImageDecodeError(f"image of {w}x{h} exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
+    if channels == 2 and w % 2:  # two pixels share one U and one V
+        raise ImageDecodeError(f"{encoding} needs an even width, got {w}")
     row_bytes = w * channels * depth
     if step < row_bytes:
         raise ImageDecodeError(f"step {step} < width*channels*bytes = {row_bytes} for {encoding}")

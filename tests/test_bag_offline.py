@@ -186,8 +186,29 @@ def test_bayer_mono16_and_bad_images() -> None:
     bad.step -= 1
     with pytest.raises(ImageDecodeError, match="step"):
         raw_image_to_rgb(bad)
-    with pytest.raises(ImageDecodeError, match="unsupported encoding 'yuv"):
-        raw_image_to_rgb(_image_msg(smooth, "yuv422"))
+    with pytest.raises(ImageDecodeError, match="unsupported encoding 'nv21'"):
+        raw_image_to_rgb(_image_msg(smooth, "nv21"))
+
+
+def test_packed_yuv422_as_usb_cameras_send_it() -> None:
+    """YUYV/UYVY (usb_cam's default) were refused. Encoded here with BT.601's video-range matrix (what
+    OpenCV, and so cv_bridge, inverts), chroma shared by each pair of pixels."""
+    rng = np.random.default_rng(5)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (9, 9), 4).astype(float)
+    r, g, b = smooth[..., 0], smooth[..., 1], smooth[..., 2]
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    u, v = (c.reshape(48, 32, 2).mean(axis=2) for c in (u, v))  # one U, one V per pair
+    uyvy = np.stack([u, y[:, 0::2], v, y[:, 1::2]], axis=2).round().astype(np.uint8).reshape(48, 64, 2)
+    yuyv = np.stack([y[:, 0::2], u, y[:, 1::2], v], axis=2).round().astype(np.uint8).reshape(48, 64, 2)
+    for packed, encodings in ((uyvy, ("yuv422", "uyvy")), (yuyv, ("yuv422_yuy2", "yuyv"))):
+        for encoding in encodings:
+            rgb = raw_image_to_rgb(_image_msg(packed, encoding))
+            assert rgb.shape == (48, 64, 3) and np.abs(rgb - smooth).mean() < 3, encoding
+    assert np.abs(raw_image_to_rgb(_image_msg(uyvy, "yuyv")) - smooth).mean() > 6  # the byte order matters
+    with pytest.raises(ImageDecodeError, match="yuv422 needs an even width, got 63"):
+        raw_image_to_rgb(_image_msg(uyvy[:, :63], "yuv422"))
 
 
 def test_out_of_order_and_varying_sizes_match_by_stamp(model_dir, scenes, tmp_path) -> None:
