@@ -89,7 +89,8 @@ def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_p
     """Direct: the bag's own frames and ground truth, not re-rendered scenes (those differ by a few pixels
     across CPUs, see above)."""
     with Bag(SAMPLE_BAG) as bag:
-        frames = list(read_frames(bag, bag.image_topic(None).name))
+        image_topic = bag.image_topic(None).name
+        frames = list(read_frames(bag, image_topic))
         gts, error = ground_truth.from_topic(bag, GT_TOPIC)
     assert error is None
     truth = [gts[frame.stamp_ns] for frame in frames]
@@ -106,7 +107,7 @@ def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_p
 
     out = tmp_path / "out"
     args = [str(SAMPLE_BAG), "--out", str(out), "--model", str(model_dir), "--backend", "torch"]
-    args += ["--max-frames", str(FRAMES), "--gt-topic", GT_TOPIC, *cli_thresholds(tmp_path)]
+    args += ["--max-frames", str(FRAMES), "--gt-topic", GT_TOPIC, *cli_thresholds(tmp_path), "--with-images"]
     assert bag_eval(args) == 0, capsys.readouterr().err
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["frames_scored"] == FRAMES and summary["fatal_error"] is None
@@ -117,6 +118,9 @@ def test_offline_cli_on_sample_bag_reproduces_direct_evaluation(model_dir, tmp_p
         assert cv2.imread(str(out / name)) is not None, name
     with Bag(out / "results") as results:  # the results bag: the same detections, readable by rosbags
         msgs = [results.deserialize(m) for m in results.messages({"/segmentation"})]
+        # --with-images: the frames scored, as recorded, so the bag plays back with its images
+        copied = [(m.log_ns, m.data) for m in results.messages({image_topic})]
+    assert copied == [(f.log_ns, f.raw) for f in frames[:FRAMES]]
     assert len(msgs) == FRAMES
     for msg, pred in zip(msgs, preds, strict=True):
         assert_same_results(bag_msg_to_result(msg), pred)

@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--overlays", type=int, default=4, help="number of overlay images")
     p.add_argument("--storage", choices=tuple(STORAGES), default="mcap", help="results bag storage")
     p.add_argument("--no-results-bag", action="store_true")
+    p.add_argument(
+        "--with-images",
+        action="store_true",
+        help="the results bag also holds the frames read (the image topic, byte for byte), so it plays back in "
+        "RViz without the source bag",
+    )
     return p.parse_args(argv)
 
 
@@ -295,6 +301,8 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
         writer = BagWriter(results_bag, args.storage) if results_bag is not None else None
         try:
             run = run_mode(args, bag, topic, vocab, writer, post, tracker)
+            if writer is not None and args.with_images:
+                copy_frames(bag, topic, writer, len(run.frames))
         finally:
             if writer is not None:
                 writer.close()
@@ -325,6 +333,18 @@ def evaluate_bag(args: argparse.Namespace, command: str) -> tuple[EvaluationRun,
             " the rest"
         )
     return run, report
+
+
+def copy_frames(bag: Bag, topic: str, writer: BagWriter, count: int) -> None:
+    """The first ``count`` messages of ``topic`` (the frames the run read) into the results bag, as recorded
+    and at their log times: `ros2 bag play` then gives each segmentation with its frame."""
+    try:
+        for index, message in enumerate(bag.messages({topic})):
+            if index >= count:
+                return
+            writer.write(topic, message.msgtype, message.log_ns, message.data)
+    except BagError:  # where the run stopped reading too: its report says so already
+        return
 
 
 def main(argv: list[str] | None = None) -> int:
