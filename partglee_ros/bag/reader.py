@@ -243,16 +243,15 @@ class Bag:
         (or what a hand-made split bag copied), and a wrong one would make the evaluation refuse a topic that
         has frames or skip the check for ground truth that no frame matched."""
         assert self._reader is not None
-        uncounted = [path.name for path, storage in self._named_storages() if not _counts_per_topic(storage)]
-        if uncounted:
+        counted = self._file_counts()
+        if counted is None:
+            uncounted = [p.name for p, storage in self._named_storages() if not _counts_per_topic(storage)]
             verb = "does" if len(uncounted) == 1 else "do"
             self.warnings.append(
                 f"{directory}: {', '.join(uncounted)} {verb} not count messages per topic; metadata.yaml's counts"
                 " are used"
             )
             return
-        counted = self._file_counts()
-        assert counted is not None
         wrong = [
             f"{name} {info.msgcount} (its files hold {counted[name]})"
             for name, info in self._reader.topics.items()
